@@ -1,0 +1,59 @@
+"""trl-gram: generative foundation reward models (GRAM-R², GRAM) for Hugging Face TRL.
+
+Public names are imported lazily, so ``import trl_gram`` is cheap and never touches the network.
+"""
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "JudgeTemplate": "templates",
+    "GRAM_R2_TEMPLATE": "templates",
+    "GRAM_V1_TEMPLATE": "templates",
+    "GRAM_R2_DIRECT_TEMPLATE": "templates",
+    "get_template": "templates",
+    "Verdict": "parsing",
+    "parse_verdict": "parsing",
+    "format_verdict": "parsing",
+    "GramJudge": "judge",
+    "GramJudgeConfig": "judge",
+    "PairJudgment": "judge",
+    "GenerativeRewardFunction": "reward",
+    "AsyncGenerativeRewardFunction": "reward",
+    "best_of_n": "ranking",
+    "knockout": "ranking",
+    "linear_search": "ranking",
+    "rank_all": "ranking",
+    "default_model_path": "default_model",
+    "GramRewardConfig": "training.config",
+    "GramRewardTrainer": "training.trainer",
+    "PreferenceProver": "training.prover",
+    "GramSelfTrainer": "training.self_training",
+    "SelfTrainingConfig": "training.self_training",
+    "GramPPOConfig": "ppo.config",
+    "GramPPOTrainer": "ppo.trainer",
+    "RemoteGenerativeRewardFunction": "serving.remote_reward",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'trl_gram' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .judge import GramJudge, GramJudgeConfig, PairJudgment  # noqa: F401
+    from .parsing import Verdict, format_verdict, parse_verdict  # noqa: F401
+    from .reward import AsyncGenerativeRewardFunction, GenerativeRewardFunction  # noqa: F401
+    from .templates import GRAM_R2_TEMPLATE, GRAM_V1_TEMPLATE, JudgeTemplate, get_template  # noqa: F401
