@@ -1,0 +1,216 @@
+"""Rule checks that denoise pseudo-labels (GRAM-R² self-training) and validate supplied rationales.
+
+Each candidate pseudo-label goes through the rules in a fixed order and is dropped by the first one it fails; the
+counts per rule are reported. The rules:
+
+* ``malformed``: no run gave a readable label, or the rationale is empty or still carries answer/think tags.
+* ``vote_disagreement``: the share of runs (votes × orders) that agree with the majority label is below
+  ``min_vote_agreement`` (failed runs count as disagreeing), or the vote is tied.
+* ``low_confidence``: the probability of the predicted label is below ``confidence_threshold``.
+* ``too_long``: the rationale is longer than ``max_rationale_tokens`` tokens (words without a tokenizer).
+* ``unsupported``: the rationale's conclusion names the other response as the better one.
+
+:func:`rationale_label` (which response a rationale concludes for) and :func:`swap_label_mentions` (rewrite a
+rationale for the swapped order) read references such as "Response A", "Assistant B", "[[A]]" or "A is better".
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+RULES = ("malformed", "vote_disagreement", "low_confidence", "too_long", "unsupported")
+
+_NOUNS = r"(?:response|assistant|answer|output|option|candidate|model)"
+_BETTER = (
+    r"(?:better|superior|preferred|preferable|stronger|more\s+(?:helpful|accurate|appropriate|harmless|complete|"
+    r"relevant|correct|precise)|the\s+(?:better|best|winner|preferred)(?:\s+\w+)?|wins)"
+)
+
+
+@dataclass(frozen=True)
+class _RefPatterns:
+    reference: re.Pattern  # "Response A", "Assistant (B)", "[[A]]"
+    preference: re.Pattern  # "Response A is better", "A is clearly better", "prefer Response B"
+
+
+def _ref(words: str, tag: str) -> str:
+    return (
+        rf"(?:\b{_NOUNS}\s*[\(\[]?\s*(?P<n{tag}>{words})\s*[\)\]]?(?![A-Za-z0-9])"
+        rf"|\[\[\s*(?P<b{tag}>{words})\s*\]\])"
+    )
+
+
+@lru_cache(maxsize=16)
+def _ref_patterns(labels: tuple[str, str]) -> _RefPatterns:
+    words = "|".join(re.escape(w) for w in labels)
+
+    def bare(tag):
+        return rf"(?<![A-Za-z0-9'])(?-i:(?P<w{tag}>{words}))(?![A-Za-z0-9'])"
+
+    preference = re.compile(
+        rf"(?:(?:{_ref(words, 1)}|{bare(1)})\s+(?:is|was|seems|appears|would\s+be|remains)\s+(?:\w+\s+){{0,2}}?"
+        rf"{_BETTER}|(?:prefer|choose|select|pick|favou?r)\s+(?:{_ref(words, 2)}|{bare(2)}))",
+        re.IGNORECASE,
+    )
+    return _RefPatterns(reference=re.compile(_ref(words, 0), re.IGNORECASE), preference=preference)
+
+
+def _labels_in(matches, labels: tuple[str, str]) -> list[str]:
+    found = []
+    for m in matches:
+        value = next((v for v in m.groupdict().values() if v), None)
+        if value is None:
+            continue
+        for w in labels:
+            if value.lower() == w.lower():
+                found.append(w)
+    return found
+
+
+def _conclusion(text: str) -> str:
+    m = None
+    for m in re.finditer(r"conclusion\s*:?", text, re.IGNORECASE):
+        pass
+    if m is not None:
+        return text[m.end() :]
+    paragraphs = [p for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
+    return paragraphs[-1] if paragraphs else text
+
+
+def rationale_label(rationale: str | None, label_words: Sequence[str] = ("A", "B")) -> str | None:
+    """The label word a rationale concludes for, or ``None`` when it does not say clearly.
+
+    The conclusion (the text after the last "Conclusion:", else the last paragraph) is read first: a single response
+    named there, or a single one named in a preference phrase ("Response B is better", "I prefer A"), decides. Failing
+    that, preference phrases anywhere in the rationale decide when they all name the same response.
+    """
+    if not rationale or not rationale.strip():
+        return None
+    labels = (str(label_words[0]), str(label_words[1]))
+    pats = _ref_patterns(labels)
+    conclusion = _conclusion(rationale)
+    preferred = set(_labels_in(pats.preference.finditer(conclusion), labels))
+    if len(preferred) == 1:
+        return preferred.pop()
+    named = set(_labels_in(pats.reference.finditer(conclusion), labels))
+    if len(named) == 1 and not preferred:
+        return named.pop()
+    if preferred or named:
+        return None
+    everywhere = set(_labels_in(pats.preference.finditer(rationale), labels))
+    return everywhere.pop() if len(everywhere) == 1 else None
+
+
+def swap_label_mentions(text: str, label_words: Sequence[str] = ("A", "B")) -> str:
+    """Rewrite a rationale for the swapped order: each reference to one response ("Response A", "[[A]]",
+    "A is better", "prefer B") names the other one. Other occurrences of the letters (the article "a") are untouched."""
+    if not text:
+        return text
+    labels = (str(label_words[0]), str(label_words[1]))
+    pats = _ref_patterns(labels)
+    spans: dict[int, tuple[int, str]] = {}
+    for pattern in (pats.reference, pats.preference):
+        for m in pattern.finditer(text):
+            for name, value in m.groupdict().items():
+                if value:
+                    start, end = m.span(name)
+                    spans[start] = (end, value)
+    out, last = [], 0
+    for start in sorted(spans):
+        end, value = spans[start]
+        if start < last:
+            continue
+        other = labels[1] if value.lower() == labels[0].lower() else labels[0]
+        if value.islower() and len(other) == 1:
+            other = other.lower()
+        out.append(text[last:start])
+        out.append(other)
+        last = end
+    out.append(text[last:])
+    return "".join(out)
+
+
+_TAGS = re.compile(r"</?(?:think|answer)>", re.IGNORECASE)
+
+
+@dataclass
+class Candidate:
+    """One pseudo-label to check.
+
+    Attributes:
+        label: The predicted label word, in the orientation the rationale uses (``None``: no run parsed).
+        confidence: Probability of ``label`` (``None``: unknown, the confidence rule passes).
+        votes: Label word of every run, in the same orientation (``None`` for a run that failed).
+        rationale: The rationale kept for the example (``None`` when rationales come later, from a prover).
+    """
+
+    label: str | None
+    confidence: float | None = None
+    votes: list[str | None] = field(default_factory=list)
+    rationale: str | None = None
+
+
+@dataclass
+class DenoiseRules:
+    """Thresholds of the rules (see the module docstring). A rule with a ``None``/disabled setting always passes."""
+
+    min_vote_agreement: float = 0.5
+    confidence_threshold: float | None = None
+    max_rationale_tokens: int | None = None
+    check_support: bool = True
+    require_rationale: bool = True
+
+
+def check_candidate(
+    cand: Candidate,
+    rules: DenoiseRules,
+    label_words: Sequence[str] = ("A", "B"),
+    count_tokens: Callable[[str], int] | None = None,
+) -> str | None:
+    """The first rule ``cand`` fails (one of :data:`RULES`), or ``None`` when it is kept."""
+    if cand.label is None:
+        return "malformed"
+    if rules.require_rationale and (cand.rationale is None or not cand.rationale.strip()):
+        return "malformed"
+    if cand.rationale and _TAGS.search(cand.rationale):
+        return "malformed"
+    if cand.votes:
+        counts = Counter(v for v in cand.votes if v is not None)
+        top = counts.most_common(2)
+        if not top or (len(top) == 2 and top[0][1] == top[1][1]) or top[0][0] != cand.label:
+            return "vote_disagreement"
+        if top[0][1] / len(cand.votes) < rules.min_vote_agreement:
+            return "vote_disagreement"
+    if rules.confidence_threshold is not None and cand.confidence is not None:
+        if cand.confidence < rules.confidence_threshold:
+            return "low_confidence"
+    if rules.max_rationale_tokens is not None and cand.rationale:
+        length = count_tokens(cand.rationale) if count_tokens is not None else len(cand.rationale.split())
+        if length > rules.max_rationale_tokens:
+            return "too_long"
+    if rules.check_support and cand.rationale:
+        said = rationale_label(cand.rationale, label_words)
+        if said is not None and said != cand.label:
+            return "unsupported"
+    return None
+
+
+def denoise(
+    candidates: Sequence[Candidate],
+    rules: DenoiseRules,
+    label_words: Sequence[str] = ("A", "B"),
+    count_tokens: Callable[[str], int] | None = None,
+) -> tuple[list[str | None], dict[str, int]]:
+    """Check every candidate. Returns the drop reason of each (``None`` = kept) and the count per rule (every rule
+    listed, zeros included, plus ``"kept"``)."""
+    reasons = [check_candidate(c, rules, label_words, count_tokens) for c in candidates]
+    counts = {rule: 0 for rule in RULES}
+    for r in reasons:
+        if r is not None:
+            counts[r] += 1
+    counts["kept"] = sum(r is None for r in reasons)
+    return reasons, counts
