@@ -526,7 +526,9 @@ class GramJudge:
                 text = text[len(cfg.reason_prefix) :]  # the prompt already ends with the prefix
                 cut = text.lower().find(template.answer_open.lower())
                 suffix = (
-                    text[: cut + len(template.answer_open)] + "\n" if cut >= 0 else text + template.forced_answer_suffix()
+                    text[: cut + len(template.answer_open)] + "\n"
+                    if cut >= 0
+                    else text + template.forced_answer_suffix()
                 )
                 sequences.append(prompt + self.tokenizer.encode(suffix, add_special_tokens=False))
             logits = self._last_position_logits(sequences, template, show_progress, "reading forced answers")

@@ -179,7 +179,11 @@ def parse_verdict(
 def parse_with_template(text: object, template) -> Verdict:
     """:func:`parse_verdict` with the tags and label words of a :class:`~trl_gram.templates.JudgeTemplate`."""
     return parse_verdict(
-        text, template.label_words, template.answer_open, template.answer_close, template.think_open,
+        text,
+        template.label_words,
+        template.answer_open,
+        template.answer_close,
+        template.think_open,
         template.think_close,
     )
 

@@ -174,7 +174,9 @@ def _content_text(content: Any) -> str:
 
 def _check_messages(messages: Any, arg: str) -> list[Message]:
     if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
-        raise ValueError(f"`{arg}` must be a string or a list of {{'role', 'content'}} messages, got {messages!r:.120}.")
+        raise ValueError(
+            f"`{arg}` must be a string or a list of {{'role', 'content'}} messages, got {messages!r:.120}."
+        )
     return messages
 
 

@@ -1,0 +1,369 @@
+"""``GenerativeRewardFunction``: a GRAM judge as a reward in TRL's ``reward_funcs`` contract.
+
+Works with ``GRPOTrainer``, ``RLOOTrainer``, the experimental ``OnlineDPOTrainer`` and our ``GramPPOTrainer``: it is a
+plain callable (not an ``nn.Module``, which TRL would mistake for a classifier), returns one float or ``None`` per
+completion, and accepts ``prompts``, ``completions``, ``completion_ids``, dataset columns, ``trainer_state``,
+``log_extra`` and ``log_metric``.
+
+How a completion gets a scalar (its win probability against something):
+
+* ``references=[...]`` passed by the trainer (our PPO passes the policy's greedy responses) or
+  ``reference_column="col"`` (a dataset column such as a reference answer): one comparison per completion.
+* ``reference="group"``: every pair within a group of completions of the same prompt (consecutive equal prompts, as
+  GRPO lays them out); a completion scores its mean win probability against the rest of its group. Cost per group
+  of G: G(G-1)/2 pairs, i.e. G(G-1) judge passes with ``swap="both"`` (56 for G = 8).
+* ``reference="pivot"``: the cheaper variant: each completion against the group's first one (G-1 pairs, 2(G-1)
+  passes); the pivot scores its mean win probability against the others.
+* ``reference="pairs"``: completion i against completion i + N/2, the layout of ``OnlineDPOTrainer`` (which calls
+  with the prompts doubled). ``"group"`` switches to it by itself when every group has size 1 and the two halves of
+  the prompts match.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from collections.abc import Sequence
+
+from transformers.utils import logging
+
+from .judge import GramJudge, PairJudgment
+
+logger = logging.get_logger(__name__)
+
+REFERENCES = (None, "references", "group", "pivot", "pairs")
+OUTPUTS = ("prob", "logit", "centered")
+_EPS = 1e-6
+
+
+def _groups(prompts: Sequence) -> list[range]:
+    """Consecutive runs of equal prompts."""
+    out, start = [], 0
+    for i in range(1, len(prompts) + 1):
+        if i == len(prompts) or prompts[i] != prompts[start]:
+            out.append(range(start, i))
+            start = i
+    return out
+
+
+class GenerativeRewardFunction:
+    """A GRAM judge as a TRL reward function.
+
+    Args:
+        judge: A :class:`~trl_gram.judge.GramJudge`, a model path or Hub id (loaded on first call), or ``None`` for
+            the embedded default model (loaded on first call).
+        reference: How completions are compared (see the module docstring): ``None`` (use ``references`` passed by
+            the trainer, else ``reference_column``), ``"group"``, ``"pivot"``, ``"pairs"``.
+        reference_column: Dataset column holding, per row, the response to compare each completion with.
+        output: ``"prob"`` (win probability in [0, 1]), ``"logit"`` (its log-odds) or ``"centered"`` (prob − 0.5).
+        on_failure: What a completion gets when none of its comparisons could be parsed (reason mode): ``None``
+            (TRL then ignores it for this reward), a float, ``"prob"`` (use the probability read at the forced answer
+            slot anyway) or ``"retry"`` (judge again with ``retry_votes`` sampled rationales, then ``None``).
+        retry_votes: Sampled rationales per order when retrying.
+        judge_kwargs: Keyword arguments for :meth:`GramJudge.from_pretrained` when ``judge`` is a path or ``None``
+            (e.g. ``{"mode": "direct", "load_in_4bit": True}``).
+        mode, swap, votes: Per-call overrides of the judge's configuration.
+        gather_groups: Under several processes a group can be split across ranks: gather the whole batch so groups
+            are complete (``True``), or raise (``False``). Never judges a partial group.
+        log_rationales: Send each completion's first rationale to ``log_extra`` (the completions table).
+        name: The reward's name (``__name__``), used by TRL in logs.
+    """
+
+    def __init__(
+        self,
+        judge: GramJudge | str | None = None,
+        *,
+        reference: str | None = None,
+        reference_column: str | None = None,
+        output: str = "prob",
+        on_failure: str | float | None = None,
+        retry_votes: int = 3,
+        judge_kwargs: dict | None = None,
+        mode: str | None = None,
+        swap: str | None = None,
+        votes: int | None = None,
+        gather_groups: bool = True,
+        log_rationales: bool = True,
+        name: str = "gram_reward",
+    ):
+        if reference not in REFERENCES:
+            raise ValueError(f"`reference` must be one of {REFERENCES}, got {reference!r}.")
+        if reference in ("group", "pivot", "pairs") and reference_column is not None:
+            raise ValueError(f"Pass either `reference={reference!r}` or `reference_column`, not both.")
+        if output not in OUTPUTS:
+            raise ValueError(f"`output` must be one of {OUTPUTS}, got {output!r}.")
+        if not (on_failure in (None, "none", "prob", "retry") or isinstance(on_failure, (int, float))):
+            raise ValueError(f"`on_failure` must be None, a number, 'prob' or 'retry', got {on_failure!r}.")
+        if not (judge is None or isinstance(judge, (str, GramJudge))):
+            raise ValueError(f"`judge` must be a GramJudge, a model path/id or None, got {type(judge).__name__}.")
+        self.reference = reference
+        self.reference_column = reference_column
+        self.output = output
+        self.on_failure = None if on_failure == "none" else on_failure
+        self.retry_votes = retry_votes
+        self.judge_kwargs = dict(judge_kwargs or {})
+        self.call_overrides = {k: v for k, v in (("mode", mode), ("swap", swap), ("votes", votes)) if v is not None}
+        self.gather_groups = gather_groups
+        self.log_rationales = log_rationales
+        self.__name__ = name
+        self._judge_spec = judge if not isinstance(judge, GramJudge) else None
+        self._judge = judge if isinstance(judge, GramJudge) else None
+        self._owns_judge = self._judge is None
+        self._lock = threading.Lock()
+        self._announced_pairs = False
+
+    # ---------------------------------------------------------------------------------------------------------------
+    @property
+    def judge(self) -> GramJudge:
+        """The judge, loaded on first use."""
+        if self._judge is None:
+            self._judge = GramJudge.from_pretrained(self._judge_spec, **self.judge_kwargs)
+        return self._judge
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_lock"] = None
+        if self._owns_judge:
+            state["_judge"] = None  # loaded from the spec: reloaded lazily in the new process
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __repr__(self):
+        ref = (
+            self.reference_column and f"reference_column={self.reference_column!r}" or f"reference={self.reference!r}"
+        )
+        return f"{type(self).__name__}(name={self.__name__!r}, {ref}, output={self.output!r})"
+
+    # ---------------------------------------------------------------------------------------------------------------
+    def __call__(
+        self,
+        prompts: Sequence,
+        completions: Sequence,
+        completion_ids: Sequence | None = None,
+        trainer_state=None,
+        log_extra=None,
+        log_metric=None,
+        references: Sequence | None = None,
+        **columns,
+    ) -> list[float | None]:
+        with self._lock:
+            return self._score(prompts, completions, references, columns, log_extra, log_metric)
+
+    def _score(self, prompts, completions, references, columns, log_extra, log_metric) -> list[float | None]:
+        n = len(completions)
+        if len(prompts) != n:
+            raise ValueError(f"`prompts` has {len(prompts)} items but `completions` has {n}; pass one per completion.")
+        for i, c in enumerate(completions):
+            if c is None:
+                raise ValueError(f"`completions[{i}]` is None.")
+        if n == 0:
+            return []
+
+        comparisons, how, total = self._plan(prompts, completions, references, columns)
+        judgments = self._judge_all(comparisons)
+        probs, failed, first_pair = self._aggregate(total, comparisons, judgments)
+        if how == "gathered":
+            probs, failed, first_pair = self._local_slice(probs, failed, first_pair)
+        self._log(first_pair, judgments, log_extra, log_metric)
+        numeric = isinstance(self.on_failure, (int, float)) and not isinstance(self.on_failure, bool)
+        out = []
+        for p, f in zip(probs, failed):
+            if p is not None:
+                out.append(self._transform(p))
+            else:
+                out.append(float(self.on_failure) if (f and numeric) else None)
+        return out
+
+    # ---------------------------------------------------------------------------------------------------------------
+    def _plan(self, prompts, completions, references, columns):
+        """The comparisons ``(i, question, response_i, other, j)`` (``other`` the text compared with, ``j`` the index
+        of the other completion or ``None``), ``"local"``/``"gathered"``, and the number of completions indexed."""
+        reference = self.reference
+        if reference in (None, "references") and references is not None:
+            if len(references) != len(completions):
+                raise ValueError(
+                    f"`references` has {len(references)} items but there are {len(completions)} completions."
+                )
+            return self._against(prompts, completions, references, "references"), "local", len(completions)
+        if self.reference_column is not None:
+            if self.reference_column not in columns:
+                raise ValueError(
+                    f"`reference_column={self.reference_column!r}` is not among the dataset columns passed to the "
+                    f"reward: {sorted(columns)}."
+                )
+            refs = columns[self.reference_column]
+            if len(refs) != len(completions):
+                raise ValueError(
+                    f"Column {self.reference_column!r} has {len(refs)} values for {len(completions)} completions."
+                )
+            return (
+                self._against(prompts, completions, refs, f"column {self.reference_column!r}"),
+                "local",
+                len(completions),
+            )
+        if reference in (None, "references"):
+            raise ValueError(
+                "Nothing to compare the completions with: pass `reference='group'|'pivot'|'pairs'`, a "
+                "`reference_column`, or call with `references=[...]`."
+            )
+        how = "local"
+        if reference in ("group", "pivot"):
+            prompts, completions, how = self._maybe_gather(prompts, completions)
+        groups = _groups(prompts)
+        n = len(completions)
+        if reference == "pairs" or (
+            reference == "group"
+            and all(len(g) == 1 for g in groups)
+            and n % 2 == 0
+            and n > 0
+            and list(prompts[: n // 2]) == list(prompts[n // 2 :])
+        ):
+            if reference == "group" and not self._announced_pairs:
+                logger.info("Every prompt appears once per half: judging completion i against i + N/2 (OnlineDPO).")
+                self._announced_pairs = True
+            if n % 2:
+                raise ValueError(f"`reference='pairs'` needs an even number of completions, got {n}.")
+            half = n // 2
+            return [(i, prompts[i], completions[i], completions[i + half], i + half) for i in range(half)], how, n
+        comps = []
+        for g in groups:
+            members = list(g)
+            if reference == "group":
+                comps += [
+                    (i, prompts[i], completions[i], completions[j], j)
+                    for k, i in enumerate(members)
+                    for j in members[k + 1 :]
+                ]
+            else:
+                pivot = members[0]
+                comps += [(i, prompts[i], completions[i], completions[pivot], pivot) for i in members[1:]]
+        return comps, how, n
+
+    @staticmethod
+    def _against(prompts, completions, refs, what):
+        out = []
+        for i, ref in enumerate(refs):
+            if ref is None or (isinstance(ref, str) and not ref.strip()):
+                raise ValueError(
+                    f"Reference {i} ({what}) is empty; every completion needs a reference to compare with."
+                )
+            out.append((i, prompts[i], completions[i], ref, None))
+        return out
+
+    def _maybe_gather(self, prompts, completions):
+        from accelerate import PartialState
+
+        state = PartialState()
+        if state.num_processes <= 1:
+            return prompts, completions, "local"
+        if not self.gather_groups:
+            raise RuntimeError(
+                f"reference={self.reference!r} under {state.num_processes} processes: a group of completions may be "
+                "split across ranks and would be judged partially. Set `gather_groups=True`."
+            )
+        from accelerate.utils import gather_object
+
+        self._local_n = len(completions)
+        self._local_counts = gather_object([len(completions)])
+        self._rank = state.process_index
+        return gather_object(list(prompts)), gather_object(list(completions)), "gathered"
+
+    def _local_slice(self, *columns):
+        start = sum(self._local_counts[: self._rank])
+        end = start + self._local_n
+        return tuple(c[start:end] for c in columns)
+
+    # ---------------------------------------------------------------------------------------------------------------
+    def _judge_all(self, comparisons) -> list[PairJudgment]:
+        if not comparisons:
+            return []
+        judge = self.judge
+        q = [c[1] for c in comparisons]
+        a = [c[2] for c in comparisons]
+        b = [c[3] for c in comparisons]
+        judgments = judge.judge(q, a, b, **self.call_overrides)
+        if self.on_failure == "retry":
+            failed = [k for k, jd in enumerate(judgments) if jd.failure is not None]
+            if failed:
+                again = judge.judge(
+                    [q[k] for k in failed],
+                    [a[k] for k in failed],
+                    [b[k] for k in failed],
+                    **{**self.call_overrides, "votes": self.retry_votes},
+                )
+                for k, jd in zip(failed, again):
+                    judgments[k] = jd
+        return judgments
+
+    def _aggregate(self, n, comparisons, judgments):
+        """Mean win probability per completion over its usable comparisons (``None`` when it has none), whether it
+        had comparisons that all failed, and the first judgment involving each completion."""
+        sums, counts = [0.0] * n, [0] * n
+        first: list[PairJudgment | None] = [None] * n
+        use_failed = self.on_failure == "prob"
+        for (i, _, _, _, j), jd in zip(comparisons, judgments):
+            for k in (i, j):
+                if k is not None and first[k] is None:
+                    first[k] = jd
+            if math.isnan(jd.prob) or (jd.failure is not None and not use_failed):
+                continue
+            sums[i] += jd.prob
+            counts[i] += 1
+            if j is not None:
+                sums[j] += 1.0 - jd.prob
+                counts[j] += 1
+        probs = [sums[k] / counts[k] if counts[k] else None for k in range(n)]
+        failed = [counts[k] == 0 and first[k] is not None for k in range(n)]
+        return probs, failed, first
+
+    def _transform(self, value: float) -> float:
+        if self.output == "prob":
+            return float(value)
+        if self.output == "centered":
+            return float(value) - 0.5
+        p = min(max(float(value), _EPS), 1 - _EPS)
+        return math.log(p / (1 - p))
+
+    def _log(self, first_pair, judgments, log_extra, log_metric):
+        if log_extra is not None and self.log_rationales:
+            log_extra(f"{self.__name__}_rationale", [jd.rationale if jd is not None else "" for jd in first_pair])
+        if log_metric is not None and judgments:
+            runs = [r for jd in judgments for r in jd.runs]
+            log_metric(f"{self.__name__}/parse_failure_rate", sum(r.failure is not None for r in runs) / len(runs))
+            agreements = [jd.agreement for jd in judgments if jd.agreement is not None]
+            if agreements:
+                log_metric(f"{self.__name__}/swap_agreement", sum(agreements) / len(agreements))
+            log_metric(f"{self.__name__}/judged_pairs", float(len(judgments)))
+
+
+class AsyncGenerativeRewardFunction(GenerativeRewardFunction):
+    """:class:`GenerativeRewardFunction` with ``async def __call__``: TRL runs it concurrently with other async
+    rewards; judging happens in a worker thread so the event loop stays free."""
+
+    async def __call__(
+        self,
+        prompts,
+        completions,
+        completion_ids=None,
+        trainer_state=None,
+        log_extra=None,
+        log_metric=None,
+        references=None,
+        **columns,
+    ):
+        return await asyncio.to_thread(
+            GenerativeRewardFunction.__call__,
+            self,
+            prompts,
+            completions,
+            completion_ids,
+            trainer_state,
+            log_extra,
+            log_metric,
+            references,
+            **columns,
+        )
