@@ -139,7 +139,9 @@ class GramPPOConfig(TrainingArguments):
     )
     bf16: bool | None = field(
         default=None,
-        metadata={"help": "Use bf16 mixed precision. None (default): on when the accelerator supports bf16, off on CPU."},
+        metadata={
+            "help": "Use bf16 mixed precision. None (default): on when the accelerator supports bf16, off on CPU."
+        },
     )
 
     # Models
@@ -231,7 +233,9 @@ class GramPPOConfig(TrainingArguments):
 
     def __post_init__(self):
         if self.bf16 is None:
-            self.bf16 = bool(not self.fp16 and not self.use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+            self.bf16 = bool(
+                not self.fp16 and not self.use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+            )
         super().__post_init__()
         positive_ints = ("max_completion_length", "num_ppo_epochs", "num_mini_batches")
         for name in positive_ints:
@@ -262,7 +266,9 @@ class GramPPOConfig(TrainingArguments):
         if self.kl_coef < 0 or self.vf_coef < 0:
             raise ValueError(f"`kl_coef` and `vf_coef` must be >= 0, got {self.kl_coef} and {self.vf_coef}.")
         if self.auto_find_batch_size:
-            raise ValueError("`auto_find_batch_size` is not supported by GramPPOTrainer: set the batch sizes explicitly.")
+            raise ValueError(
+                "`auto_find_batch_size` is not supported by GramPPOTrainer: set the batch sizes explicitly."
+            )
 
     @property
     def rollout_batch_size(self) -> int:

@@ -57,6 +57,25 @@ def masked_whiten(
     return whitened * mask
 
 
+def combine_rewards(
+    rewards_per_func: torch.Tensor,
+    weights: torch.Tensor,
+    has_eos: torch.Tensor | None = None,
+    missing_eos_penalty=None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequence scores from `[B, F]` rewards (NaN where a function returned `None`).
+
+    The score is the weighted sum of the non-NaN rewards (TRL's convention), minus `missing_eos_penalty` for rows
+    whose `has_eos` is False. Returns `(scores, valid)`; `valid[b]` is False when no function scored row `b` (its
+    score is then 0 and it should be left out of the update).
+    """
+    valid = ~torch.isnan(rewards_per_func).all(dim=1)
+    scores = (rewards_per_func * weights.to(rewards_per_func).unsqueeze(0)).nansum(dim=1)
+    if missing_eos_penalty is not None and has_eos is not None:
+        scores = scores - missing_eos_penalty * (~has_eos.bool()).to(scores.dtype)
+    return torch.where(valid, scores, torch.zeros_like(scores)), valid
+
+
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
     """Per-token estimate of KL(policy || reference) from tokens sampled from the policy.
 
