@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-
 from tiny_models import tiny_llama
+
 from trl_gram.batching import fit_lengths, left_pad, token_budget_batches
 from trl_gram.judge import GramJudge, GramJudgeConfig, JudgeRun, combine_runs
 from trl_gram.parsing import NO_ANSWER
@@ -171,8 +171,9 @@ def test_peft_adapter_and_4bit_load(tmp_path, tokenizer):
     tokenizer.save_pretrained(tmp_path / "base")
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
     peft_model.save_pretrained(tmp_path / "adapter")
-    judge = GramJudge.from_pretrained(str(tmp_path / "base"), adapter=str(tmp_path / "adapter"), mode="direct",
-                                      device="cpu")
+    judge = GramJudge.from_pretrained(
+        str(tmp_path / "base"), adapter=str(tmp_path / "adapter"), mode="direct", device="cpu"
+    )
     assert type(judge.model).__name__.startswith("Peft")
     assert 0 <= judge.judge(["q"], ["a"], ["b"])[0].prob <= 1
     pytest.importorskip("bitsandbytes")

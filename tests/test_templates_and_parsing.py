@@ -72,14 +72,21 @@ def test_chat_template_wraps_prompt_as_one_user_message(tiny_judge, tokenizer):
 
 def test_custom_template_validation():
     with pytest.raises(ValueError, match="response_b"):
-        JudgeTemplate(text="{input} {response_a}", question_field="input", first_field="response_a",
-                      second_field="response_b")
+        JudgeTemplate(
+            text="{input} {response_a}", question_field="input", first_field="response_a", second_field="response_b"
+        )
     with pytest.raises(ValueError, match="label_words"):
         GRAM_R2_TEMPLATE.replace(label_words=("X", "X"))
     with pytest.raises(ValueError, match="template"):
         get_template("nope")
-    custom = JudgeTemplate(text="Q:{q}\n1:{x}\n2:{y}\nBetter:", question_field="q", first_field="x",
-                           second_field="y", label_words=("1", "2"), reasoning=False)
+    custom = JudgeTemplate(
+        text="Q:{q}\n1:{x}\n2:{y}\nBetter:",
+        question_field="q",
+        first_field="x",
+        second_field="y",
+        label_words=("1", "2"),
+        reasoning=False,
+    )
     assert custom.fill("a", "b", "c") == "Q:a\n1:b\n2:c\nBetter:"
 
 
@@ -158,9 +165,7 @@ def test_parser_never_raises(text):
     assert (v.label is None) == (v.failure is not None)
 
 
-_rationale = st.text(min_size=0, max_size=200).filter(
-    lambda s: "<" not in s and ">" not in s and "[[" not in s
-)
+_rationale = st.text(min_size=0, max_size=200).filter(lambda s: "<" not in s and ">" not in s and "[[" not in s)
 
 
 @settings(max_examples=300, deadline=None)

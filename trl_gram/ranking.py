@@ -110,8 +110,16 @@ def rank_all(judge, question: TextOrMessages, candidates: Sequence[TextOrMessage
     _check([question], [candidates])
     n = len(candidates)
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
-    out = judge.judge([question] * len(pairs), [candidates[i] for i, _ in pairs], [candidates[j] for _, j in pairs],
-                      **judge_kwargs) if pairs else []
+    out = (
+        judge.judge(
+            [question] * len(pairs),
+            [candidates[i] for i, _ in pairs],
+            [candidates[j] for _, j in pairs],
+            **judge_kwargs,
+        )
+        if pairs
+        else []
+    )
     history = [(i, j, jd.prob) for (i, j), jd in zip(pairs, out)]
     scores = _scores(n, history)
     order = sorted(range(n), key=lambda i: -scores[i])

@@ -95,7 +95,7 @@ class GenerativeRewardFunction:
             raise ValueError(f"`output` must be one of {OUTPUTS}, got {output!r}.")
         if not (on_failure in (None, "none", "prob", "retry") or isinstance(on_failure, (int, float))):
             raise ValueError(f"`on_failure` must be None, a number, 'prob' or 'retry', got {on_failure!r}.")
-        if not (judge is None or isinstance(judge, (str, GramJudge))):
+        if not (judge is None or isinstance(judge, str) or callable(getattr(judge, "judge", None))):
             raise ValueError(f"`judge` must be a GramJudge, a model path/id or None, got {type(judge).__name__}.")
         self.reference = reference
         self.reference_column = reference_column
@@ -107,8 +107,9 @@ class GenerativeRewardFunction:
         self.gather_groups = gather_groups
         self.log_rationales = log_rationales
         self.__name__ = name
-        self._judge_spec = judge if not isinstance(judge, GramJudge) else None
-        self._judge = judge if isinstance(judge, GramJudge) else None
+        loaded = judge is not None and not isinstance(judge, str)
+        self._judge_spec = None if loaded else judge
+        self._judge = judge if loaded else None
         self._owns_judge = self._judge is None
         self._lock = threading.Lock()
         self._announced_pairs = False
