@@ -10,12 +10,9 @@ DDP/DeepSpeed, mixed precision, `report_to` logging, callbacks, checkpointing an
 import copy
 import json
 import os
-from collections import defaultdict
 from collections.abc import Callable
 
-import pandas as pd
 import torch
-from accelerate.utils import gather_object
 from datasets import Dataset, IterableDataset
 from torch import nn
 from transformers import (
@@ -28,21 +25,20 @@ from transformers import (
     TrainerCallback,
 )
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-from transformers.utils import is_rich_available, logging
+from transformers.utils import logging
 from trl.models.utils import prepare_deepspeed, unwrap_model_for_generation
 from trl.trainer.utils import (
     RepeatSampler,
     disable_dropout_in_model,
     entropy_from_logits,
     identity,
-    nanstd,
-    print_prompt_completions_sample,
     selective_log_softmax,
 )
 
 from . import core
 from .config import GramPPOConfig
 from .modeling import PolicyAndValueModel, base_causal_lm, is_peft_model
+from .reporting import PPOReporter
 from .rollout import (
     RewardCaller,
     build_generation_config,
@@ -185,10 +181,7 @@ class GramPPOTrainer(Trainer):
         self._step = 0
         self._rollout = None
         self._micro_batches = None
-        self._metrics = defaultdict(list)
-        self._table = defaultdict(list)
-        self._pending_extra = defaultdict(list)
-        self._pending_metrics = defaultdict(list)
+        self.reporter = PPOReporter(self.accelerator, self.reward_func_names, args.kl_coef, args.log_completions)
 
     # ------------------------------------------------------------------------------------------------------------------
     # Setup helpers
@@ -247,13 +240,7 @@ class GramPPOTrainer(Trainer):
         )
 
     def _reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        return self.accelerator.reduce(tensor, reduction="sum") if self.accelerator.num_processes > 1 else tensor
-
-    def _log_completion_extra(self, column: str, values: list):
-        self._pending_extra[column].extend(values)
-
-    def _log_metric(self, name: str, value: float):
-        self._pending_metrics[name].append(float(value))
+        return self.reporter.reduce_sum(tensor)
 
     # ------------------------------------------------------------------------------------------------------------------
     # Rollouts
@@ -352,8 +339,8 @@ class GramPPOTrainer(Trainer):
             columns=columns,
             references=references,
             trainer_state=self.state,
-            log_extra=self._log_completion_extra,
-            log_metric=self._log_metric,
+            log_extra=self.reporter.log_extra,
+            log_metric=self.reporter.log_metric,
         ).to(device)
         raw_scores, valid = core.combine_rewards(
             rewards_per_func, self.reward_weights, has_eos, args.missing_eos_penalty
@@ -367,24 +354,7 @@ class GramPPOTrainer(Trainer):
         if args.whiten_advantages:
             advantages = core.masked_whiten(advantages, loss_mask, reduce=self._reduce_sum)
 
-        self._record_rollout(
-            prompts,
-            completions,
-            references,
-            rewards_per_func,
-            raw_scores,
-            scores,
-            valid,
-            mask,
-            has_eos,
-            kl,
-            entropy,
-            old_values,
-            returns,
-            advantages,
-            loss_mask,
-        )
-        return {
+        rollout = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "completion_ids": completion_ids,
@@ -394,6 +364,21 @@ class GramPPOTrainer(Trainer):
             "advantages": advantages,
             "returns": returns,
         }
+        self.reporter.record_rollout(
+            {
+                **rollout,
+                "mask": mask,
+                "has_eos": has_eos,
+                "valid": valid,
+                "rewards_per_func": rewards_per_func,
+                "raw_scores": raw_scores,
+                "scores": scores,
+                "kl": kl,
+                "entropy": entropy,
+            },
+            {"prompts": prompts, "completions": completions, "references": references},
+        )
+        return rollout
 
     def _reference_logprobs(self, unwrapped, input_ids, attention_mask, completion_ids, batch_size):
         if self.ref_model is not None:
@@ -429,68 +414,6 @@ class GramPPOTrainer(Trainer):
             scores = scores.clamp(-self.args.reward_clip, self.args.reward_clip)
         return torch.where(valid, scores, torch.zeros_like(scores))
 
-    def _record_rollout(
-        self,
-        prompts,
-        completions,
-        references,
-        rewards_per_func,
-        raw_scores,
-        scores,
-        valid,
-        mask,
-        has_eos,
-        kl,
-        entropy,
-        values,
-        returns,
-        advantages,
-        loss_mask,
-    ):
-        gather, reduce, metrics = self.accelerator.gather, self._reduce_sum, self._metrics
-        all_rewards = gather(rewards_per_func)
-        for i, name in enumerate(self.reward_func_names):
-            metrics[f"rewards/{name}/mean"].append(torch.nanmean(all_rewards[:, i]).item())
-            metrics[f"rewards/{name}/std"].append(nanstd(all_rewards[:, i]).item())
-            metrics[f"rewards/{name}/none_frac"].append(torch.isnan(all_rewards[:, i]).float().mean().item())
-        all_valid = gather(valid.long()).bool()
-        all_raw = gather(raw_scores)[all_valid]
-        metrics["reward"].append(all_raw.mean().item() if len(all_raw) else float("nan"))
-        metrics["reward_std"].append(all_raw.std().item() if len(all_raw) > 1 else 0.0)
-        metrics["frac_unscored"].append(1.0 - all_valid.float().mean().item())
-        metrics["score"].append(gather(scores)[all_valid].mean().item() if all_valid.any() else float("nan"))
-        lengths = gather(mask.sum(1).float())
-        metrics["completions/mean_length"].append(lengths.mean().item())
-        metrics["completions/max_length"].append(lengths.max().item())
-        metrics["completions/frac_missing_eos"].append(1.0 - gather(has_eos.float()).mean().item())
-        seq_kl = gather(kl.sum(1))
-        metrics["kl"].append(seq_kl.mean().item())
-        metrics["non_score_reward"].append(-self.args.kl_coef * seq_kl.mean().item())
-        metrics["entropy"].append(core.masked_mean_var(entropy, mask, reduce=reduce)[0].item())
-        metrics["value/mean"].append(core.masked_mean_var(values, loss_mask, reduce=reduce)[0].item())
-        metrics["value/returns_mean"].append(core.masked_mean_var(returns, loss_mask, reduce=reduce)[0].item())
-        metrics["value/explained_variance"].append(core.explained_variance(values, returns, loss_mask, reduce).item())
-        for name in sorted(set(gather_object(list(self._pending_metrics)))):
-            values_ = self._pending_metrics.get(name, [])
-            total, count = reduce(torch.tensor([sum(values_), len(values_)], device=self.accelerator.device)).tolist()
-            metrics[name].append(total / count if count else float("nan"))
-        self._pending_metrics.clear()
-
-        if self.args.log_completions:
-            table = self._table
-            table["prompt"].extend(gather_object(prompts))
-            table["completion"].extend(gather_object(completions))
-            if references is not None:
-                table["reference"].extend(gather_object(references))
-            for i, name in enumerate(self.reward_func_names):
-                table[f"reward:{name}"].extend(all_rewards[:, i].tolist())
-            table["score"].extend(gather(scores).tolist())
-            seq_adv = core.masked_mean(advantages, loss_mask, dim=1)
-            table["advantage"].extend(gather(seq_adv).tolist())
-            for column in sorted(set(gather_object(list(self._pending_extra)))):
-                table[f"extra:{column}"].extend(gather_object(self._pending_extra.get(column, [None] * len(prompts))))
-        self._pending_extra.clear()
-
     # ------------------------------------------------------------------------------------------------------------------
     # Loss
     # ------------------------------------------------------------------------------------------------------------------
@@ -515,76 +438,34 @@ class GramPPOTrainer(Trainer):
         else:
             with torch.no_grad():
                 entropy = core.masked_mean(entropy_from_logits(logits), loss_mask)
-        stats = torch.stack(
-            [
-                pg_loss.detach(),
-                vf_loss.detach(),
-                entropy.detach(),
-                pg_stats["clipfrac"],
-                pg_stats["approx_kl"],
-                pg_stats["ratio"],
-                vf_stats["clipfrac"],
-            ]
+        self.reporter.record_update(
+            {
+                "loss/policy": pg_loss,
+                "loss/value": vf_loss,
+                "policy/entropy": entropy,
+                "policy/clipfrac": pg_stats["clipfrac"],
+                "policy/approx_kl": pg_stats["approx_kl"],
+                "policy/ratio": pg_stats["ratio"],
+                "value/clipfrac": vf_stats["clipfrac"],
+            }
         )
-        stats = self.accelerator.gather(stats.unsqueeze(0)).mean(0).tolist()
-        names = [
-            "loss/policy",
-            "loss/value",
-            "policy/entropy",
-            "policy/clipfrac",
-            "policy/approx_kl",
-            "policy/ratio",
-            "value/clipfrac",
-        ]
-        for name, value in zip(names, stats):
-            self._metrics[name].append(value)
         return loss
 
     # ------------------------------------------------------------------------------------------------------------------
     # Logging and checkpoints
     # ------------------------------------------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        for key, vals in self._metrics.items():
-            finite = [v for v in vals if v == v]
-            logs[key] = sum(finite) / len(finite) if finite else None
-        self._metrics.clear()
+        logs.update(self.reporter.pop_metrics())
         super().log(logs, start_time)
-        if self._table and self.accelerator.is_main_process:
-            self._log_completions_table()
-        self._table.clear()
-
-    def _log_completions_table(self):
-        table = dict(self._table)
-        rewards = {k.split(":", 1)[1]: v for k, v in table.items() if k.startswith("reward:")}
-        rewards["score"] = table["score"]
-        extra = {k.split(":", 1)[1]: v for k, v in table.items() if k.startswith("extra:")}
-        if "reference" in table:
-            extra = {"reference": table["reference"], **extra}
-        if is_rich_available():
-            print_prompt_completions_sample(
-                table["prompt"],
-                table["completion"],
-                rewards,
-                table["advantage"],
+        if self.accelerator.is_main_process:
+            self.reporter.flush_table(
                 self.state.global_step,
+                self.args.output_dir,
                 self.args.num_completions_to_print,
-                extra=extra,
+                list(self.args.report_to or []),
             )
-        frame = pd.DataFrame({"step": [self.state.global_step] * len(table["prompt"]), **table})
-        frame = frame.map(lambda x: x if isinstance(x, (int, float, str, type(None))) else json.dumps(x, default=str))
-        folder = os.path.join(self.args.output_dir, "completions")
-        os.makedirs(folder, exist_ok=True)
-        frame.to_parquet(os.path.join(folder, f"completions_{self.state.global_step:05d}.parquet"))
-        report_to = self.args.report_to or []
-        if "wandb" in report_to:
-            import wandb
-
-            if wandb.run is not None:
-                wandb.log({"completions": wandb.Table(dataframe=frame)})
-        if "trackio" in report_to:
-            import trackio
-
-            trackio.log({"completions": trackio.Table(dataframe=frame)})
+        else:
+            self.reporter.table.clear()
 
     def _save(self, output_dir: str | None = None, state_dict=None):
         output_dir = output_dir if output_dir is not None else self.args.output_dir
