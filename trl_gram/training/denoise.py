@@ -72,11 +72,9 @@ def _labels_in(matches, labels: tuple[str, str]) -> list[str]:
 
 
 def _conclusion(text: str) -> str:
-    m = None
-    for m in re.finditer(r"conclusion\s*:?", text, re.IGNORECASE):
-        pass
-    if m is not None:
-        return text[m.end() :]
+    matches = list(re.finditer(r"conclusion\s*:?", text, re.IGNORECASE))
+    if matches:
+        return text[matches[-1].end() :]
     paragraphs = [p for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
     return paragraphs[-1] if paragraphs else text
 

@@ -1,0 +1,241 @@
+"""Configuration of :class:`~trl_gram.training.trainer.GramRewardTrainer`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trl import SFTConfig
+
+from ..templates import TEMPLATES, JudgeTemplate, get_template
+
+MODES = ("reason", "direct", "pretrain")
+
+
+@dataclass
+class GramRewardConfig(SFTConfig):
+    r"""
+    Configuration for [`GramRewardTrainer`]: every field of TRL's `SFTConfig` (optimisation, `max_length`, packing,
+    PEFT-related, logging, ...) plus the fields below, which say how preference pairs become judge training examples
+    and how the judge is evaluated during training.
+
+    Parameters:
+        mode (`str`, *optional*, defaults to `"reason"`):
+            `"reason"`: the judge writes a rationale then the label (GRAM-R²; rows need a rationale);
+            `"direct"`: the judge writes the label only (GRAM v1); `"pretrain"`: unsupervised pair pre-training
+            (GRAM v1: language-modelling loss on generating both responses given the question; no label needed).
+        template (`str`, *optional*):
+            Judge template: a registered name (`"gram-r2"`, `"gram-v1"`, `"gram-r2-direct"`) or the path of a text
+            file holding a prompt with the GRAM-R² (`{user_input}`, `{response_1}`, `{response_2}`) or GRAM v1
+            (`{input}`, `{response_a}`, `{response_b}`) placeholders. Defaults to GRAM-R² for `reason` and GRAM v1
+            for `direct`. Python callers may also pass a `JudgeTemplate` to the trainer.
+        swap (`str`, *optional*, defaults to `"random"`):
+            Position of the better response in the rendered examples: `"random"` (a seeded assignment with exactly
+            half of the rows in each order, so the labels are balanced), `"both"` (every pair in both orders) or
+            `"none"` (as given: `chosen` first, or `response_a` first).
+        rationale_column (`str`, *optional*, defaults to `"rationale"`):
+            Column holding the rationale of each row (needed in `reason` mode). Its references ("Response A") follow
+            the order of the row: `chosen` is A in `prompt`/`chosen`/`rejected` rows; `response_a` is A in
+            `prompt`/`response_a`/`response_b`/`label` rows. They are rewritten when a pair is shown swapped.
+        label_loss (`str`, *optional*):
+            Loss on the label token: `"nll"` (its ordinary next-token loss) or `"label_smoothing"` (cross-entropy over
+            the two label tokens' logits only, with smoothing `label_smoothing_epsilon`, as GRAM v1). Defaults to
+            `"label_smoothing"` in `direct` mode and `"nll"` in `reason` mode (where the rationale keeps its
+            language-modelling loss either way).
+        label_smoothing_epsilon (`float`, *optional*, defaults to `0.1`):
+            Smoothing ε of the label-smoothing loss.
+        label_loss_weight (`float`, *optional*, defaults to `1.0`):
+            Weight of the label-smoothing term relative to one token of language-modelling loss.
+        on_invalid_row (`str`, *optional*, defaults to `"error"`):
+            What to do with a bad row (missing value, empty response, `chosen == rejected`, label outside the label
+            words, rationale that contradicts its label): `"error"` raises a `ValueError` naming the row, `"skip"`
+            drops it and logs the count per reason.
+        check_rationale_label (`bool`, *optional*, defaults to `True`):
+            Whether a supplied rationale whose conclusion names the other response counts as a bad row.
+        min_response_tokens (`int`, *optional*, defaults to `32`):
+            When an example is longer than `max_length`, the responses are cut first (heads kept), then the question
+            (tail kept), never below this many tokens per response; the template and the completion are never cut.
+        pretrain_use_chat_template (`bool`, *optional*, defaults to `False`):
+            Whether pair pre-training prompts go through the chat template (GRAM v1 used plain text).
+        judge_eval (`bool`, *optional*, defaults to `True`):
+            Whether each evaluation also runs the judge (through `GramJudge`) on the pairs of `eval_dataset` and logs
+            `eval_accuracy`, `eval_swap_agreement` and `eval_parse_failure_rate` (not in `pretrain` mode).
+        judge_eval_max_samples (`int`, *optional*, defaults to `200`):
+            At most this many eval pairs are judged (the first ones); `None` judges all of them.
+        judge_eval_swap (`str`, *optional*, defaults to `"both"`):
+            Orders judged at evaluation (`"both"` measures swap agreement).
+        judge_eval_max_new_tokens (`int`, *optional*, defaults to `512`):
+            Generation budget of the rationale when evaluating a reasoning judge.
+        judge_eval_votes (`int`, *optional*, defaults to `1`):
+            Rationales sampled per order at evaluation (`1` is greedy; more are sampled at the judge's temperature
+            and majority-voted).
+        judge_kwargs (`dict[str, Any]`, *optional*):
+            Extra `GramJudgeConfig` fields (e.g. `system_prompt`, `reason_prefix`, `chat_template_kwargs`,
+            `token_budget`, `temperature`). They shape the prompt, so training examples are rendered with the same
+            judge settings as inference: use the same values when you load the trained judge.
+        judge_eval_subset_column (`str`, *optional*, defaults to `"subset"`):
+            Column whose values split the eval metrics into subsets, when `eval_dataset` has it.
+    """
+
+    _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["judge_kwargs"]
+
+    mode: str = field(
+        default="reason",
+        metadata={"help": "Judge training mode.", "choices": list(MODES)},
+    )
+    template: str | None = field(
+        default=None,
+        metadata={
+            "help": "Judge template: a registered name (gram-r2, gram-v1, gram-r2-direct) or a path to a prompt file "
+            "with the GRAM-R² or GRAM v1 placeholders. Default: gram-r2 for reason, gram-v1 for direct."
+        },
+    )
+    swap: str = field(
+        default="random",
+        metadata={
+            "help": "Position of the better response: random (seeded, exactly balanced), both (every pair in both "
+            "orders) or none (as given).",
+            "choices": ["random", "both", "none"],
+        },
+    )
+    rationale_column: str = field(
+        default="rationale",
+        metadata={
+            "help": "Column holding each row's rationale (reason mode); its 'Response A' is the first response."
+        },
+    )
+    label_loss: str | None = field(
+        default=None,
+        metadata={
+            "help": "Loss on the label token: nll (next-token loss) or label_smoothing (2-way cross-entropy over the "
+            "label tokens' logits). Default: label_smoothing in direct mode, nll in reason mode.",
+            "choices": ["nll", "label_smoothing"],
+        },
+    )
+    label_smoothing_epsilon: float = field(
+        default=0.1, metadata={"help": "Smoothing epsilon of the label-smoothing loss."}
+    )
+    label_loss_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the label-smoothing term (per label slot, vs. one LM token)."}
+    )
+    on_invalid_row: str = field(
+        default="error",
+        metadata={
+            "help": "Bad rows: error (ValueError naming the row) or skip (dropped and counted).",
+            "choices": ["error", "skip"],
+        },
+    )
+    check_rationale_label: bool = field(
+        default=True, metadata={"help": "Treat a rationale concluding for the other response as a bad row."}
+    )
+    min_response_tokens: int = field(
+        default=32, metadata={"help": "Floor per response when over-long examples are cut to max_length."}
+    )
+    pretrain_use_chat_template: bool = field(
+        default=False, metadata={"help": "Send pair pre-training prompts through the chat template."}
+    )
+    judge_eval: bool = field(
+        default=True,
+        metadata={"help": "Also judge the eval pairs at each evaluation (accuracy, swap agreement, parse failures)."},
+    )
+    judge_eval_max_samples: int | None = field(
+        default=200, metadata={"help": "Number of eval pairs judged at each evaluation (None: all)."}
+    )
+    judge_eval_swap: str = field(
+        default="both",
+        metadata={"help": "Orders judged at evaluation.", "choices": ["both", "random", "none"]},
+    )
+    judge_eval_max_new_tokens: int = field(
+        default=512, metadata={"help": "Rationale generation budget at evaluation (reason mode)."}
+    )
+    judge_eval_votes: int = field(default=1, metadata={"help": "Rationales per order at evaluation (1: greedy)."})
+    judge_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Extra GramJudgeConfig fields (system_prompt, reason_prefix, chat_template_kwargs, token_budget, "
+            "...), used to render training prompts exactly as the judge renders them, and for evaluation."
+        },
+    )
+    judge_eval_subset_column: str = field(
+        default="subset", metadata={"help": "Column splitting the eval metrics into subsets, when present."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.mode not in MODES:
+            raise ValueError(f"`mode` must be one of {MODES}, got {self.mode!r}.")
+        if self.judge_kwargs is None:
+            self.judge_kwargs = {}
+        reserved = {"mode", "template", "swap", "votes", "max_new_tokens", "seed"} & set(self.judge_kwargs)
+        if reserved:
+            raise ValueError(
+                f"`judge_kwargs` may not set {sorted(reserved)}: use `mode`, `template`, `judge_eval_swap`, "
+                "`judge_eval_votes`, `judge_eval_max_new_tokens` and `seed`."
+            )
+        if self.label_loss is None:
+            self.label_loss = "label_smoothing" if self.mode == "direct" else "nll"
+        if self.label_loss not in ("nll", "label_smoothing"):
+            raise ValueError(f"`label_loss` must be 'nll' or 'label_smoothing', got {self.label_loss!r}.")
+        if not 0.0 <= self.label_smoothing_epsilon < 1.0:
+            raise ValueError(f"`label_smoothing_epsilon` must be in [0, 1), got {self.label_smoothing_epsilon}.")
+        if self.label_loss_weight < 0:
+            raise ValueError(f"`label_loss_weight` must be >= 0, got {self.label_loss_weight}.")
+        if self.swap not in ("random", "both", "none"):
+            raise ValueError(f"`swap` must be 'random', 'both' or 'none', got {self.swap!r}.")
+        if self.on_invalid_row not in ("error", "skip"):
+            raise ValueError(f"`on_invalid_row` must be 'error' or 'skip', got {self.on_invalid_row!r}.")
+        if self.label_smoothing_factor > 0:
+            raise ValueError(
+                "`label_smoothing_factor` (smoothing over the whole vocabulary) is not used by GramRewardTrainer: set "
+                "`label_loss='label_smoothing'` and `label_smoothing_epsilon` for the 2-way label-smoothing loss."
+            )
+        if self.assistant_only_loss:
+            raise ValueError(
+                "`assistant_only_loss` does not apply: GramRewardTrainer builds its own completion-only labels."
+            )
+
+
+_PLACEHOLDERS = {
+    "user_input": ("user_input", "response_1", "response_2"),
+    "input": ("input", "response_a", "response_b"),
+}
+
+
+def resolve_template(template: str | JudgeTemplate | None, mode: str) -> JudgeTemplate | None:
+    """The judge template for ``mode``: a :class:`JudgeTemplate`, a registered name, a prompt file path, or ``None``
+    for the mode's default. ``None`` in ``pretrain`` mode (which uses no judge template)."""
+    if mode == "pretrain":
+        return (
+            template if isinstance(template, JudgeTemplate) else (None if template is None else _load(template, mode))
+        )
+    resolved = _load(template, mode)
+    if mode == "direct" and resolved.reasoning and resolved is TEMPLATES["gram-r2"]:
+        resolved = TEMPLATES["gram-r2-direct"]
+    if resolved.reasoning != (mode == "reason"):
+        kind = "a reasoning" if resolved.reasoning else "a direct"
+        raise ValueError(
+            f"`template` is {kind} template but `mode` is {mode!r}: use a template with reasoning={mode == 'reason'} "
+            "(e.g. template.replace(reasoning=...))."
+        )
+    return resolved
+
+
+def _load(template, mode) -> JudgeTemplate:
+    if isinstance(template, JudgeTemplate) or template is None or template in TEMPLATES:
+        return get_template(template, "direct" if mode == "direct" else "reason")
+    path = Path(str(template))
+    if not path.is_file():
+        raise ValueError(
+            f"Unknown `template` {template!r}: pass one of {sorted(TEMPLATES)} or the path of a prompt text file."
+        )
+    text = path.read_text(encoding="utf-8")
+    for key, (q, a, b) in _PLACEHOLDERS.items():
+        if "{" + key + "}" in text:
+            return JudgeTemplate(
+                text=text, question_field=q, first_field=a, second_field=b, reasoning=mode != "direct"
+            )
+    raise ValueError(
+        f"The template file {path} has neither the GRAM-R² placeholders ({{user_input}}, {{response_1}}, "
+        "{response_2}) nor the GRAM v1 ones ({input}, {response_a}, {response_b})."
+    )

@@ -1,0 +1,294 @@
+"""``GramRewardTrainer``: train a generative judge (GRAM-R² reasoning, GRAM v1 direct, or GRAM v1 pair pre-training)
+on preference pairs, on top of TRL's ``SFTTrainer``."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+from accelerate.utils import gather_object, is_peft_model
+from datasets import Dataset
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+from transformers.utils import logging
+from trl import SFTTrainer
+
+from ..judge import GramJudge, GramJudgeConfig
+from ..templates import JudgeTemplate
+from .config import GramRewardConfig, resolve_template
+from .data import JudgeExampleBuilder, build_judge_dataset, validate_pairs
+from .evaluation import judge_outcomes, metrics_from_outcomes
+from .losses import is_slot, label_logits_at_slots, label_smoothing_loss, split_label_slots
+
+logger = logging.get_logger(__name__)
+
+
+class GramRewardTrainer(SFTTrainer):
+    """Trainer for generative pairwise judges.
+
+    It turns preference pairs into judge examples (prompt rendered as the judge renders it, label position balanced,
+    completion = rationale + label, label alone, or both responses for pair pre-training), then trains with
+    ``SFTTrainer`` (completion-only loss, packing, PEFT, quantization, DeepSpeed all apply), optionally replacing the
+    label token's loss by GRAM v1's 2-way label-smoothing loss. Each evaluation also judges the eval pairs with
+    :class:`~trl_gram.judge.GramJudge` and logs ``accuracy``, ``swap_agreement`` and ``parse_failure_rate``.
+
+    Args:
+        model: Model id/path, or a loaded causal LM (PEFT models included).
+        args: A :class:`GramRewardConfig`.
+        train_dataset: Preference rows (``prompt``/``chosen``/``rejected``, plain or conversational, or
+            ``prompt``/``response_a``/``response_b``/``label``), with a rationale column in ``reason`` mode. An
+            already tokenized dataset (``input_ids``) is used as is.
+        eval_dataset: The same kind of rows (or a dict of them); rationales are optional (without them, only the judge
+            metrics are computed).
+        processing_class: The tokenizer (loaded from the model when ``None``).
+        template: A :class:`~trl_gram.templates.JudgeTemplate` overriding ``args.template``.
+        peft_config / quantization_config / callbacks / optimizers / data_collator: As in ``SFTTrainer``.
+    """
+
+    _tag_names = ["trl", "sft", "trl-gram", "gram-reward-model"]
+    _name = "GRAM"
+
+    def __init__(
+        self,
+        model,
+        args: GramRewardConfig | None = None,
+        train_dataset: Dataset | None = None,
+        eval_dataset: Dataset | dict[str, Dataset] | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        template: JudgeTemplate | str | None = None,
+        data_collator=None,
+        callbacks=None,
+        optimizers=(None, None),
+        peft_config=None,
+        quantization_config=None,
+    ):
+        if args is None:
+            name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
+            args = GramRewardConfig(f"{str(name).rstrip('/').split('/')[-1]}-GRAM")
+        elif not isinstance(args, GramRewardConfig):
+            raise TypeError(f"`args` must be a GramRewardConfig, got {type(args).__name__}.")
+        if train_dataset is None:
+            raise ValueError("`train_dataset` is required.")
+        if processing_class is None:
+            source = model if isinstance(model, str) else model.config._name_or_path
+            processing_class = AutoTokenizer.from_pretrained(source, trust_remote_code=args.trust_remote_code)
+        if processing_class.pad_token is None:
+            processing_class.pad_token = processing_class.eos_token
+        tokenizer = processing_class
+
+        self.mode = args.mode
+        self.template = resolve_template(template if template is not None else args.template, args.mode)
+        self.judge = None
+        render = None
+        if self.mode != "pretrain":
+            # The judge renders the training prompts too, so training and inference read the same text.
+            self.judge = GramJudge(None, tokenizer, config=self._judge_config(args, self.template))
+            render = functools.partial(self.judge.render_prompt, mode=self.mode)
+        self.builder = JudgeExampleBuilder(
+            tokenizer,
+            self.template,
+            self.mode,
+            max_length=args.max_length,
+            min_response_tokens=args.min_response_tokens,
+            pretrain_use_chat_template=args.pretrain_use_chat_template,
+            render_prompt=render,
+            reason_prefix=(args.judge_kwargs or {}).get("reason_prefix", ""),
+        )
+        self.label_token_ids = getattr(self.builder, "label_ids", None)
+        self.data_stats: dict[str, dict] = {}
+        self._eval_pairs: dict[str, tuple[list[dict], list | None]] = {}
+        self.rendered_train_dataset = None
+
+        train_dataset = self._prepare_pairs(train_dataset, args, "train")
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {k: self._prepare_pairs(v, args, f"eval_{k}") for k, v in eval_dataset.items()}
+        elif eval_dataset is not None:
+            eval_dataset = self._prepare_pairs(eval_dataset, args, "eval")
+
+        super().__init__(
+            model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            peft_config=peft_config,
+            quantization_config=quantization_config,
+        )
+        self._captured_hidden = None
+        self._capturing = False
+        if self.mode != "pretrain" and args.label_loss == "label_smoothing":
+            causal = self.model.get_base_model() if is_peft_model(self.model) else self.model
+            causal.base_model.register_forward_hook(self._capture_hidden)
+
+    # -----------------------------------------------------------------------------------------------------------------
+    # Data
+    # -----------------------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _judge_config(args: GramRewardConfig, template: JudgeTemplate) -> GramJudgeConfig:
+        extra = dict(args.judge_kwargs or {})
+        extra.setdefault("max_length", args.max_length or 4096)
+        return GramJudgeConfig(
+            mode=args.mode,
+            template=template,
+            swap=args.judge_eval_swap,
+            votes=args.judge_eval_votes,
+            max_new_tokens=args.judge_eval_max_new_tokens,
+            seed=args.seed,
+            show_progress=False,
+            **extra,
+        )
+
+    def _prepare_pairs(self, dataset, args: GramRewardConfig, name: str):
+        """Validate and tokenize one dataset; keep its pairs for judge evaluation (eval sets)."""
+        if not isinstance(dataset, Dataset):
+            raise TypeError(f"The {name} dataset must be a `datasets.Dataset`, got {type(dataset).__name__}.")
+        if "input_ids" in dataset.column_names:
+            return dataset
+        is_train = name == "train"
+        label_words = self.template.label_words if self.template is not None else ("A", "B")
+        with_rationale = args.rationale_column in dataset.column_names
+        pairs, skipped = validate_pairs(
+            dataset,
+            label_words=label_words,
+            rationale_column=args.rationale_column,
+            need_label=self.mode != "pretrain",
+            need_rationale=self.mode == "reason" and is_train,
+            check_rationale=args.check_rationale_label,
+            on_invalid=args.on_invalid_row,
+            name=name,
+        )
+        if not is_train:
+            subset_col = args.judge_eval_subset_column
+            subsets = [dataset[p["row"]][subset_col] for p in pairs] if subset_col in dataset.column_names else None
+            prefix = "eval" if name == "eval" else name
+            self._eval_pairs[prefix] = (pairs, subsets)
+            if self.mode == "reason":
+                pairs = [p for p in pairs if p["rationale"]] if with_rationale else []
+        swap = args.swap if is_train else "none"
+        tokenized, rendered, stats = build_judge_dataset(
+            pairs, self.builder, swap, args.seed, num_proc=args.dataset_num_proc, name=name
+        )
+        stats["skipped"] = dict(skipped)
+        self.data_stats[name] = stats
+        if is_train:
+            self.rendered_train_dataset = rendered
+            if not len(tokenized):
+                raise ValueError("No usable training example is left after validation and length filtering.")
+            logger.info(f"GRAM training data: {stats}")
+        return tokenized
+
+    # -----------------------------------------------------------------------------------------------------------------
+    # Loss
+    # -----------------------------------------------------------------------------------------------------------------
+
+    def _capture_hidden(self, module, inputs, output):
+        if self._capturing:
+            self._captured_hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.get("labels")
+        if labels is None or self.label_token_ids is None or not bool(is_slot(labels).any()):
+            if labels is not None and self.label_token_ids is not None:
+                inputs["labels"] = split_label_slots(labels, self.label_token_ids, keep_in_lm=True)[0]
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.args.label_loss == "nll":
+            inputs["labels"] = split_label_slots(labels, self.label_token_ids, keep_in_lm=True)[0]
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+        lm_labels, slot_mask, targets = split_label_slots(labels, self.label_token_ids, keep_in_lm=False)
+        inputs["labels"] = lm_labels
+        self._capturing = True
+        try:
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            hidden = self._captured_hidden
+        finally:
+            self._capturing, self._captured_hidden = False, None
+        loss, outputs = result if return_outputs else (result, None)
+        causal = self.accelerator.unwrap_model(model)
+        if is_peft_model(causal):
+            causal = causal.get_base_model()
+        text_config = causal.config.get_text_config()
+        logits = label_logits_at_slots(
+            hidden, slot_mask, causal.get_output_embeddings(), self.label_token_ids, text_config
+        )
+        ls_sum = label_smoothing_loss(logits, targets.to(logits.device), self.args.label_smoothing_epsilon, "sum")
+        n_slots = int(slot_mask.sum())
+        n_lm = int((lm_labels[:, 1:] != -100).sum()) if lm_labels.dim() == 2 else int((lm_labels != -100).sum())
+        weight = self.args.label_loss_weight
+        if num_items_in_batch is not None:
+            term = weight * ls_sum / torch.as_tensor(num_items_in_batch, device=ls_sum.device)
+            if self.args.average_tokens_across_devices:
+                term = term * (self.accelerator.num_processes // self.get_tp_size())
+            loss = loss + term.to(loss.dtype)
+        else:  # the parent divided the LM sum by its own token count: re-weight both over all supervised positions
+            loss = (loss * max(n_lm, 1) + weight * ls_sum.to(loss.dtype)) / max(n_lm + n_slots, 1)
+        mode = "train" if self.model.training else "eval"
+        with torch.no_grad():
+            correct = (logits.argmax(-1) == targets.to(logits.device)).float().sum()
+            stats = torch.stack(
+                [correct, ls_sum.detach().float(), torch.tensor(float(n_slots), device=correct.device)]
+            )
+            stats = self.accelerator.gather_for_metrics(stats.unsqueeze(0)).sum(0)
+        if stats[2] > 0:
+            self._metrics[mode]["label_accuracy"].append((stats[0] / stats[2]).item())
+            self._metrics[mode]["label_loss"].append((stats[1] / stats[2]).item())
+        return (loss, outputs) if return_outputs else loss
+
+    # -----------------------------------------------------------------------------------------------------------------
+    # Evaluation
+    # -----------------------------------------------------------------------------------------------------------------
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        """Loss on the tokenized eval examples and, unless ``judge_eval=False``, the judge metrics on the eval pairs.
+        A raw preference dataset (or a dict of them) passed here is prepared like the ones given at construction."""
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {
+                k: self._prepare_pairs(v, self.args, f"{metric_key_prefix}_{k}") if isinstance(v, Dataset) else v
+                for k, v in eval_dataset.items()
+            }
+        elif isinstance(eval_dataset, Dataset) and "input_ids" not in eval_dataset.column_names:
+            eval_dataset = self._prepare_pairs(eval_dataset, self.args, metric_key_prefix)
+        return super().evaluate(
+            eval_dataset=eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix
+        )
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        entry = self._eval_pairs.get(metric_key_prefix)
+        if self.args.judge_eval and self.judge is not None and entry is not None and entry[0]:
+            metrics = self.judge_metrics(*entry)
+            output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in metrics.items()})
+        return output
+
+    @torch.no_grad()
+    def judge_metrics(self, pairs: list[dict], subsets: list | None = None) -> dict[str, float]:
+        """Judge (up to ``judge_eval_max_samples``) pairs with the model being trained and return the metrics."""
+        limit = self.args.judge_eval_max_samples
+        if limit is not None:
+            pairs, subsets = pairs[:limit], (subsets[:limit] if subsets is not None else None)
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        self.judge.model = model
+        # Under ZeRO-3 every rank must run the same generate calls; otherwise each rank judges its own shard.
+        shard = self.accelerator.num_processes > 1 and not is_deepspeed_zero3_enabled()
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        indices = list(range(rank, len(pairs), world)) if shard else list(range(len(pairs)))
+        try:
+            outcomes = judge_outcomes(self.judge, [pairs[i] for i in indices], swap=self.args.judge_eval_swap)
+        finally:
+            self.judge.model = None
+            if was_training:
+                model.train()
+        if shard:
+            gathered = gather_object([(i, o) for i, o in zip(indices, outcomes)])
+            outcomes = [o for _, o in sorted(gathered, key=lambda x: x[0])]
+        metrics = metrics_from_outcomes(outcomes, subsets)
+        return {k: (float(v) if not (isinstance(v, float) and math.isnan(v)) else v) for k, v in metrics.items()}
