@@ -10,6 +10,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from trl_gram.templates import GRAM_R2_PROMPT, GRAM_V1_PROMPT, JudgeTemplate
+from trl_gram.training.prover import PROVER_PROMPT
 
 CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -29,6 +30,7 @@ SHORT_DIRECT_TEMPLATE = SHORT_REASON_TEMPLATE.replace(reasoning=False, text=SHOR
 
 _CORPUS = [
     GRAM_R2_PROMPT,
+    PROVER_PROMPT,
     GRAM_V1_PROMPT,
     "<think>\nFeedback:\nComparision:\nConclusion: Response A is better. Response B is better.\n</think>\n"
     "<answer>\nA\n</answer>\n<answer>\nB\n</answer>",

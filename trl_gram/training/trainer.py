@@ -169,7 +169,7 @@ class GramRewardTrainer(SFTTrainer):
             self._eval_pairs[prefix] = (pairs, subsets)
             if self.mode == "reason":
                 pairs = [p for p in pairs if p["rationale"]] if with_rationale else []
-        swap = args.swap if is_train else "none"
+        swap = args.swap if is_train else "both"
         tokenized, rendered, stats = build_judge_dataset(
             pairs, self.builder, swap, args.seed, num_proc=args.dataset_num_proc, name=name
         )

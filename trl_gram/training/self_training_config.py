@@ -1,0 +1,153 @@
+"""Configuration of the GRAM-R² self-training loop (:class:`~trl_gram.training.self_training.GramSelfTrainer`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SelfTrainingConfig:
+    r"""
+    Settings of the self-training loop. The judge's own training settings (learning rate, epochs, `max_length`, mode,
+    template, ...) come from the [`GramRewardConfig`] given beside it, whose `output_dir` is the root of the run.
+
+    Parameters:
+        rounds (`int`, *optional*, defaults to `3`):
+            Self-training rounds after the initial judge (paper: 3). Each round pseudo-labels a new batch of unlabeled
+            pairs, keeps the denoised ones, merges them with all earlier synthesized data and retrains.
+        unlabeled_per_round (`int`, *optional*):
+            Unlabeled pairs per round (consecutive, disjoint slices of the unlabeled pool); `None` splits the pool
+            evenly over the rounds.
+        pseudo_label_votes (`int`, *optional*, defaults to `1`):
+            Judge runs per order when pseudo-labelling (more than 1 samples at `pseudo_label_temperature`).
+        pseudo_label_swap (`str`, *optional*, defaults to `"both"`):
+            Orders judged when pseudo-labelling (`"both"` makes every vote position-debiased).
+        pseudo_label_temperature (`float`, *optional*, defaults to `0.7`):
+            Sampling temperature when `pseudo_label_votes > 1`.
+        min_vote_agreement (`float`, *optional*, defaults to `0.5`):
+            Share of runs (orders × votes; failed runs count against) that must agree with the majority label; a tie
+            is always dropped.
+        confidence_threshold (`float`, *optional*, defaults to `0.6`):
+            Minimum debiased probability of the predicted label; `None` disables the rule.
+        max_rationale_tokens (`int`, *optional*, defaults to `512`):
+            Rationales longer than this (judge tokenizer) are dropped; `None` disables the rule.
+        check_support (`bool`, *optional*, defaults to `True`):
+            Drop rationales whose conclusion names the other response.
+        rationale_source (`str`, *optional*, defaults to `"auto"`):
+            Who writes the rationales of kept pseudo-labels: `"prover"` (the preference-proving model, Eq. 5
+            selection), `"judge"` (the judge's own rationale of a run that agrees with the label), or `"auto"`
+            (the prover when a prover model is given or trained, else the judge). The initial judge's data always
+            comes from a prover (the base model prompted with the known label when none is given).
+        retrain_from (`str`, *optional*, defaults to `"base"`):
+            Each round trains from the base model (`"base"`) or continues from the previous round's judge
+            (`"previous"`).
+        prover_model (`str`, *optional*):
+            Path of a preference-proving model; by default the base model is the prover.
+        train_prover (`bool`, *optional*, defaults to `True`):
+            Fine-tune the prover on the seed rationales before it writes any proof.
+        prover_num_train_epochs (`float`, *optional*, defaults to `1.0`):
+            Epochs of prover training.
+        prover_learning_rate (`float`, *optional*):
+            Learning rate of prover training (default: the judge's).
+        proof_samples (`int`, *optional*, defaults to `4`):
+            Proofs sampled per pair (`k`) before Eq. 5 selection.
+        proof_temperature (`float`, *optional*, defaults to `0.8`):
+            Sampling temperature of proofs.
+        proof_max_new_tokens (`int`, *optional*, defaults to `384`):
+            Cap on a proof's length in tokens.
+        bootstrap_seed_rationales (`bool`, *optional*, defaults to `False`):
+            When the seed data has no rationale column, let the base model write seed rationales for the known labels
+            (kept only when they pass the rule checks). Offline stand-in for human rationales.
+        final_finetune (`bool`, *optional*, defaults to `True`):
+            After the last round, fine-tune the judge on the seed rationale data (continuing from the last judge).
+        self_train_eval_max_samples (`int`, *optional*, defaults to `200`):
+            Held-out pairs judged after each stage (`None`: all).
+        train_command (`str`, *optional*):
+            Run each training as a separate process: this command prefix followed by
+            `-m trl_gram.cli train --config <stage>/train.yaml` (e.g. `"accelerate launch --config_file
+            recipes/accelerate/zero3.yaml"` for multi-GPU DeepSpeed ZeRO-3; `"python"` for one process). The loop
+            itself (pseudo-labelling, proofs) stays in the calling process. Needs the model as a path.
+        plot (`bool`, *optional*, defaults to `True`):
+            Write `self_training.png` (kept fraction and eval accuracy per round).
+    """
+
+    rounds: int = field(default=3, metadata={"help": "Self-training rounds after the initial judge."})
+    unlabeled_per_round: int | None = field(
+        default=None, metadata={"help": "Unlabeled pairs per round (None: the pool split evenly over the rounds)."}
+    )
+    pseudo_label_votes: int = field(default=1, metadata={"help": "Judge runs per order when pseudo-labelling."})
+    pseudo_label_swap: str = field(
+        default="both",
+        metadata={"help": "Orders judged when pseudo-labelling.", "choices": ["both", "random", "none"]},
+    )
+    pseudo_label_temperature: float = field(
+        default=0.7, metadata={"help": "Sampling temperature when pseudo_label_votes > 1."}
+    )
+    min_vote_agreement: float = field(
+        default=0.5, metadata={"help": "Share of runs that must agree with the majority label."}
+    )
+    confidence_threshold: float | None = field(
+        default=0.6, metadata={"help": "Minimum probability of the predicted label (None: off)."}
+    )
+    max_rationale_tokens: int | None = field(
+        default=512, metadata={"help": "Drop rationales longer than this many tokens (None: off)."}
+    )
+    check_support: bool = field(
+        default=True, metadata={"help": "Drop rationales whose conclusion names the other response."}
+    )
+    rationale_source: str = field(
+        default="auto",
+        metadata={"help": "Who writes rationales of pseudo-labels.", "choices": ["auto", "prover", "judge"]},
+    )
+    retrain_from: str = field(
+        default="base",
+        metadata={
+            "help": "Train each round from the base model or the previous judge.",
+            "choices": ["base", "previous"],
+        },
+    )
+    prover_model: str | None = field(default=None, metadata={"help": "Path of a preference-proving model."})
+    train_prover: bool = field(default=True, metadata={"help": "Fine-tune the prover on the seed rationales."})
+    prover_num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs of prover training."})
+    prover_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of prover training (default: the judge's)."}
+    )
+    proof_samples: int = field(default=4, metadata={"help": "Proofs sampled per pair before Eq. 5 selection."})
+    proof_temperature: float = field(default=0.8, metadata={"help": "Sampling temperature of proofs."})
+    proof_max_new_tokens: int = field(default=384, metadata={"help": "Cap on a proof's length in tokens."})
+    bootstrap_seed_rationales: bool = field(
+        default=False,
+        metadata={"help": "Let the base model write seed rationales for known labels when the seed data has none."},
+    )
+    final_finetune: bool = field(
+        default=True, metadata={"help": "Fine-tune the last judge on the seed rationale data."}
+    )
+    self_train_eval_max_samples: int | None = field(
+        default=200, metadata={"help": "Held-out pairs judged after each stage (None: all)."}
+    )
+    train_command: str | None = field(
+        default=None,
+        metadata={"help": "Run each training as `<command> -m trl_gram.cli train --config <stage>/train.yaml`."},
+    )
+    plot: bool = field(default=True, metadata={"help": "Write self_training.png."})
+
+    def __post_init__(self):
+        if self.rounds < 0:
+            raise ValueError(f"`rounds` must be >= 0, got {self.rounds}.")
+        if self.unlabeled_per_round is not None and self.unlabeled_per_round < 1:
+            raise ValueError(f"`unlabeled_per_round` must be positive, got {self.unlabeled_per_round}.")
+        if self.pseudo_label_votes < 1:
+            raise ValueError(f"`pseudo_label_votes` must be >= 1, got {self.pseudo_label_votes}.")
+        for name, choices in (
+            ("pseudo_label_swap", ("both", "random", "none")),
+            ("rationale_source", ("auto", "prover", "judge")),
+            ("retrain_from", ("base", "previous")),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"`{name}` must be one of {choices}, got {getattr(self, name)!r}.")
+        if not 0.0 <= self.min_vote_agreement <= 1.0:
+            raise ValueError(f"`min_vote_agreement` must be in [0, 1], got {self.min_vote_agreement}.")
+        if self.confidence_threshold is not None and not 0.0 <= self.confidence_threshold <= 1.0:
+            raise ValueError(f"`confidence_threshold` must be in [0, 1], got {self.confidence_threshold}.")
+        if self.proof_samples < 1:
+            raise ValueError(f"`proof_samples` must be >= 1, got {self.proof_samples}.")
