@@ -92,37 +92,47 @@ def ppo_config(output_dir: str, **overrides) -> GramPPOConfig:
 
 
 def main(argv=None):
-    """Tiny PPO run for `accelerate launch`: prints one `REWARDS step=... reward=...` line per log on rank 0."""
+    """Tiny PPO for `accelerate launch`: each rank writes `rank{i}.json` (the prompts it was given and a hash of its
+    final policy weights) in the output directory."""
     import argparse
+    import hashlib
+    import json
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--max_steps", type=int, default=2)
-    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--max_steps", type=int, default=4)
     args = parser.parse_args(argv)
 
     tokenizer = tiny_tokenizer()
-    policy = tiny_llama(tokenizer, seed=0)
     reward = make_share_reward(target_ids(tokenizer), tokenizer.eos_token_id)
+    seen = []
+
+    def recording(prompts, completions, completion_ids, **kwargs):
+        seen.extend(prompts)
+        return reward(prompts, completions, completion_ids)
+
     config = ppo_config(
         args.output_dir,
         max_steps=args.max_steps,
-        save_strategy="steps",
-        save_steps=2,
         num_ppo_epochs=1,
         per_device_train_batch_size=2,
         gradient_accumulation_steps=2,
-        greedy_reference=True,
-        reward_normalization="running",
+        reward_normalization="batch",
     )
-    trainer = GramPPOTrainer(policy, reward, args=config, train_dataset=prompt_dataset(32), processing_class=tokenizer)
-    trainer.train(resume_from_checkpoint=True if args.resume else None)
-    trainer.save_model()
-    if trainer.accelerator.is_main_process:
-        for h in trainer.state.log_history:
-            if "reward" in h:
-                print(f"REWARDS step={h['step']} reward={h['reward']:.4f} world={trainer.accelerator.num_processes}")
-        print(f"DONE global_step={trainer.state.global_step}")
+    trainer = GramPPOTrainer(
+        tiny_llama(tokenizer, seed=0),
+        recording,
+        args=config,
+        train_dataset=prompt_dataset(32),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    digest = hashlib.sha256()
+    for name, tensor in sorted(trainer.accelerator.unwrap_model(trainer.model).state_dict().items()):
+        digest.update(name.encode() + tensor.detach().cpu().float().numpy().tobytes())
+    rank = trainer.accelerator.process_index
+    with open(os.path.join(args.output_dir, f"rank{rank}.json"), "w") as f:
+        json.dump({"world": trainer.accelerator.num_processes, "prompts": seen, "weights": digest.hexdigest()}, f)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """`GramPPOConfig`: the training arguments of [`GramPPOTrainer`]."""
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -8,6 +9,13 @@ from transformers import TrainingArguments
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
 REWARD_NORMALIZATIONS = ("none", "batch", "running")
+
+
+def _has_accelerator() -> bool:
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None and hasattr(accelerator, "is_available"):
+        return bool(accelerator.is_available())
+    return torch.cuda.is_available()
 
 
 @dataclass
@@ -232,6 +240,10 @@ class GramPPOConfig(TrainingArguments):
     )
 
     def __post_init__(self):
+        if not self.use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator():
+            # Several processes and no accelerator (e.g. `accelerate launch --multi_gpu` on a CPU machine): run them
+            # on CPU over gloo instead of as independent single-process runs.
+            self.use_cpu = True
         if self.bf16 is None:
             self.bf16 = bool(
                 not self.fp16 and not self.use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()

@@ -118,6 +118,11 @@ class GramPPOTrainer(Trainer):
                 ref_model = AutoModelForCausalLM.from_pretrained(model, **init_kwargs)
             else:
                 ref_model = copy.deepcopy(policy)
+        base = base_causal_lm(policy)
+        if (getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False)) and not (
+            peft_reference
+        ):
+            raise ValueError("The policy is quantized (4/8-bit): it can only be trained with a `peft_config` (LoRA).")
         if peft_config is not None:
             if is_peft_model(policy):
                 raise ValueError("`model` is already a PeftModel: do not pass `peft_config` as well.")

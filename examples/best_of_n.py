@@ -1,0 +1,100 @@
+# Copyright 2025 The trl-gram developers. Apache-2.0.
+"""Best-of-n with a GRAM judge: sample n responses per prompt from a policy, let the pairwise judge pick the best
+(`trl_gram.ranking`: a knockout tournament, the GRAM authors' linear search, or all pairs).
+
+With no arguments it runs offline on CPU: the embedded SmolLM2-135M-Instruct as policy and judge (direct mode),
+2 built-in prompts, 4 samples each, knockout:
+
+    accelerate launch examples/best_of_n.py
+
+    accelerate launch examples/best_of_n.py --model_name_or_path <policy> --judge_model_name_or_path <GRAM-R2> \
+        --judge_mode reason --dataset_name prompts.jsonl --n 8 --method linear --output_file best.jsonl
+"""
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import torch
+from accelerate import PartialState
+from trl import ModelConfig, TrlParser
+from trl.data_utils import is_conversational
+
+from trl_gram.ppo.script_utils import JudgeArguments, PromptArguments, load_judge, load_policy, load_prompt_dataset
+from trl_gram.ranking import knockout, linear_search, rank_all
+
+METHODS = {"knockout": knockout, "linear": linear_search, "all": rank_all}
+
+
+@dataclass
+class BestOfNArguments:
+    n: int = field(default=4, metadata={"help": "Samples per prompt."})
+    method: str = field(
+        default="knockout",
+        metadata={
+            "help": "'knockout' (n-1 comparisons in log2 n rounds), 'linear' or 'all' (every pair).",
+            "choices": list(METHODS),
+        },
+    )
+    num_prompts: int = field(default=2, metadata={"help": "How many prompts of the dataset to answer."})
+    max_new_tokens: int = field(default=48, metadata={"help": "Length cap of each sample."})
+    temperature: float = field(default=0.9, metadata={"help": "Sampling temperature."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed."})
+    output_file: str | None = field(default=None, metadata={"help": "Write one JSON line per prompt here."})
+
+
+@torch.no_grad()
+def sample(model, tokenizer, prompt, n, max_new_tokens, temperature):
+    if is_conversational({"prompt": prompt}):
+        text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    else:
+        inputs = tokenizer(prompt, return_tensors="pt")
+    inputs = inputs.to(model.device)
+    out = model.generate(
+        **inputs,
+        do_sample=True,
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+        num_return_sequences=n,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+    )
+    return tokenizer.batch_decode(out[:, inputs["input_ids"].size(1) :], skip_special_tokens=True)
+
+
+def main(args, prompt_args, judge_args, model_args):
+    if args.n < 1:
+        raise ValueError(f"`n` must be >= 1, got {args.n}.")
+    start = time.perf_counter()
+    torch.manual_seed(args.seed)
+    policy, tokenizer, policy_path = load_policy(model_args)
+    if not getattr(policy, "is_loaded_in_4bit", False):
+        policy.to(PartialState().device)
+    policy.eval()
+    judge = load_judge(judge_args, show_progress=False)
+    prompts = load_prompt_dataset(prompt_args, tokenizer)["prompt"][: args.num_prompts]
+    results = []
+    for prompt in prompts:
+        candidates = sample(policy, tokenizer, prompt, args.n, args.max_new_tokens, args.temperature)
+        ranked = METHODS[args.method](judge, prompt, candidates)
+        results.append({"prompt": prompt, "candidates": candidates, "winner": ranked.winner, "scores": ranked.scores})
+        question = prompt[-1]["content"] if isinstance(prompt, list) else prompt
+        print("=" * 80)
+        print(f"Prompt: {question}")
+        for i, (cand, score) in enumerate(zip(candidates, ranked.scores)):
+            mark = "*" if i == ranked.winner else " "
+            print(f" {mark} [{i}] win prob {score:.3f}: {cand.strip()[:200]!r}")
+        print(f"Best of {args.n} ({args.method}, {len(ranked.comparisons)} comparisons): candidate {ranked.winner}")
+    print("=" * 80)
+    print(f"policy: {policy_path}; {len(results)} prompts in {time.perf_counter() - start:.1f} s")
+    if args.output_file:
+        with open(args.output_file, "w") as f:
+            for row in results:
+                f.write(json.dumps(row) + "\n")
+        print(f"results written to {args.output_file}")
+    return results
+
+
+if __name__ == "__main__":
+    parser = TrlParser((BestOfNArguments, PromptArguments, JudgeArguments, ModelConfig))
+    main(*parser.parse_args_and_config())
