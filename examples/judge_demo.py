@@ -71,15 +71,19 @@ def main(args: DemoArguments):
         print(f"  B (rejected):        {pair['rejected'][:100]}")
         for run in r.runs:
             shown = "A,B" if run.order == "AB" else "B,A"
-            print(f"  [reason, shown {shown}] label={run.label} failure={run.failure} "
-                  f"P(first shown better)={run.prob_first:.3f}")
+            print(
+                f"  [reason, shown {shown}] label={run.label} failure={run.failure} "
+                f"P(first shown better)={run.prob_first:.3f}"
+            )
             print("    rationale: " + (run.rationale[:240].replace("\n", " ") or "(empty)"))
         print(f"  reason: P(A better) = {r.prob:.3f}  (debiased over both orders), swap agreement = {r.agreement}")
         print(f"  direct: P(A better) = {d.prob:.3f}  (GRAM v1 template, one forward pass per order)")
     acc_r = sum(j.prob > 0.5 for j in reason) / len(pairs)
     acc_d = sum(j.prob > 0.5 for j in direct) / len(pairs)
-    print(f"\n{len(pairs)} pairs: reason {len(pairs) / t_reason:.2f} pairs/s (accuracy {acc_r:.2f}), "
-          f"direct {len(pairs) / t_direct:.2f} pairs/s (accuracy {acc_d:.2f}), both orders each")
+    print(
+        f"\n{len(pairs)} pairs: reason {len(pairs) / t_reason:.2f} pairs/s (accuracy {acc_r:.2f}), "
+        f"direct {len(pairs) / t_direct:.2f} pairs/s (accuracy {acc_d:.2f}), both orders each"
+    )
 
 
 if __name__ == "__main__":

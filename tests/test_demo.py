@@ -25,7 +25,10 @@ def test_demo_runs_on_the_default_model():
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     out = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "judge_demo.py"), "--max_new_tokens", "12"],
-        capture_output=True, text=True, env=env, timeout=1200,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1200,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("rationale:") == 8  # 4 pairs x 2 orders
