@@ -57,13 +57,28 @@ def test_masked_whiten_and_distributed_statistics():
     kept = core.masked_whiten(x, mask, shift_mean=False)[mask.bool()]
     assert math.isclose(kept.mean().item(), 3.0, rel_tol=1e-5)
     # With `reduce`, the statistics are those of all processes: simulate a second process holding `other`
-    other = torch.tensor([[10.0, 20.0, 30.0]])
-    other_mask = torch.ones(1, 3)
-    other_stats = torch.stack([(other * other_mask).sum(), (other**2 * other_mask).sum(), other_mask.sum()])
-    mean, var = core.masked_mean_var(x, mask, reduce=lambda t: t + other_stats)
-    everything = torch.cat([x[mask.bool()], other.flatten()])
+    other = torch.tensor([10.0, 20.0, 30.0], dtype=torch.float64)
+
+    class SumWithOtherProcess:
+        mean = None
+
+        def __call__(self, t):
+            if t.numel() == 2:  # first pass: (sum, count)
+                out = t + torch.stack([other.sum(), torch.tensor(3.0, dtype=torch.float64)])
+                self.mean = out[0] / out[1]
+                return out
+            return t + ((other - self.mean) ** 2).sum()  # second pass: squared deviations from the global mean
+
+    mean, var = core.masked_mean_var(x, mask, reduce=SumWithOtherProcess())
+    everything = torch.cat([x[mask.bool()].double(), other])
     assert math.isclose(mean.item(), everything.mean().item(), rel_tol=1e-6)
-    assert math.isclose(var.item(), everything.var().item(), rel_tol=1e-5)
+    assert math.isclose(var.item(), everything.var().item(), rel_tol=1e-6)
+
+
+def test_variance_survives_a_large_mean():
+    x = torch.tensor([[1000.0, 1000.01, 1000.02, 1000.03]])
+    _, var = core.masked_mean_var(x, torch.ones(1, 4))
+    assert math.isclose(var.item(), torch.tensor([0.0, 0.01, 0.02, 0.03]).var().item(), rel_tol=1e-2)
 
 
 def test_kl_estimators_hand_values():

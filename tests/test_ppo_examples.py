@@ -21,9 +21,10 @@ def tiny_paths(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_models")
     tokenizer = tiny_tokenizer()
     paths = {}
-    for name, seed in (("policy", 0), ("judge", 7)):
+    # "wide" (hidden 64): small enough to be fast, wide enough for bitsandbytes' 4-bit CPU kernels (blocks of 64)
+    for name, seed, hidden in (("policy", 0, 32), ("judge", 7, 32), ("wide", 3, 64)):
         path = root / name
-        tiny_llama(tokenizer, seed=seed).save_pretrained(path)
+        tiny_llama(tokenizer, seed=seed, hidden=hidden).save_pretrained(path)
         tokenizer.save_pretrained(path)
         paths[name] = str(path)
     prompts = root / "prompts.jsonl"
@@ -76,14 +77,15 @@ def _tiny_flags(paths, output_dir):
     ]  # fmt: skip
 
 
-def test_ppo_example_end_to_end(tiny_paths, tmp_path):
+def test_ppo_example_end_to_end_lora_4bit(tiny_paths, tmp_path):
+    """The single-GPU recipe on CPU: 4-bit policy with LoRA (one shared base: reference = adapter disabled),
+    gradient checkpointing, 4-bit judge, prompts from a jsonl file with another prompt column."""
     out = tmp_path / "ppo"
-    stdout = _run(
-        _accelerate(1)
-        + [EXAMPLES / "ppo_with_gram.py", *_tiny_flags(tiny_paths, out), "--max_steps", "4"]
-        + ["--dataset_name", tiny_paths["prompts"], "--prompt_column", "question", "--use_peft", "--lora_r", "4"],
-        cwd=tmp_path,
-    )
+    flags = ["--model_name_or_path", tiny_paths["wide"], "--judge_model_name_or_path", tiny_paths["wide"]]
+    flags += ["--output_dir", str(out), "--max_completion_length", "6", "--max_steps", "4", "--dtype", "float32"]
+    flags += ["--dataset_name", tiny_paths["prompts"], "--prompt_column", "question"]
+    flags += ["--use_peft", "--lora_r", "4", "--load_in_4bit", "--judge_load_in_4bit", "--gradient_checkpointing"]
+    stdout = _run(_accelerate(1) + [EXAMPLES / "ppo_with_gram.py", *flags], cwd=tmp_path)
     assert "PPO with a GRAM generative reward: summary" in stdout
     assert "4 optimizer steps, 2 per rollout of 4 prompts" in stdout
     assert "judge parse-failure rate: 0.000" in stdout

@@ -284,3 +284,27 @@ def test_input_validation(tokenizer, tmp_path):
     trainer = GramPPOTrainer(policy, reward, args=args, train_dataset=clash, processing_class=tokenizer)
     with pytest.raises(ValueError, match="'completions' collides"):
         trainer.train()
+
+
+def test_batch_normalization_clipping_and_gradient_checkpointing(tokenizer, tmp_path):
+    import pandas as pd
+
+    rec = RecordingReward(value=5.0)  # 5.00, 5.01, 5.02, 5.03: z-scores +-1.16 and +-0.39
+    trainer = _trainer(
+        tokenizer,
+        tmp_path,
+        rec,
+        max_steps=2,
+        reward_normalization="batch",
+        reward_clip=0.5,
+        gradient_checkpointing=True,
+        log_completions=True,
+    )
+    trainer.train()
+    assert trainer.model.is_activation_checkpointing
+    log = trainer.state.log_history[0]
+    assert math.isclose(log["reward"], 5.015, rel_tol=1e-5)  # the raw reward is what gets reported
+    frame = pd.read_parquet(next((tmp_path / "out" / "completions").glob("*.parquet")))
+    scores = sorted(frame["score"])
+    assert scores[0] == pytest.approx(-0.5) and scores[-1] == pytest.approx(0.5)  # clipped z-scores
+    assert scores[1] == pytest.approx(-0.3873, abs=1e-3) and scores[2] == pytest.approx(0.3873, abs=1e-3)

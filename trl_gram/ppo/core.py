@@ -25,22 +25,21 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
 def masked_mean_var(
     x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True, reduce: ReduceFn | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and variance of `x` over the masked positions.
+    """Mean and variance of `x` over the masked positions (two passes in float64, so a large mean does not eat the
+    variance).
 
     `reduce`, if given, sums a tensor over processes (e.g. `lambda t: accelerator.reduce(t, "sum")`), so that the
     statistics are those of the whole distributed batch.
     """
-    mask = mask.to(x.dtype)
-    stats = torch.stack([(x * mask).sum(), (x * x * mask).sum(), mask.sum()])
-    if reduce is not None:
-        stats = reduce(stats)
-    total, total_sq, count = stats.unbind()
+    reduce = reduce or (lambda t: t)
+    x64, mask64 = x.double(), mask.double()
+    total, count = reduce(torch.stack([(x64 * mask64).sum(), mask64.sum()])).unbind()
     count = count.clamp(min=1)
     mean = total / count
-    var = (total_sq / count - mean**2).clamp(min=0)
+    var = reduce(((x64 - mean) ** 2 * mask64).sum()) / count
     if unbiased:
         var = var * count / (count - 1).clamp(min=1)
-    return mean, var
+    return mean.to(x.dtype), var.to(x.dtype)
 
 
 def masked_whiten(

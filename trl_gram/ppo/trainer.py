@@ -411,8 +411,8 @@ class GramPPOTrainer(Trainer):
             mean, var = core.masked_mean_var(scores, valid, reduce=self._reduce_sum)
             scores = (scores - mean) / torch.sqrt(var + 1e-8)
         elif mode == "running":
-            v = valid.to(scores.dtype)
-            stats = self._reduce_sum(torch.stack([(scores * v).sum(), (scores**2 * v).sum(), v.sum()]))
+            v, s64 = valid.double(), scores.double()
+            stats = self._reduce_sum(torch.stack([(s64 * v).sum(), (s64**2 * v).sum(), v.sum()]))
             self.running_scores.update(*stats.tolist())
             scores = scores / max(self.running_scores.std, 1e-4)
         if self.args.reward_clip is not None:
