@@ -24,6 +24,7 @@ and several GPUs with `--config_file recipes/accelerate/multi_gpu.yaml` (or `dee
 import time
 from dataclasses import dataclass, field
 
+import torch
 from trl import ModelConfig, TrlParser
 from trl.trainer.utils import get_peft_config
 
@@ -118,6 +119,9 @@ def summary(trainer, policy_path, judge_args, start, loaded, end) -> str:
         ]
     if failures:
         lines.append(f"  judge parse-failure rate: {sum(failures) / len(failures):.3f}")
+    if torch.cuda.is_available() and trainer.accelerator.device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(trainer.accelerator.device) / 2**30
+        lines.append(f"  peak GPU memory (this process): {peak:.2f} GiB on {torch.cuda.get_device_name()}")
     lines += [f"  policy saved to: {trainer.args.output_dir}", "=" * 80]
     return "\n".join(lines)
 
