@@ -19,7 +19,10 @@ from trl_gram.reward import GenerativeRewardFunction  # noqa: E402
 @pytest.mark.multiprocess
 def test_split_group_is_gathered_across_two_ranks(tmp_path):
     script = Path(__file__).parent / "scripts" / "reward_split_groups.py"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    # Trainers that ran earlier in this pytest process leave distributed settings in os.environ; start clean.
+    leaked = ("ACCELERATE_", "MASTER_", "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "TORCHELASTIC_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(leaked)}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -35,7 +38,7 @@ def test_split_group_is_gathered_across_two_ranks(tmp_path):
         str(tmp_path),
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, out.stderr[:3000] + "\n...\n" + out.stderr[-1500:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     expected = GenerativeRewardFunction(LengthJudge(), reference="group")(PROMPTS, COMPLETIONS)
     assert ranks[0]["rewards"] + ranks[1]["rewards"] == pytest.approx(expected)
