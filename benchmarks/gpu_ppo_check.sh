@@ -33,7 +33,7 @@ MODELS=()
 [ -n "${POLICY:-}" ] && MODELS+=(--model_name_or_path "$POLICY")
 [ -n "${JUDGE:-}" ] && MODELS+=(--judge_model_name_or_path "$JUDGE")
 LAUNCH=("$PY" -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision bf16 --dynamo_backend no)
-COMMON=(examples/ppo_with_gram.py "${MODELS[@]}" --judge_load_in_4bit --bf16 --per_device_train_batch_size 8
+COMMON=(examples/ppo_with_gram.py "${MODELS[@]}" --judge_load_in_4bit --bf16 true --per_device_train_batch_size 8
         --max_completion_length 64 --logging_steps 2 --num_completions_to_print 1)
 
 start=$(date +%s)
