@@ -16,7 +16,7 @@ and judge arguments of `trl_gram.ppo.script_utils`), e.g. a single-GPU LoRA + 4-
         --model_name_or_path Qwen/Qwen2.5-1.5B-Instruct --use_peft --lora_r 16 --load_in_4bit \
         --judge_model_name_or_path <GRAM-R2 checkpoint> --judge_mode reason --judge_load_in_4bit \
         --dataset_name prompts.jsonl --max_steps 500 --per_device_train_batch_size 8 \
-        --max_completion_length 256 --learning_rate 1e-5 --bf16 --report_to wandb
+        --max_completion_length 256 --learning_rate 1e-5 --bf16 true --report_to wandb
 
 and several GPUs with `--config_file recipes/accelerate/multi_gpu.yaml` (or `deepspeed_zero2.yaml`/`zero3.yaml`).
 """
