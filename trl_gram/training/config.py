@@ -39,10 +39,11 @@ class GramRewardConfig(SFTConfig):
             the order of the row: `chosen` is A in `prompt`/`chosen`/`rejected` rows; `response_a` is A in
             `prompt`/`response_a`/`response_b`/`label` rows. They are rewritten when a pair is shown swapped.
         label_loss (`str`, *optional*):
-            Loss on the label token: `"nll"` (its ordinary next-token loss) or `"label_smoothing"` (cross-entropy over
-            the two label tokens' logits only, with smoothing `label_smoothing_epsilon`, as GRAM v1). Defaults to
-            `"label_smoothing"` in `direct` mode and `"nll"` in `reason` mode (where the rationale keeps its
-            language-modelling loss either way).
+            Loss on the label token: `"nll"` (its ordinary next-token loss) or `"label_smoothing"`: cross-entropy over
+            the two label tokens' logits only, with smoothing `label_smoothing_epsilon` (GRAM v1). In `direct` mode it
+            replaces the label token's loss; in `reason` mode it is added to the ordinary loss of the rationale and
+            label tokens (a reasoning judge must still generate the label word). Defaults to `"label_smoothing"` in
+            `direct` mode and `"nll"` in `reason` mode.
         label_smoothing_epsilon (`float`, *optional*, defaults to `0.1`):
             Smoothing ε of the label-smoothing loss.
         label_loss_weight (`float`, *optional*, defaults to `1.0`):

@@ -200,7 +200,10 @@ class GramRewardTrainer(SFTTrainer):
             inputs["labels"] = split_label_slots(labels, self.label_token_ids, keep_in_lm=True)[0]
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
-        lm_labels, slot_mask, targets = split_label_slots(labels, self.label_token_ids, keep_in_lm=False)
+        # Direct judges: the 2-way loss replaces the label token's loss (GRAM v1). Reasoning judges generate the label,
+        # so its next-token loss stays and the 2-way term is added.
+        keep = self.mode == "reason"
+        lm_labels, slot_mask, targets = split_label_slots(labels, self.label_token_ids, keep_in_lm=keep)
         inputs["labels"] = lm_labels
         self._capturing = True
         try:
@@ -226,7 +229,8 @@ class GramRewardTrainer(SFTTrainer):
                 term = term * (self.accelerator.num_processes // self.get_tp_size())
             loss = loss + term.to(loss.dtype)
         else:  # the parent divided the LM sum by its own token count: re-weight both over all supervised positions
-            loss = (loss * max(n_lm, 1) + weight * ls_sum.to(loss.dtype)) / max(n_lm + n_slots, 1)
+            total = n_lm if keep else n_lm + n_slots
+            loss = (loss * max(n_lm, 1) + weight * ls_sum.to(loss.dtype)) / max(total, 1)
         mode = "train" if self.model.training else "eval"
         with torch.no_grad():
             correct = (logits.argmax(-1) == targets.to(logits.device)).float().sum()
@@ -276,15 +280,15 @@ class GramRewardTrainer(SFTTrainer):
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
         model.eval()
-        self.judge.model = model
+        # A fresh judge per evaluation: nothing judged with earlier weights can be reused.
+        judge = GramJudge(model, self.processing_class, config=self.judge.config)
         # Under ZeRO-3 every rank must run the same generate calls; otherwise each rank judges its own shard.
         shard = self.accelerator.num_processes > 1 and not is_deepspeed_zero3_enabled()
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         indices = list(range(rank, len(pairs), world)) if shard else list(range(len(pairs)))
         try:
-            outcomes = judge_outcomes(self.judge, [pairs[i] for i in indices], swap=self.args.judge_eval_swap)
+            outcomes = judge_outcomes(judge, [pairs[i] for i in indices], swap=self.args.judge_eval_swap)
         finally:
-            self.judge.model = None
             if was_training:
                 model.train()
         if shard:

@@ -1,0 +1,110 @@
+"""Each denoising rule drops exactly what it should; reading and rewriting rationale conclusions."""
+
+import pytest
+
+from trl_gram.training.denoise import (
+    RULES,
+    Candidate,
+    DenoiseRules,
+    check_candidate,
+    denoise,
+    rationale_label,
+    swap_label_mentions,
+)
+
+GOOD = "Feedback: A is clear, B is vague.\nComparision: A answers.\nConclusion: Response A is better."
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (GOOD, "A"),
+        ("Comparision: Response A is short.\nConclusion: Response B is better.", "B"),
+        ("Conclusion: I prefer Assistant B.", "B"),
+        ("Response A is clearly better than Response B.", "A"),
+        ("Output (b) is more helpful than output (a). Conclusion: [[B]]", "B"),
+        ("Both are fine. Conclusion: it depends.", None),
+        ("Conclusion: Response A and Response B are similar.", None),
+        ("A good answer was given by both.", None),
+        ("", None),
+    ],
+)
+def test_rationale_label(text, expected):
+    assert rationale_label(text) == expected
+
+
+def test_swap_label_mentions_keeps_articles():
+    text = "Response A is a good answer, but Assistant B is better. B is better. [[B]]"
+    assert swap_label_mentions(text) == "Response B is a good answer, but Assistant A is better. A is better. [[A]]"
+    assert swap_label_mentions(swap_label_mentions(text)) == text
+    assert swap_label_mentions("Response 1 wins", ("1", "2")) == "Response 2 wins"
+
+
+def count_words(text):
+    return len(text.split())
+
+
+RULES_CFG = DenoiseRules(min_vote_agreement=0.75, confidence_threshold=0.7, max_rationale_tokens=20)
+
+CASES = {
+    "kept": Candidate("A", 0.9, ["A", "A", "A", "A"], GOOD),
+    "no label": Candidate(None, None, [None, None], None),
+    "empty rationale": Candidate("A", 0.9, ["A", "A"], "   "),
+    "tags left in the rationale": Candidate("A", 0.9, ["A", "A"], "ok </think> <answer>A"),
+    "3 of 4 agree, one failed run": Candidate("A", 0.9, ["A", "A", "A", None], GOOD),
+    "2 of 4 agree": Candidate("A", 0.9, ["A", "A", "B", None], GOOD),
+    "tied vote": Candidate("A", 0.9, ["A", "B"], GOOD),
+    "label is not the majority": Candidate("B", 0.9, ["A", "A", "A", "B"], GOOD),
+    "low confidence": Candidate("A", 0.65, ["A", "A"], GOOD),
+    "long rationale": Candidate("A", 0.9, ["A", "A"], GOOD + " more" * 10),
+    "contradiction": Candidate("B", 0.9, ["B", "B"], GOOD),
+    "no votes recorded, unknown confidence": Candidate("A", None, [], GOOD),
+}
+EXPECTED = {
+    "kept": None,
+    "no label": "malformed",
+    "empty rationale": "malformed",
+    "tags left in the rationale": "malformed",
+    "3 of 4 agree, one failed run": None,
+    "2 of 4 agree": "vote_disagreement",
+    "tied vote": "vote_disagreement",
+    "label is not the majority": "vote_disagreement",
+    "low confidence": "low_confidence",
+    "long rationale": "too_long",
+    "contradiction": "unsupported",
+    "no votes recorded, unknown confidence": None,
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_each_rule(name):
+    assert check_candidate(CASES[name], RULES_CFG, count_tokens=count_words) == EXPECTED[name]
+
+
+def test_denoise_counts_every_rule():
+    reasons, counts = denoise(list(CASES.values()), RULES_CFG, count_tokens=count_words)
+    assert reasons == list(EXPECTED.values())
+    assert set(counts) == set(RULES) | {"kept"}
+    assert counts == {
+        "malformed": 3,
+        "vote_disagreement": 3,
+        "low_confidence": 1,
+        "too_long": 1,
+        "unsupported": 1,
+        "kept": 3,
+    }
+
+
+def test_disabled_rules_pass():
+    off = DenoiseRules(
+        min_vote_agreement=0.0,
+        confidence_threshold=None,
+        max_rationale_tokens=None,
+        check_support=False,
+        require_rationale=False,
+    )
+    assert check_candidate(CASES["low confidence"], off) is None
+    assert check_candidate(CASES["long rationale"], off) is None
+    assert check_candidate(CASES["contradiction"], off) is None
+    assert check_candidate(Candidate("A", 0.9, ["A"], None), off) is None
+    assert check_candidate(CASES["tied vote"], off) == "vote_disagreement"  # a tie is never a label
