@@ -51,7 +51,9 @@ def test_ppo_learns_to_raise_a_programmatic_reward(tokenizer, tmp_path):
     first, last = sum(curve[:5]) / 5, sum(curve[-5:]) / 5
     assert first < 0.3
     assert last > first + 0.4, f"reward did not rise: first 5 rollouts {first:.3f}, last 5 {last:.3f}"
-    assert _history(trainer, "kl")[-1] > 0  # the policy moved away from the reference
+    kls = _history(trainer, "kl")
+    assert kls[0] == pytest.approx(0.0, abs=1e-6)  # first rollout: policy == frozen reference copy
+    assert kls[-1] > 0  # the policy moved away from the reference
 
 
 def test_reward_contract_columns_references_and_state(tokenizer, tmp_path):

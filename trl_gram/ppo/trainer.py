@@ -8,6 +8,7 @@ DDP/DeepSpeed, mixed precision, `report_to` logging, callbacks, checkpointing an
 """
 
 import copy
+import inspect
 import json
 import os
 from collections.abc import Callable
@@ -37,7 +38,7 @@ from trl.trainer.utils import (
 
 from . import core
 from .config import GramPPOConfig
-from .modeling import PolicyAndValueModel, base_causal_lm, is_peft_model
+from .modeling import PolicyAndValueModel, base_causal_lm, is_peft_model, position_ids_from_mask
 from .reporting import PPOReporter
 from .rollout import (
     RewardCaller,
@@ -388,10 +389,13 @@ class GramPPOTrainer(Trainer):
     def _reference_logprobs(self, unwrapped, input_ids, attention_mask, completion_ids, batch_size):
         if self.ref_model is not None:
             ref = self.ref_model
+            # Same computation as the policy's (only the last k + 1 positions go through the LM head)
+            accepts_keep = "logits_to_keep" in inspect.signature(self.accelerator.unwrap_model(ref).forward).parameters
 
             def ref_fn(ids, am, k):
+                keep = {"logits_to_keep": k + 1} if accepts_keep else {}
                 out = ref(
-                    input_ids=ids, attention_mask=am, position_ids=(am.cumsum(-1) - 1).clamp(min=0), use_cache=False
+                    input_ids=ids, attention_mask=am, position_ids=position_ids_from_mask(am), use_cache=False, **keep
                 )
                 return out.logits[:, -(k + 1) : -1], None
 
