@@ -193,6 +193,20 @@ def test_peft_shares_one_base_model_and_uses_it_as_reference(tokenizer, tmp_path
     assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "out" / "value_head.safetensors").is_file()
 
+    # Resuming restores the adapter and the value head into a fresh PEFT policy
+    fresh = GramPPOTrainer(
+        tiny_llama(tokenizer),
+        reward,
+        args=ppo_config(tmp_path / "out", max_steps=4, num_ppo_epochs=1),
+        train_dataset=prompt_dataset(16),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0),
+    )
+    fresh._load_from_checkpoint(str(tmp_path / "out"))
+    trained, restored = wrapper.state_dict(), fresh.model.state_dict()
+    assert set(trained) == set(restored)
+    assert all(torch.equal(trained[k], restored[k]) for k in trained if "lora_" in k or "value_head" in k)
+
 
 def test_separate_value_model(tokenizer, tmp_path):
     reward = make_share_reward(target_ids(tokenizer), tokenizer.eos_token_id)

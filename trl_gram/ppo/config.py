@@ -26,7 +26,7 @@ class GramPPOConfig(TrainingArguments):
 
     Only the PPO-specific parameters are listed here; see [`~transformers.TrainingArguments`] for the rest. Defaults
     that differ from `TrainingArguments`: `learning_rate=3e-6`, `logging_steps=10`, `remove_unused_columns=False`,
-    `bf16=None` (auto: on when the accelerator supports it, off on CPU).
+    `dataloader_pin_memory=False`, `bf16=None` (auto: on when the accelerator supports it, off on CPU).
 
     Batch sizes. On each process, one *rollout* samples `per_device_train_batch_size * gradient_accumulation_steps *
     num_mini_batches` prompts (see [`GramPPOConfig.rollout_batch_size`]). Its samples are then reused for
@@ -144,6 +144,10 @@ class GramPPOConfig(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Keep False: reward functions receive every dataset column besides `prompt`."},
+    )
+    dataloader_pin_memory: bool = field(
+        default=False,
+        metadata={"help": "Pin dataloader memory. Off: the dataloader only yields prompts (Python objects)."},
     )
     bf16: bool | None = field(
         default=None,

@@ -251,6 +251,10 @@ class GramPPOTrainer(Trainer):
     # ------------------------------------------------------------------------------------------------------------------
     # Rollouts
     # ------------------------------------------------------------------------------------------------------------------
+    def train(self, *args, **kwargs):
+        self._rollout = self._micro_batches = None  # never reuse a rollout across `train()` calls
+        return super().train(*args, **kwargs)
+
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
         self._step += 1
