@@ -74,6 +74,20 @@ def test_rendered_labels_are_balanced(tok, tmp_path):
             assert f"Response {'AB'[ex['label']]} is better." in ex["rationale"]
 
 
+def test_balance_does_not_depend_on_the_input_orientation():
+    """Rows already shown in a seeded random order (as self-training writes them) stay balanced when the trainer
+    assigns orders with the same seed: the assignment targets the labels, not the input orientation."""
+    pairs = [
+        {"question": "q", "first": f"a{i}", "second": f"b{i}", "label": 0, "rationale": None, "row": i}
+        for i in range(40)
+    ]
+    once = render_pairs(pairs, "random", 0)
+    twice = render_pairs([{**p, "label": p["label"]} for p in once], "random", 0)
+    assert Counter(p["label"] for p in once) == Counter(p["label"] for p in twice) == {0: 20, 1: 20}
+    all_b = [{**p, "label": 1} for p in pairs]
+    assert Counter(p["label"] for p in render_pairs(all_b, "random", 0)) == {0: 20, 1: 20}
+
+
 def test_swapped_rationale_is_rewritten():
     pairs = [
         {

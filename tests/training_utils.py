@@ -67,7 +67,7 @@ def make_tokenizer(chat_template: bool = True, vocab_size: int = 400) -> PreTrai
     return fast
 
 
-def make_model(tokenizer, hidden_size: int = 48, layers: int = 2, seed: int = 0) -> LlamaForCausalLM:
+def make_model(tokenizer, hidden_size: int = 64, layers: int = 2, seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),

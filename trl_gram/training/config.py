@@ -31,9 +31,9 @@ class GramRewardConfig(SFTConfig):
             (`{input}`, `{response_a}`, `{response_b}`) placeholders. Defaults to GRAM-R² for `reason` and GRAM v1
             for `direct`. Python callers may also pass a `JudgeTemplate` to the trainer.
         swap (`str`, *optional*, defaults to `"random"`):
-            Position of the better response in the rendered examples: `"random"` (a seeded assignment with exactly
-            half of the rows in each order, so the labels are balanced), `"both"` (every pair in both orders) or
-            `"none"` (as given: `chosen` first, or `response_a` first).
+            Position of the better response in the rendered examples: `"random"` (a seeded assignment in which
+            exactly half of the examples are labeled with each label word, whatever the input's orientation),
+            `"both"` (every pair in both orders) or `"none"` (as given: `chosen` first, or `response_a` first).
         rationale_column (`str`, *optional*, defaults to `"rationale"`):
             Column holding the rationale of each row (needed in `reason` mode). Its references ("Response A") follow
             the order of the row: `chosen` is A in `prompt`/`chosen`/`rejected` rows; `response_a` is A in

@@ -187,9 +187,13 @@ def validate_pairs(
     return pairs, skipped
 
 
-def assign_orders(n: int, swap: str, seed: int) -> list[tuple[bool, ...]]:
-    """For each of ``n`` pairs, the orders it is shown in (``True`` = swapped). ``"random"`` swaps exactly
-    ``n // 2`` pairs (plus a seeded coin for an odd one), chosen by a seeded shuffle."""
+def assign_orders(n: int, swap: str, seed: int, labels: list[int | None] | None = None) -> list[tuple[bool, ...]]:
+    """For each of ``n`` pairs, the orders it is shown in (``True`` = swapped).
+
+    ``"random"`` draws, with a seeded shuffle, which pairs end up labeled with the first label word: exactly ``n // 2``
+    of them (plus a seeded coin for an odd one), whatever the labels and orientation of the input (``labels``: the
+    index of the better response as given; ``None`` entries, or no ``labels``, count as 0).
+    """
     if swap == "none":
         return [(False,)] * n
     if swap == "both":
@@ -197,18 +201,19 @@ def assign_orders(n: int, swap: str, seed: int) -> list[tuple[bool, ...]]:
     if swap != "random":
         raise ValueError(f"`swap` must be 'random', 'both' or 'none', got {swap!r}.")
     rng = random.Random(seed)
-    flags = [i < n // 2 for i in range(n)]
+    targets = [i < n // 2 for i in range(n)]  # True: the example is labeled with the second label word
     if n % 2:
-        flags[-1] = rng.random() < 0.5
-    rng.shuffle(flags)
-    return [(f,) for f in flags]
+        targets[-1] = rng.random() < 0.5
+    rng.shuffle(targets)
+    given = [bool(x) for x in labels] if labels is not None else [False] * n
+    return [(t != g,) for t, g in zip(targets, given)]
 
 
 def render_pairs(pairs: list[dict], swap: str, seed: int, label_words: tuple[str, str] = ("A", "B")) -> list[dict]:
     """Shown examples ``{"question", "first", "second", "label", "rationale", "row"}``: ``first`` is shown as the
     first label word and ``label`` is the index of the better shown response."""
     shown = []
-    for pair, orders in zip(pairs, assign_orders(len(pairs), swap, seed)):
+    for pair, orders in zip(pairs, assign_orders(len(pairs), swap, seed, [p["label"] for p in pairs])):
         for swapped in orders:
             ex = dict(pair)
             if swapped:

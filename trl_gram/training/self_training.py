@@ -318,7 +318,8 @@ class GramSelfTrainer:
     def _shown(self, pairs: list[dict], seed: int | None = None):
         """Each pair in a seeded, exactly balanced random order: ``((question, first, second, label), rationale)``,
         the rationale's references rewritten for swapped pairs."""
-        orders = assign_orders(len(pairs), "random", self.args.seed if seed is None else seed)
+        labels = [p["label"] for p in pairs]
+        orders = assign_orders(len(pairs), "random", self.args.seed if seed is None else seed, labels)
         for p, (swapped,) in zip(pairs, orders):
             first, second = (p["second"], p["first"]) if swapped else (p["first"], p["second"])
             rationale = p.get("rationale")

@@ -1,0 +1,211 @@
+"""GramSelfTrainer: a 2-round run end to end (direct and reason), and kill-and-resume."""
+
+import json
+
+import pytest
+import torch
+from datasets import Dataset
+from training_utils import SHORT_DIRECT_TEMPLATE, SHORT_REASON_TEMPLATE, make_model, make_tokenizer, rule_rows
+from transformers import AutoModelForCausalLM, TrainerCallback
+
+from trl_gram.training.config import GramRewardConfig
+from trl_gram.training.self_training import GramSelfTrainer, SelfTrainingConfig
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return make_tokenizer()
+
+
+def _unlabeled(n, seed):
+    rows = rule_rows(n, seed)
+    return [
+        {"prompt": r["prompt"], "response_a": r["chosen"], "response_b": r["rejected"]}
+        if i % 2
+        else {"prompt": r["prompt"], "response_a": r["rejected"], "response_b": r["chosen"]}
+        for i, r in enumerate(rows)
+    ]
+
+
+def _args(out, mode, **kw):
+    base = dict(
+        mode=mode,
+        num_train_epochs=8,
+        per_device_train_batch_size=16,
+        learning_rate=3e-3,
+        report_to=[],
+        gradient_checkpointing=False,
+        bf16=False,
+        use_cpu=True,
+        max_length=512,
+        judge_eval_max_new_tokens=40,
+        save_strategy="no",
+        lr_scheduler_type="constant",
+        logging_steps=50,
+        disable_tqdm=True,
+        seed=0,
+        data_seed=0,
+    )
+    base.update(kw)
+    return GramRewardConfig(str(out), **base)
+
+
+def _direct_run(tok, out, model, callbacks=None):
+    sargs = SelfTrainingConfig(rounds=2, unlabeled_per_round=60, self_train_eval_max_samples=30)
+    trainer = GramSelfTrainer(
+        model,
+        _args(out, "direct"),
+        sargs,
+        labeled_dataset=Dataset.from_list(rule_rows(200, 1)),
+        unlabeled_dataset=Dataset.from_list(_unlabeled(120, 3)),
+        eval_dataset=Dataset.from_list(rule_rows(30, 9)),
+        processing_class=tok,
+        template=SHORT_DIRECT_TEMPLATE,
+        callbacks=callbacks,
+    )
+    return trainer, trainer.run()
+
+
+def _strip(history):
+    return [{k: v for k, v in h.items() if k != "checkpoint"} for h in history]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tok, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference")
+    _, history = _direct_run(tok, out, make_model(tok))
+    return out, history
+
+
+@pytest.mark.slow
+def test_two_rounds_end_to_end_direct(reference_run):
+    root, history = reference_run
+    assert [h["stage"] for h in history] == ["base", "initial", "self-train", "self-train"]
+    for r in range(3):
+        d = root / f"round_{r:02d}"
+        summary = json.loads((d / "summary.json").read_text())
+        kept = [json.loads(line) for line in (d / "kept.jsonl").read_text().splitlines()]
+        assert summary["kept"] == len(kept) and (d / "checkpoint" / "model.safetensors").is_file()
+        assert summary["kept"] + sum(summary["dropped"].values()) == summary["candidates"]
+        assert sum(summary["label_balance"].values()) == len(kept)
+        assert set(json.loads((d / "eval.json").read_text())) >= {"accuracy", "swap_agreement", "parse_failure_rate"}
+        if r > 0:
+            assert summary["candidates"] == 60
+            predictions = (d / "predictions.jsonl").read_text().splitlines()
+            assert len(predictions) == 60 and "votes" in json.loads(predictions[0])
+            assert set(summary["dropped"]) >= {"malformed", "vote_disagreement", "low_confidence"}
+    # Every round trains on all the data kept so far.
+    assert history[3]["train_rows"] == history[1]["kept"] + history[2]["kept"] + history[3]["kept"]
+    assert history[0]["eval"]["accuracy"] < 0.8 <= history[1]["eval"]["accuracy"]
+    assert history[3]["eval"]["accuracy"] >= 0.9 and history[3]["kept_fraction"] > 0.5
+    assert len((root / "summary.jsonl").read_text().splitlines()) == 4
+    assert (root / "self_training.png").stat().st_size > 1000
+    assert json.loads((root / "summary.jsonl").read_text().splitlines()[-1])["checkpoint"] == str(
+        root / "round_02" / "checkpoint"
+    )
+
+
+class CrashAt(TrainerCallback):
+    """Simulates a crash after `step` optimizer steps of the training whose output_dir contains `where`."""
+
+    def __init__(self, where, step):
+        self.where, self.step = where, step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.where in args.output_dir and state.global_step == self.step:
+            raise RuntimeError("simulated crash")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("crash", ["training", "after_pseudo_labels"])
+def test_kill_and_resume_matches_an_uninterrupted_run(tok, tmp_path, monkeypatch, reference_run, crash):
+    ref_dir, reference = reference_run
+    base = make_model(tok)
+    out = tmp_path / "crashy"
+    if crash == "training":  # killed in the middle of round 2's training
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            _direct_run(tok, out, base, callbacks=[CrashAt("round_02", 3)])
+        assert (out / "round_02" / "kept.jsonl").is_file()
+    else:  # killed after round 2's pseudo-labels were written, before they were filtered
+        original_select = GramSelfTrainer._select
+
+        def crashing_select(self, records, batch):
+            if (out / "round_02" / "predictions.jsonl").is_file():
+                raise RuntimeError("simulated crash")
+            return original_select(self, records, batch)
+
+        with monkeypatch.context() as m:
+            m.setattr(GramSelfTrainer, "_select", crashing_select)
+            with pytest.raises(RuntimeError, match="simulated crash"):
+                _direct_run(tok, out, base)
+        assert not (out / "round_02" / "kept.jsonl").exists()
+    assert (out / "round_01" / "summary.json").is_file() and not (out / "round_02" / "summary.json").exists()
+    finished = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and "round_02" not in str(p)}
+    predictions_mtime = (out / "round_02" / "predictions.jsonl").stat().st_mtime_ns
+
+    calls = {"pseudo_label": 0, "train": 0, "evaluate": 0}
+    for name, attr in (("pseudo_label", "_pseudo_label"), ("train", "_train"), ("evaluate", "_evaluate")):
+        original = getattr(GramSelfTrainer, attr)
+
+        def spy(self, *a, _name=name, _original=original, **k):
+            calls[_name] += 1
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(GramSelfTrainer, attr, spy)
+    _, resumed = _direct_run(tok, out, base)
+    # Only round 2's unfinished steps ran again; its stored pseudo-labels were reused (read back, not re-judged).
+    assert calls == {"pseudo_label": 0 if crash == "training" else 1, "train": 1, "evaluate": 1}
+    assert (out / "round_02" / "predictions.jsonl").stat().st_mtime_ns == predictions_mtime
+    assert all(
+        p.stat().st_mtime_ns == t
+        for p, t in finished.items()
+        if p.name not in ("summary.jsonl",) and not p.name.endswith(".png")
+    )
+    assert _strip(resumed) == _strip(reference)
+    for r in range(3):
+        name = f"round_{r:02d}/kept.jsonl"
+        assert (out / name).read_text() == (ref_dir / name).read_text()
+    final = AutoModelForCausalLM.from_pretrained(out / "round_02" / "checkpoint").state_dict()
+    ref = AutoModelForCausalLM.from_pretrained(ref_dir / "round_02" / "checkpoint").state_dict()
+    assert all(torch.allclose(final[k], ref[k], atol=1e-6) for k in ref)
+
+
+@pytest.mark.slow
+def test_reason_pipeline_with_prover_end_to_end(tok, tmp_path):
+    seed = rule_rows(64, 5, with_rationale=True)
+    sargs = SelfTrainingConfig(
+        rounds=2,
+        unlabeled_per_round=30,
+        proof_samples=2,
+        proof_max_new_tokens=40,
+        proof_temperature=0.5,
+        prover_num_train_epochs=10,
+        max_rationale_tokens=60,
+        self_train_eval_max_samples=12,
+    )
+    out = tmp_path / "reason"
+    trainer = GramSelfTrainer(
+        make_model(tok),
+        _args(out, "reason", num_train_epochs=4),
+        sargs,
+        labeled_dataset=Dataset.from_list(rule_rows(60, 1)),
+        unlabeled_dataset=Dataset.from_list(_unlabeled(60, 3)),
+        seed_dataset=Dataset.from_list(seed),
+        eval_dataset=Dataset.from_list(rule_rows(12, 9)),
+        processing_class=tok,
+        template=SHORT_REASON_TEMPLATE,
+    )
+    history = trainer.run()
+    assert [h["stage"] for h in history] == ["base", "initial", "self-train", "self-train", "final"]
+    assert json.loads((out / "seed" / "summary.json").read_text())["rows"] == 64
+    assert (out / "prover" / "model" / "model.safetensors").is_file()
+    kept0 = [json.loads(line) for line in (out / "round_00" / "kept.jsonl").read_text().splitlines()]
+    assert kept0 and all(row["rationale"] and row["label"] in ("A", "B") for row in kept0)
+    summary0 = json.loads((out / "round_00" / "summary.json").read_text())
+    assert summary0["kept"] + summary0["dropped"]["no_valid_proof"] == 60
+    for r in (1, 2):
+        summary = json.loads((out / f"round_{r:02d}" / "summary.json").read_text())
+        assert summary["kept"] + sum(summary["dropped"].values()) == 30
+        assert "no_valid_proof" in summary["dropped"] or summary["kept"] == 0
+    assert (out / "final" / "checkpoint" / "model.safetensors").is_file()
+    assert trainer.final_model_path == str(out / "final" / "checkpoint")
