@@ -23,6 +23,9 @@ COMMAND_MODULES: list[str] = [
 ]
 
 
+_UNAVAILABLE: dict[str, str] = {}
+
+
 def register_command_module(name: str) -> None:
     """Add a command module (dotted path) to the ``trl-gram`` command line of this process."""
     if name not in COMMAND_MODULES:
@@ -40,8 +43,11 @@ def _modules():
             yield importlib.import_module(name)
         except ModuleNotFoundError as e:
             if e.name is not None and name.startswith(e.name):
-                continue  # the optional command module itself is absent
-            raise
+                continue  # the command module itself is absent
+            if name == COMMAND_MODULES[0]:
+                raise
+            # An optional command whose extra dependencies are missing: the other commands still work.
+            _UNAVAILABLE[name] = f"{e} (install the matching extra, e.g. `pip install trl-gram[serve]`)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _UNAVAILABLE.clear()
     for module in _modules():
         before = set(subparsers.choices)
         module.add_parser(subparsers)
@@ -60,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                 if not hasattr(module, "run"):
                     raise TypeError(f"Command module {module.__name__} registers {name!r} but has no `run(args)`.")
                 sub.set_defaults(_run=module.run)
+    if _UNAVAILABLE:
+        parser.epilog = "Unavailable commands: " + "; ".join(f"{k}: {v}" for k, v in _UNAVAILABLE.items())
     return parser
 
 

@@ -1,0 +1,145 @@
+"""The ``trl-gram`` console script: train / self-train / eval on a tiny model folder, YAML configs, pluggable
+subcommands."""
+
+import json
+import sys
+
+import pytest
+import yaml
+from training_utils import make_model, make_tokenizer, rule_rows
+
+from trl_gram import cli
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    tok = make_tokenizer()
+    make_model(tok).save_pretrained(root / "tiny")
+    tok.save_pretrained(root / "tiny")
+    with open(root / "train.jsonl", "w") as f:
+        for row in rule_rows(24, 1, with_rationale=True):
+            f.write(json.dumps(row) + "\n")
+    with open(root / "eval.json", "w") as f:
+        json.dump([{**r, "subset": "odd" if i % 2 else "even"} for i, r in enumerate(rule_rows(6, 2))], f)
+    return root
+
+
+COMMON = [
+    "--use_cpu",
+    "--bf16",
+    "false",
+    "--report_to",
+    "none",
+    "--gradient_checkpointing",
+    "false",
+    "--save_strategy",
+    "no",
+    "--disable_tqdm",
+    "true",
+    "--per_device_train_batch_size",
+    "4",
+]
+
+
+def test_train_then_eval(files, tmp_path, capsys):
+    out = tmp_path / "judge"
+    rc = cli.main(
+        [
+            "train",
+            "--model_name_or_path",
+            str(files / "tiny"),
+            "--dataset_name",
+            str(files / "train.jsonl"),
+            "--mode",
+            "direct",
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "2",
+            "--max_length",
+            "1024",
+            *COMMON,
+        ]
+    )
+    assert rc == 0 and (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    report = tmp_path / "metrics.json"
+    rc = cli.main(
+        [
+            "eval",
+            "--judge_model",
+            str(out),
+            "--data",
+            str(files / "eval.json"),
+            "--mode",
+            "direct",
+            "--output_json",
+            str(report),
+        ]
+    )
+    assert rc == 0
+    metrics = json.loads(report.read_text())[str(files / "eval.json")]
+    assert metrics["num_pairs"] == 6 and metrics["even/num_pairs"] == 3
+    assert {"accuracy", "swap_agreement", "parse_failure_rate", "ties"} <= set(metrics)
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_yaml_config_and_self_train(files, tmp_path):
+    config = {
+        "model_name_or_path": str(files / "tiny"),
+        "labeled_data": str(files / "train.jsonl"),
+        "labeled_select": "0:16",
+        "unlabeled_data": str(files / "train.jsonl"),
+        "unlabeled_select": "16:24",
+        "eval_data": str(files / "eval.json"),
+        "mode": "direct",
+        "rounds": 1,
+        "output_dir": str(tmp_path / "st"),
+        "max_steps": 1,
+        "max_length": 1024,
+        "use_cpu": True,
+        "bf16": False,
+        "report_to": "none",
+        "gradient_checkpointing": False,
+        "save_strategy": "no",
+        "per_device_train_batch_size": 4,
+        "confidence_threshold": 0.0,
+        "plot": False,
+    }
+    path = tmp_path / "st.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert cli.main(["self-train", "--config", str(path)]) == 0
+    summaries = [json.loads(line) for line in (tmp_path / "st" / "summary.jsonl").read_text().splitlines()]
+    assert [s["stage"] for s in summaries] == ["base", "initial", "self-train"]
+    assert summaries[2]["candidates"] == 8 and summaries[1]["train_rows"] == 16
+
+
+def test_train_help_and_missing_data(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--help"])
+    assert exit_info.value.code == 0 and "--label_smoothing_epsilon" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="dataset_name"):
+        cli.main(["train", "--output_dir", "x", "--use_cpu"])
+    assert cli.main([]) == 0
+
+
+def test_other_modules_can_register_subcommands(tmp_path, monkeypatch, capsys):
+    (tmp_path / "hello_cmd.py").write_text(
+        "def add_parser(subparsers):\n"
+        "    p = subparsers.add_parser('hello', help='say hello')\n"
+        "    p.add_argument('--name', default='world')\n"
+        "def run(args):\n"
+        "    print(f'hello {args.name}')\n"
+        "    return 0\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", list(cli.COMMAND_MODULES))
+    cli.register_command_module("hello_cmd")
+    assert cli.main(["hello", "--name", "gram"]) == 0
+    assert "hello gram" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["hello", "--unknown"])  # plain argparse commands are parsed strictly
+    # A missing optional command module is skipped.
+    cli.register_command_module("trl_gram_no_such_module")
+    assert "hello" in cli.build_parser().format_help()
+    sys.modules.pop("hello_cmd", None)
