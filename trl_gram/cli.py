@@ -20,6 +20,7 @@ from importlib.metadata import entry_points
 COMMAND_MODULES: list[str] = [
     "trl_gram.training.cli",  # train, self-train, eval
     "trl_gram.serving.cli",  # serve (optional)
+    "trl_gram.experiments.cli",  # reproduce
 ]
 
 

@@ -1,0 +1,15 @@
+"""The reproduction experiment of issue 6: the paper's claims in miniature, on a CPU (``trl-gram reproduce``)."""
+
+from .config import ARMS, ReproductionConfig, compact_template
+from .splits import Splits, make_splits
+from .synthetic import is_correct, make_arithmetic_pairs
+
+__all__ = [
+    "ARMS",
+    "ReproductionConfig",
+    "Splits",
+    "compact_template",
+    "is_correct",
+    "make_arithmetic_pairs",
+    "make_splits",
+]

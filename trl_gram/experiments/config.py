@@ -1,0 +1,143 @@
+"""``ReproductionConfig``: every knob of the reproduction experiment, read from a recipe YAML file."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..templates import JudgeTemplate, get_template
+
+ARMS = (
+    "zero_shot_direct",  # the base model, label read directly
+    "zero_shot_reason",  # the base model, rationale then label
+    "direct",  # direct judge trained on the labeled slice
+    "reason",  # reasoning judge trained on the labeled slice (rationales from the prover)
+    "reason_st",  # reason + self-training rounds 1..R, denoising on
+    "reason_st_nodenoise",  # the same with the denoising rules off
+    "direct_st",  # direct + self-training (optional)
+    "adapt",  # few-shot adaptation to a second domain, from the self-trained judge vs from the base model
+)
+TASKS = ("hh", "synthetic")
+
+COMPACT_PROMPT = (
+    "Which response answers the user better (helpful, correct, harmless)? Reason briefly, then answer A or B.\n\n"
+    "[Question]\n{user_input}\n\n[Response A]\n{response_1}\n\n[Response B]\n{response_2}"
+)
+"""A ~40-token judge prompt with the GRAM-R² placeholders, for small judges on a CPU (the released GRAM-R² prompt is
+~450 tokens: 3x the length of a short hh-rlhf pair, so it would dominate every forward pass)."""
+
+
+def compact_template(reasoning: bool = True) -> JudgeTemplate:
+    """The compact template: reasoning (``<think>…</think><answer>L</answer>``) or direct (empty rationale prefilled,
+    label read at the answer slot, exactly as ``gram-r2-direct`` reads the released prompt)."""
+    base = JudgeTemplate(
+        text=COMPACT_PROMPT,
+        question_field="user_input",
+        first_field="response_1",
+        second_field="response_2",
+        reasoning=True,
+    )
+    return base if reasoning else base.replace(reasoning=False, direct_prefix="<think>\n\n</think>\n<answer>\n")
+
+
+@dataclass
+class ReproductionConfig:
+    """Settings of ``trl-gram reproduce`` (see ``recipes/reproduce_cpu.yaml`` for a documented example).
+
+    Sizes (``labeled``, ``unlabeled_per_round``, ``test``) apply to the hh-rlhf task; ``synthetic`` overrides them for
+    the arithmetic control. ``tiny_model`` (a dict of ``LlamaConfig`` fields) replaces the judge by a random model of
+    that shape with the base model's tokenizer: for smoke runs of the plumbing only.
+    """
+
+    output_dir: str = field(metadata={"help": "Root folder of the run (one sub-folder per task/arm/seed)."})
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Base judge (None: embedded SmolLM2)."})
+    tiny_model: dict | None = field(default=None, metadata={"help": "LlamaConfig fields of a random smoke model."})
+    hh_path: str = "../shared/data/hh_rlhf_harmless_base_test.jsonl.gz"
+    pandalm_path: str | None = "../shared/data/pandalm_testset_v1.json"
+    judgebench_path: str | None = "../shared/data/judgebench_gpt.json"
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    arms: list[str] = field(default_factory=lambda: list(ARMS))
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    test_seed: int = 1234
+    labeled: int = 256
+    unlabeled_per_round: int = 512
+    rounds: int = 2
+    test: int = 400
+    max_chars: int | None = 600
+    ood_max_pairs: int = 200
+    ood_max_chars: int | None = 1200
+    synthetic: dict = field(default_factory=lambda: {"labeled": 64, "unlabeled_per_round": 256, "test": 200})
+    synthetic_digits: int = 2
+    template: str = "compact"
+    finetune: str = "lora"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    learning_rate: float = 2e-4
+    num_train_epochs: float = 2.0
+    per_device_train_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    max_length: int = 512
+    judge_max_new_tokens: int = 64
+    token_budget: int = 16384
+    reason_prefix: str = "<think>\n"
+    proof_samples: int = 2
+    proof_max_new_tokens: int = 64
+    confidence_threshold: float | None = 0.6
+    min_vote_agreement: float = 0.5
+    max_rationale_tokens: int | None = 96
+    adapt_domain: str = "pandalm"
+    adapt_source_task: str = "hh"
+    adapt_budgets: list[int] = field(default_factory=lambda: [64, 128, 256])
+    adapt_test: int = 200
+    speed_check_steps: int = 0
+    speed_check_model: str | None = None
+    extra_train_args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name, value, allowed in (("tasks", self.tasks, TASKS), ("arms", self.arms, ARMS)):
+            bad = [v for v in value if v not in allowed]
+            if bad:
+                raise ValueError(f"`{name}` has unknown entries {bad}; choose from {list(allowed)}.")
+        if self.finetune not in ("lora", "full"):
+            raise ValueError(f"`finetune` must be 'lora' or 'full', got {self.finetune!r}.")
+        if self.adapt_domain not in ("pandalm", "synthetic"):
+            raise ValueError(f"`adapt_domain` must be 'pandalm' or 'synthetic', got {self.adapt_domain!r}.")
+        if not self.seeds:
+            raise ValueError("`seeds` must name at least one seed.")
+        if sorted(self.adapt_budgets) != list(self.adapt_budgets) or any(b < 1 for b in self.adapt_budgets):
+            raise ValueError(f"`adapt_budgets` must be increasing positive sizes, got {self.adapt_budgets}.")
+        unknown = set(self.synthetic) - {"labeled", "unlabeled_per_round", "test"}
+        if unknown:
+            raise ValueError(f"`synthetic` accepts labeled/unlabeled_per_round/test, got {sorted(unknown)}.")
+
+    def task_sizes(self, task: str) -> dict:
+        sizes = {"labeled": self.labeled, "unlabeled_per_round": self.unlabeled_per_round, "test": self.test}
+        if task == "synthetic":
+            sizes.update(self.synthetic)
+        return sizes
+
+    def judge_template(self, mode: str) -> JudgeTemplate:
+        if self.template == "compact":
+            return compact_template(reasoning=mode == "reason")
+        if mode == "direct" and self.template == "gram-r2":
+            return get_template("gram-r2-direct")
+        return get_template(self.template, mode)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides) -> ReproductionConfig:
+        import yaml
+
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a recipe must be a YAML mapping, got {type(data).__name__}.")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"{path}: unknown recipe key(s) {unknown}; known: {sorted(names)}.")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
