@@ -60,17 +60,45 @@ class AnswerSlotStopper(StoppingCriteria):
         tails = self.tokenizer.batch_decode(input_ids[active, start:].tolist(), skip_special_tokens=True)
         lasts = self.tokenizer.batch_decode(input_ids[active, -1:].tolist(), skip_special_tokens=True)
         for row, tail, last in zip(active, tails, lasts):
-            if self.state[row] == SEARCHING:
-                at = tail.lower().rfind(self.tag)
-                if at < 0:
-                    continue
-                if tail[at + len(self.tag) :].strip():
-                    # The tag was completed by this very token, which also carries text after it.
-                    self.state[row], self.slot_step[row] = MERGED, step
-                else:
-                    self.state[row] = TAG_SEEN
-            elif last.strip():
-                self.state[row], self.slot_step[row] = AT_SLOT, step
+            self.state[row] = advance_slot_state(self.state[row], tail, last, self.tag)
+            if self.state[row] in (AT_SLOT, MERGED):
+                self.slot_step[row] = step
         for row, state in enumerate(self.state):
             done[row] = state in (AT_SLOT, MERGED)
         return done
+
+
+def advance_slot_state(state: int, tail: str, last: str, tag: str) -> int:
+    """One step of the slot detector for one row: ``tail`` is the decoded text of the last few generated tokens,
+    ``last`` that of the newest one, ``tag`` the lower-cased answer-open tag. Returns the new state (``AT_SLOT`` or
+    ``MERGED`` mean the newest token is the slot)."""
+    if state == SEARCHING:
+        at = tail.lower().rfind(tag)
+        if at < 0:
+            return SEARCHING
+        # Text after the tag in the same window: the tag and the label came fused in this very token.
+        return MERGED if tail[at + len(tag) :].strip() else TAG_SEEN
+    if state == TAG_SEEN and last.strip():
+        return AT_SLOT
+    return state
+
+
+class SlotTracker:
+    """The detector of :class:`AnswerSlotStopper` for a decoding loop that keeps each row's generated ids itself."""
+
+    def __init__(self, tokenizer, answer_open: str, window: int = 8):
+        self.tokenizer = tokenizer
+        self.tag = answer_open.lower()
+        self.window = window
+
+    def update(self, states: list[int], generated: list[list[int]]) -> list[int]:
+        """New states of rows still searching, given each row's generated ids so far (newest last)."""
+        active = [r for r, s in enumerate(states) if s in (SEARCHING, TAG_SEEN)]
+        if not active:
+            return list(states)
+        tails = self.tokenizer.batch_decode([generated[r][-self.window :] for r in active], skip_special_tokens=True)
+        lasts = self.tokenizer.batch_decode([generated[r][-1:] for r in active], skip_special_tokens=True)
+        out = list(states)
+        for r, tail, last in zip(active, tails, lasts):
+            out[r] = advance_slot_state(states[r], tail, last, self.tag)
+        return out
