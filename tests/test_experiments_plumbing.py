@@ -1,0 +1,223 @@
+"""Plumbing of the reproduction experiment: splits, the synthetic task, configuration, metrics, resumability and the
+report, on hand-made data (no model is trained here)."""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+from datasets import Dataset
+from experiments_utils import write_hh, write_pandalm
+
+from trl_gram.experiments import arms, report, runner
+from trl_gram.experiments.config import ARMS, ReproductionConfig, compact_template
+from trl_gram.experiments.splits import fingerprint, load_pool, make_splits, pair_chars, sample_eval
+from trl_gram.experiments.synthetic import is_correct, make_arithmetic_pairs, synthetic_pool
+from trl_gram.judge import JudgeRun, PairJudgment
+
+
+@pytest.fixture
+def hh(tmp_path):
+    return load_pool(str(write_hh(tmp_path / "hh.jsonl.gz", 60)))
+
+
+def _cut(ds, seed, **kw):
+    sizes = dict(labeled=8, unlabeled_per_round=6, rounds=2, test=10, seed=seed)
+    sizes.update(kw)
+    return make_splits(ds, **sizes)
+
+
+def test_splits_are_disjoint_seeded_and_share_the_test_slice(hh):
+    a, a2, b = _cut(hh, 0), _cut(hh, 0), _cut(hh, 1)
+    ids = a.ids()
+    flat = [i for v in ids.values() for i in v]
+    assert len(flat) == len(set(flat)) == 8 + 12 + 10  # disjoint
+    assert ids == a2.ids()  # seeded: same seed, same split
+    assert b.ids()["test"] == ids["test"]  # the test slice ignores the run seed
+    assert b.ids()["labeled"] != ids["labeled"]
+    assert a.info["test_fingerprint"] == fingerprint(ids["test"])
+    # rows really are the source rows of their ids
+    for row in a.labeled:
+        assert row["chosen"] == hh[row["pair_id"]]["chosen"]
+
+
+def test_unlabeled_slices_carry_no_label(hh):
+    s = _cut(hh, 0)
+    assert len(s.unlabeled) == 2
+    for u in s.unlabeled:
+        assert set(u.column_names) == {"prompt", "response_a", "response_b", "pair_id"}
+    pool = s.unlabeled_pool()
+    assert len(pool) == 12 and list(pool["pair_id"]) == s.ids()["unlabeled_1"] + s.ids()["unlabeled_2"]
+    # both positions are used for the polite (chosen) response: the order carries no signal
+    firsts = [hh[r["pair_id"]]["chosen"] == r["response_a"] for r in pool]
+    assert 0 < sum(firsts) < len(firsts)
+
+
+def test_length_filter_and_too_small_pool(hh):
+    limit = sorted(pair_chars(r) for r in hh)[30]
+    s = _cut(hh, 0, max_chars=limit, labeled=4, unlabeled_per_round=4, test=6)
+    assert all(pair_chars(r) <= limit for r in s.labeled) and all(pair_chars(r) <= limit for r in s.test)
+    with pytest.raises(ValueError, match="max_chars"):
+        _cut(hh, 0, max_chars=limit, test=40)
+    with pytest.raises(ValueError, match="labeled"):
+        _cut(hh, 0, labeled=-1)
+
+
+def test_ood_sample_drops_pandalm_ties(tmp_path):
+    ds = load_pool(str(write_pandalm(tmp_path / "p.json", 30)))
+    assert len(ds) == 24  # 6 ties removed
+    s1, s2 = sample_eval(ds, 10, seed=3), sample_eval(ds, 10, seed=3)
+    assert s1["pair_id"] == s2["pair_id"] and len(s1) == 10
+
+
+def test_synthetic_task_rule():
+    ds = make_arithmetic_pairs(50, seed=1)
+    assert ds["prompt"] == make_arithmetic_pairs(50, seed=1)["prompt"]
+    for row in ds:
+        assert is_correct(row["chosen"]) is True
+        assert is_correct(row["rejected"]) is False
+    assert is_correct("no equation") is None
+    pool = synthetic_pool(40, seed=0)
+    assert len(set(pool["prompt"])) == 40
+    with pytest.raises(ValueError, match="digits"):
+        make_arithmetic_pairs(3, digits=9)
+
+
+def test_config_validation(tmp_path):
+    (tmp_path / "r.yaml").write_text("output_dir: x\nbogus: 1\n")
+    with pytest.raises(ValueError, match="bogus"):
+        ReproductionConfig.from_yaml(tmp_path / "r.yaml")
+    with pytest.raises(ValueError, match="arms"):
+        ReproductionConfig(output_dir="x", arms=["nope"])
+    with pytest.raises(ValueError, match="finetune"):
+        ReproductionConfig(output_dir="x", finetune="qlora")
+    (tmp_path / "ok.yaml").write_text("output_dir: x\nseeds: [3]\n")
+    cfg = ReproductionConfig.from_yaml(tmp_path / "ok.yaml", seeds=[5], arms=None)
+    assert cfg.seeds == [5] and cfg.arms == list(ARMS)
+    reason, direct = compact_template(True), compact_template(False)
+    assert reason.text == direct.text and reason.reasoning and not direct.reasoning
+    assert "Q?" in reason.fill("Q?", "one", "two")
+
+
+class _FakeJudge:
+    """Returns hand-made judgments (P(response_1 better), orders' labels) for the pairs in order."""
+
+    def __init__(self, judgments):
+        self.judgments = judgments
+
+    def judge(self, questions, first, second, **kwargs):
+        assert len(questions) == len(self.judgments)
+        return self.judgments
+
+
+def _j(prob, labels, failures=(None, None)):
+    runs = [
+        JudgeRun(order=o, prob_first=0.5, label=lab, rationale="", failure=f, text="")
+        for o, lab, f in zip(("AB", "BA"), labels, failures)
+    ]
+    read = [lab for lab in labels if lab is not None]
+    agreement = None if len(read) < 2 else (labels[0] == ("B" if labels[1] == "A" else "A"))
+    return PairJudgment(prob=prob, label=("A" if prob > 0.5 else "B"), agreement=agreement, runs=runs)
+
+
+def test_metrics_on_a_hand_made_case(monkeypatch):
+    # 4 pairs, chosen shown first: correct when P(first better) > 0.5; 0.5 counts half.
+    judgments = [
+        _j(0.9, ("A", "B")),  # right, orders agree (BA label "B" = first response wins)
+        _j(0.2, ("B", "A")),  # wrong, orders agree
+        _j(0.5, ("A", "A")),  # tie: half, orders disagree
+        _j(0.7, ("A", None), (None, "no_answer")),  # right, one failed run, agreement unknown
+    ]
+    monkeypatch.setattr(arms, "make_judge", lambda *a, **k: _FakeJudge(judgments))
+    ds = Dataset.from_list([{"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(4)])
+    ctx = SimpleNamespace(tokenizer=None, cfg=None, seed=0)
+    m = arms.evaluate(None, ctx, "reason", {"test": ds})["test"]
+    assert m["num_pairs"] == 4
+    assert m["accuracy"] == pytest.approx((1 + 0 + 0.5 + 1) / 4)
+    assert m["swap_agreement"] == pytest.approx(2 / 3)
+    assert m["parse_failure_rate"] == pytest.approx(1 / 8)
+
+
+def test_run_arm_skips_finished_arms(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_zero_shot(ctx, mode, d):
+        calls.append(mode)
+        return {"mode": mode, "test": {"accuracy": 0.5}, "ood": {}, "stages": []}
+
+    monkeypatch.setattr(runner, "run_zero_shot", fake_zero_shot)
+    cfg = ReproductionConfig(output_dir=str(tmp_path))
+    ctx = arms.ArmContext(cfg, "hh", 0, "base", tmp_path / "hh", None, None, None, test_fingerprint="fp")
+    first = runner.run_arm(ctx, "zero_shot_direct")
+    again = runner.run_arm(ctx, "zero_shot_direct")
+    assert calls == ["direct"] and first == again
+    assert (tmp_path / "hh" / "zero_shot_direct" / "seed0" / "DONE").is_file()
+    assert first["test_fingerprint"] == "fp"
+    # an unfinished folder (no DONE) is run again
+    (tmp_path / "hh" / "zero_shot_direct" / "seed0" / "DONE").unlink()
+    runner.run_arm(ctx, "zero_shot_direct")
+    assert calls == ["direct", "direct"]
+
+
+def _result(arm, seed, acc, task="hh", stages=(), **kw):
+    return {
+        "arm": arm,
+        "task": task,
+        "seed": seed,
+        "test": {"accuracy": acc, "num_pairs": 10},
+        "ood": {},
+        "stages": list(stages),
+        "wall_s": 1.0,
+        "test_fingerprint": "fp",
+        **kw,
+    }
+
+
+def test_report_table_and_plots(tmp_path):
+    st = lambda r, acc, kept: {
+        "round": r,
+        "eval": {"accuracy": acc},
+        "candidates": 10,
+        "kept": kept,  # noqa: E731
+        "dropped": {"low_confidence": 10 - kept},
+    }
+    results = [
+        _result("direct", 0, 0.6),
+        _result("direct", 1, 0.8),
+        _result("reason_st", 0, 0.7, stages=[st(0, 0.6, 0), st(1, 0.65, 5), st(2, 0.7, 6)]),
+        {
+            "arm": "adapt",
+            "task": "hh",
+            "seed": 0,
+            "wall_s": 1.0,
+            "test_fingerprint": "fp",
+            "curves": {"base": [{"labels": 0, "eval": {"accuracy": 0.5}}, {"labels": 8, "eval": {"accuracy": 0.6}}]},
+        },
+    ]
+    rows = {r["arm"]: r for r in report.table_rows(results)}
+    assert set(rows) == {"direct", "reason_st (round 1)", "reason_st (round 2)"}
+    mean, spread, n = report.mean_spread(rows["direct"]["accuracy"])
+    assert (mean, n) == (pytest.approx(0.7), 2) and spread == pytest.approx(math.sqrt(0.02))
+    assert "70.0 ± 14.1" in report.markdown_table(report.table_rows(results))
+    assert report.plot_rounds(results, tmp_path / "r.png") and (tmp_path / "r.png").stat().st_size > 0
+    assert report.plot_denoising(results, tmp_path / "d.png")
+    assert report.plot_adaptation(results, tmp_path / "a.png")
+    assert "| base | 8 | 1 | 60.0 |" in report.adaptation_table(results)
+    assert not report.plot_rounds([results[0]], tmp_path / "none.png")
+    # load_results only reads finished arms
+    d = tmp_path / "run" / "hh" / "direct" / "seed0"
+    d.mkdir(parents=True)
+    (d / "result.json").write_text(json.dumps(results[0]))
+    assert report.load_results(tmp_path / "run") == []
+    (d / "DONE").write_text("finished\n")
+    assert report.load_results(tmp_path / "run") == [results[0]]
+
+
+def test_reproduce_is_a_trl_gram_command():
+    from trl_gram.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["reproduce", "--config", "x.yaml", "--seeds", "0,1", "--arms", "direct,reason"])
+    assert args.seeds == [0, 1] and args.arms == ["direct", "reason"] and callable(args._run)
