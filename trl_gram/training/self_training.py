@@ -27,6 +27,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -545,8 +546,21 @@ class GramSelfTrainer:
         self.judge_model = model
         return model
 
+    def _release_models(self):
+        """Free the loop's models before a training process needs the accelerators (reloaded lazily)."""
+        self.judge_model = None
+        if self.prover is not None and getattr(self.prover, "_owned", False):
+            self.prover = None
+        import gc
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
     def _train_subprocess(self, rows: list[dict], d: Path, init: Path | None):
         import yaml
+
+        self._release_models()
 
         _write_jsonl(d / "train.jsonl", rows)
         defaults = GramRewardConfig(output_dir=str(d)).to_dict()

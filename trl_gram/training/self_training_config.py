@@ -65,7 +65,7 @@ class SelfTrainingConfig:
         train_command (`str`, *optional*):
             Run each training as a separate process: this command prefix followed by
             `-m trl_gram.cli train --config <stage>/train.yaml` (e.g. `"accelerate launch --config_file
-            recipes/accelerate/zero3.yaml"` for multi-GPU DeepSpeed ZeRO-3; `"python"` for one process). The loop
+            recipes/accelerate/deepspeed_zero3.yaml"` for multi-GPU DeepSpeed ZeRO-3; `"python"` for one process). The loop
             itself (pseudo-labelling, proofs) stays in the calling process. Needs the model as a path.
         plot (`bool`, *optional*, defaults to `True`):
             Write `self_training.png` (kept fraction and eval accuracy per round).

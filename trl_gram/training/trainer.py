@@ -178,7 +178,10 @@ class GramRewardTrainer(SFTTrainer):
         if is_train:
             self.rendered_train_dataset = rendered
             if not len(tokenized):
-                raise ValueError("No usable training example is left after validation and length filtering.")
+                raise ValueError(
+                    f"No usable training example is left: {stats['too_long']} example(s) do not fit `max_length`="
+                    f"{args.max_length} and {sum(skipped.values())} row(s) were skipped as invalid."
+                )
             logger.info(f"GRAM training data: {stats}")
         return tokenized
 
