@@ -1,0 +1,195 @@
+"""``RemoteGenerativeRewardFunction``: a GRAM judge served over HTTP (``trl-gram serve``) as an async TRL reward.
+
+For ``GRPOTrainer`` / ``RLOOTrainer`` (TRL runs async reward functions concurrently on its event loop): the batch is
+split into requests that keep each group of completions of one prompt together (consecutive equal prompts, as TRL
+lays them out), the requests are sent concurrently (``max_concurrency``) to the server's ``/reward`` endpoint, each
+with a timeout and retries with exponential backoff on connection errors, timeouts, 429 and 5xx answers. Completions
+whose request finally fails get ``None`` (TRL then ignores them for this reward); the server itself returns ``None``
+for completions it could not score.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence
+
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+def _groups(prompts: Sequence) -> list[range]:
+    out, start = [], 0
+    for i in range(1, len(prompts) + 1):
+        if i == len(prompts) or prompts[i] != prompts[start]:
+            out.append(range(start, i))
+            start = i
+    return out
+
+
+class RemoteGenerativeRewardFunction:
+    """Async reward function calling a trl-gram reward server.
+
+    Args:
+        url: The server, e.g. ``"http://judge-host:8000"`` (``/reward`` is appended unless the URL already ends with
+            an endpoint path).
+        api_key: Bearer token, if the server was started with one.
+        reference: ``"group"`` (every pair within a prompt's completions) or ``"pivot"`` (each against the first);
+            ignored when references are given.
+        reference_column: Dataset column holding one reference response per completion (else ``references=`` passed
+            by the trainer, else ``reference``).
+        timeout: Seconds per request attempt.
+        retries: Extra attempts after a failed one (connection error, timeout, 408/425/429/5xx).
+        backoff: First retry delay in seconds; doubled at each retry (with jitter).
+        max_concurrency: Requests in flight at once.
+        max_completions_per_request: Requests are cut at group boundaries to hold at most this many completions
+            (a larger group still goes whole).
+        name: The reward's name in TRL logs.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str | None = None,
+        reference: str = "group",
+        reference_column: str | None = None,
+        timeout: float = 300.0,
+        retries: int = 3,
+        backoff: float = 1.0,
+        max_concurrency: int = 8,
+        max_completions_per_request: int = 64,
+        name: str = "gram_remote_reward",
+    ):
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ValueError(f"`url` must be an http(s) URL, got {url!r}.")
+        if reference not in ("group", "pivot"):
+            raise ValueError(f"`reference` must be 'group' or 'pivot', got {reference!r}.")
+        if timeout <= 0 or retries < 0 or backoff < 0 or max_concurrency < 1 or max_completions_per_request < 1:
+            raise ValueError(
+                "`timeout`, `max_concurrency` and `max_completions_per_request` must be positive, "
+                "`retries` and `backoff` non-negative."
+            )
+        base = url.rstrip("/")
+        self.url = base if base.rsplit("/", 1)[-1] in ("reward", "get_reward") else base + "/reward"
+        self.api_key = api_key
+        self.reference = reference
+        self.reference_column = reference_column
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_concurrency = max_concurrency
+        self.max_completions_per_request = max_completions_per_request
+        self.__name__ = name
+        self.last_stats: dict = {}
+
+    def __repr__(self):
+        return f"{type(self).__name__}(url={self.url!r}, reference={self.reference!r})"
+
+    # ---------------------------------------------------------------------------------------------------------------
+    def _chunks(self, prompts, with_references: bool) -> list[list[int]]:
+        units = [[i] for i in range(len(prompts))] if with_references else [list(g) for g in _groups(prompts)]
+        chunks, cur = [], []
+        for unit in units:
+            if cur and len(cur) + len(unit) > self.max_completions_per_request:
+                chunks.append(cur)
+                cur = []
+            cur = cur + unit
+        return chunks + ([cur] if cur else [])
+
+    async def _post(self, client, payload) -> list | None:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        import httpx
+
+        for attempt in range(self.retries + 1):
+            error = None
+            try:
+                response = await client.post(self.url, json=payload, headers=headers, timeout=self.timeout)
+                if response.status_code == 200:
+                    rewards = response.json().get("rewards")
+                    if isinstance(rewards, list) and len(rewards) == len(payload["completions"]):
+                        return rewards
+                    error = f"malformed answer {response.text[:200]!r}"
+                elif response.status_code not in RETRY_STATUS:
+                    logger.warning(f"Reward server refused a request ({response.status_code}): {response.text[:300]}")
+                    return None
+                else:
+                    error = f"HTTP {response.status_code}"
+            except (httpx.TransportError, httpx.TimeoutException, ValueError) as e:
+                error = repr(e)
+            if attempt < self.retries:
+                delay = self.backoff * 2**attempt * (0.5 + random.random())
+                logger.info(f"Reward request failed ({error}); retrying in {delay:.1f}s.")
+                await asyncio.sleep(delay)
+            else:
+                logger.warning(f"Reward request failed after {self.retries + 1} attempts ({error}).")
+        return None
+
+    async def score(self, prompts, completions, references=None) -> list[float | None]:
+        """Rewards for ``completions`` (one per completion, ``None`` where the server could not be reached or could
+        not score it)."""
+        import httpx
+
+        if len(prompts) != len(completions):
+            raise ValueError(f"`prompts` has {len(prompts)} items but `completions` has {len(completions)}.")
+        if references is not None and len(references) != len(completions):
+            raise ValueError(f"`references` has {len(references)} items for {len(completions)} completions.")
+        out: list[float | None] = [None] * len(completions)
+        chunks = self._chunks(prompts, references is not None)
+        semaphore = asyncio.Semaphore(self.max_concurrency)
+        started = time.monotonic()
+
+        async def run(client, idx):
+            payload = {
+                "prompts": [prompts[i] for i in idx],
+                "completions": [completions[i] for i in idx],
+                "reference": self.reference,
+            }
+            if references is not None:
+                payload["references"] = [references[i] for i in idx]
+            async with semaphore:
+                rewards = await self._post(client, payload)
+            if rewards is not None:
+                for i, r in zip(idx, rewards):
+                    out[i] = None if r is None else float(r)
+            return rewards is not None
+
+        limits = httpx.Limits(max_connections=self.max_concurrency)
+        async with httpx.AsyncClient(limits=limits) as client:
+            ok = await asyncio.gather(*(run(client, idx) for idx in chunks))
+        self.last_stats = {
+            "requests": len(chunks),
+            "failed_requests": sum(not x for x in ok),
+            "seconds": time.monotonic() - started,
+            "unscored": sum(r is None for r in out),
+        }
+        return out
+
+    async def __call__(
+        self,
+        prompts,
+        completions,
+        completion_ids=None,
+        trainer_state=None,
+        log_extra=None,
+        log_metric=None,
+        references=None,
+        **columns,
+    ) -> list[float | None]:
+        if references is None and self.reference_column is not None:
+            if self.reference_column not in columns:
+                raise ValueError(
+                    f"`reference_column={self.reference_column!r}` is not among the dataset columns passed to the "
+                    f"reward: {sorted(columns)}."
+                )
+            references = columns[self.reference_column]
+        rewards = await self.score(list(prompts), list(completions), references)
+        if log_metric is not None:
+            log_metric(f"{self.__name__}/failed_requests", float(self.last_stats["failed_requests"]))
+            log_metric(f"{self.__name__}/unscored", float(self.last_stats["unscored"]))
+            log_metric(f"{self.__name__}/seconds", float(self.last_stats["seconds"]))
+        return rewards
