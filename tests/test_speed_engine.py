@@ -8,30 +8,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from speed_utils import QUESTIONS, RESPONSES, grpo_pairs
+from speed_utils import verdict_model as trained_verdict_model
 from tiny_models import tiny_llama
 
 from trl_gram.fast_attention import STATE_KWARG, KVState, prefix_attention
 from trl_gram.judge import GramJudge
 from trl_gram.prefix_tree import PrefixTree
-
-QUESTIONS = ["What is 2 + 3?", "Write a poem about the sea."]
-RESPONSES = [
-    ["The answer is 5.", "It is 6.", "5", "The answer is 5, because 2 + 3 = 5. Hello world, how are you today?"],
-    ["The sea is big and blue and deep.", "Sea.", "Fine, thanks.", "The sky, the sea, the sky and the sea."],
-]
-VERDICT = "<think>\nFeedback: wrong sum.\n</think>\n<answer>\nB\n</answer>"
-
-
-def grpo_pairs(responses=RESPONSES, questions=QUESTIONS):
-    """All pairs within each group (the layout of ``reference="group"``)."""
-    q, a, b = [], [], []
-    for question, group in zip(questions, responses):
-        for i in range(len(group)):
-            for j in range(i + 1, len(group)):
-                q.append(question)
-                a.append(group[i])
-                b.append(group[j])
-    return q, a, b
 
 
 @pytest.fixture(scope="module")
@@ -170,24 +153,7 @@ def test_direct_fast_equals_plain(sharp_model, tokenizer, token_budget):
 
 @pytest.fixture(scope="module")
 def verdict_model(tokenizer):
-    """A tiny model trained to answer judge prompts with VERDICT (reaches the answer slot)."""
-    model = tiny_llama(tokenizer, seed=0, hidden=64)
-    judge = GramJudge(model, tokenizer)
-    target = tokenizer.encode(VERDICT, add_special_tokens=False)
-    q, a, b = grpo_pairs()
-    prompts = [judge.encode_prompt(x, y, z, "reason")[0] for x, y, z in zip(q, a, b)][::4]
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    torch.manual_seed(0)
-    for _ in range(120):
-        for p in prompts:
-            ids = torch.tensor([p + target])
-            labels = ids.clone()
-            labels[0, : len(p)] = -100
-            model(input_ids=ids, labels=labels).loss.backward()
-        opt.step()
-        opt.zero_grad()
-    return model.eval()
+    return trained_verdict_model(tokenizer)
 
 
 @pytest.mark.parametrize("which", ["verdict", "random"])

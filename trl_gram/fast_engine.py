@@ -505,11 +505,8 @@ class RunCache:
         self.hits = self.misses = 0
 
     def check_model(self, model) -> None:
-        fingerprint = (
-            id(model),
-            sum(p._version for p in model.parameters()),
-            str(getattr(model, "active_adapter", None)),
-        )
+        parameters = model.parameters() if callable(getattr(model, "parameters", None)) else ()
+        fingerprint = (id(model), sum(p._version for p in parameters), str(getattr(model, "active_adapter", None)))
         if fingerprint != self._fingerprint:
             self._data.clear()
             self._fingerprint = fingerprint
