@@ -1,9 +1,11 @@
 """GramSelfTrainer: a 2-round run end to end (direct and reason), and kill-and-resume."""
 
 import json
+import sys
 
 import pytest
 import torch
+import yaml
 from datasets import Dataset
 from training_utils import SHORT_DIRECT_TEMPLATE, SHORT_REASON_TEMPLATE, make_model, make_tokenizer, rule_rows
 from transformers import AutoModelForCausalLM, TrainerCallback
@@ -209,3 +211,34 @@ def test_reason_pipeline_with_prover_end_to_end(tok, tmp_path):
         assert "no_valid_proof" in summary["dropped"] or summary["kept"] == 0
     assert (out / "final" / "checkpoint" / "model.safetensors").is_file()
     assert trainer.final_model_path == str(out / "final" / "checkpoint")
+
+
+@pytest.mark.slow
+def test_training_stages_in_a_separate_process(tok, tmp_path):
+    """`train_command` runs each training as `<command> -m trl_gram.cli train --config <stage>/train.yaml`."""
+    base = tmp_path / "base"
+    make_model(tok).save_pretrained(base)
+    tok.save_pretrained(base)
+    template = tmp_path / "prompt.txt"
+    template.write_text("Which is better?\nQ: {input}\nA: {response_a}\nB: {response_b}\nBetter: ")
+    out = tmp_path / "sub"
+    args = _args(out, "direct", template=str(template), max_steps=3, num_train_epochs=1)
+    sargs = SelfTrainingConfig(
+        rounds=1, unlabeled_per_round=10, self_train_eval_max_samples=6, plot=False, train_command=sys.executable
+    )
+    history = GramSelfTrainer(
+        str(base),
+        args,
+        sargs,
+        labeled_dataset=Dataset.from_list(rule_rows(20, 1)),
+        unlabeled_dataset=Dataset.from_list(_unlabeled(10, 3)),
+        eval_dataset=Dataset.from_list(rule_rows(6, 9)),
+        processing_class=tok,
+    ).run()
+    assert [h["stage"] for h in history] == ["base", "initial", "self-train"]
+    config = yaml.safe_load((out / "round_00" / "train.yaml").read_text())
+    assert config["mode"] == "direct" and config["max_steps"] == 3 and config["template"] == str(template)
+    assert config["model_name_or_path"] == str(base) and config["dataset_name"].endswith("round_00/train.jsonl")
+    for r in (0, 1):
+        ckpt = out / f"round_{r:02d}" / "checkpoint"
+        assert (ckpt / "model.safetensors").is_file() and (ckpt / ".done").is_file()

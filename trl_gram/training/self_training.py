@@ -19,6 +19,7 @@ never recomputed; inside a stage, finished steps (predictions, kept data, checkp
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import shlex
@@ -261,17 +262,11 @@ class GramSelfTrainer:
             info = {"source": "dataset", "skipped": dict(skipped)}
         elif self.sargs.bootstrap_seed_rationales:
             pairs, _ = validate_pairs(self.seed_data, label_words=self.label_words, on_invalid="skip", name="seed")
-            rows, dropped = self._prove(
-                pairs,
-                PreferenceProver(
-                    self._device_model(self._fresh_base()),
-                    self.tokenizer,
-                    self._get_prover().config,
-                    label_words=self.label_words,
-                ),
-                seed=self.args.seed,
-            )
-            info = {"source": "bootstrapped by the base model", "dropped": dropped}
+            rows, dropped = self._prove(pairs, self._get_prover(), seed=self.args.seed)
+            info = {
+                "source": "bootstrapped: written by the prover (the base model unless prover_model is set), told the label",
+                "dropped": dropped,
+            }
         else:
             raise ValueError(
                 f"The seed dataset has no `{col}` column: supply human rationales or set bootstrap_seed_rationales."
@@ -563,11 +558,18 @@ class GramSelfTrainer:
         self._release_models()
 
         _write_jsonl(d / "train.jsonl", rows)
-        defaults = GramRewardConfig(output_dir=str(d)).to_dict()
+        defaults = {
+            f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            for f in dataclasses.fields(GramRewardConfig)
+            if f.init
+        }
+        skip = ("output_dir", "logging_dir", "hub_token", "resume_from_checkpoint")
+        values = self.args.to_dict()
+        values.update({k: getattr(self.args, k) for k in values if k.endswith("_token")})  # to_dict masks these
         chosen = {
             k: v
-            for k, v in self.args.to_dict().items()
-            if k in defaults and v != defaults[k] and k not in ("output_dir", "logging_dir")
+            for k, v in values.items()
+            if k in defaults and v != defaults[k] and k not in skip and not k.startswith("_")
         }
         config = {
             **chosen,
