@@ -18,10 +18,8 @@ Same results as the plain path (``generate`` / padded forwards) up to float roun
 
 from __future__ import annotations
 
-import hashlib
 import math
-from array import array
-from collections import OrderedDict
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -106,8 +104,19 @@ class FastEngine:
         self._supported: bool | None = None
         self._configs = attention_configs(model)
         self.stats = dict.fromkeys(
-            ("prompt_tokens", "computed_tokens", "padded_tokens", "generated_tokens", "batches", "oom_splits"), 0
+            (
+                "prompt_tokens",
+                "computed_tokens",
+                "padded_tokens",
+                "generated_tokens",
+                "batches",
+                "oom_splits",
+                "decode_steps",
+                "decode_rows",
+            ),
+            0,
         )
+        self.stats.update(prefill_seconds=0.0, decode_seconds=0.0)
 
     @property
     def device(self):
@@ -180,7 +189,9 @@ class FastEngine:
             state.valid[i, P - row.path_len : P] = True
             state.valid[i, P + S - n : P + S] = True
         state.length = P
+        started = time.perf_counter()
         logits = self._step(state, ids.to(device), pos.to(device))
+        self.stats["prefill_seconds"] += time.perf_counter() - started
         self.stats["computed_tokens"] += sum(len(r.tokens) for r in rows)
         self.stats["padded_tokens"] += len(rows) * S
         self.stats["batches"] += 1
@@ -219,7 +230,18 @@ class FastEngine:
         while i < n:
             chunks.append(rows[i : cut[i]])
             i = cut[i]
+        if extra and len(chunks) > 1:  # decoding batches: the same number of passes, evenly filled
+            k = len(chunks)
+            even = [rows[n * c // k : n * (c + 1) // k] for c in range(k)]
+            if all(self._fits(c, extra) for c in even):
+                chunks = even
         return chunks
+
+    def _fits(self, rows: list[_Row], extra: int) -> bool:
+        width = max(r.path_len for r in rows) + max(len(r.tokens) for r in rows) + extra
+        weight = sum(r.weight for r in rows)
+        max_rows = self.config.max_batch_rows
+        return len(rows) == 1 or (weight * width <= self.config.token_budget and not (max_rows and weight > max_rows))
 
     def _run_chunks(self, rows, extra, fn, progress=None):
         """``fn(chunk)`` over budgeted chunks; on CUDA out-of-memory a chunk is split in halves and retried."""
@@ -466,7 +488,11 @@ class FastEngine:
             state.valid[:, T] = True
             ids = torch.as_tensor(tokens, device=device).view(-1, 1)
             pos = torch.as_tensor([r.base + len(r.gen) - 1 for r in rows], device=device).view(-1, 1)
+            started = time.perf_counter()
             logits = self._step(state, ids, pos)
+            self.stats["decode_seconds"] += time.perf_counter() - started
+            self.stats["decode_steps"] += 1
+            self.stats["decode_rows"] += len(rows)
         return finished + rows
 
     def _prepare_forced(self, r: _Decode, state: KVState, i: int, step: int, tokens) -> None:
@@ -489,49 +515,3 @@ def _strip_padding(ids: list[int], pad_id: int, eos_ids) -> list[int]:
     if end > 0 and ids[end - 1] in eos_ids:
         end -= 1
     return ids[:end]
-
-
-class RunCache:
-    """LRU cache of judge runs keyed by a digest of the exact prompt tokens and the settings that shape a run.
-
-    Cleared whenever the model's weights may have changed (any in-place update of a parameter bumps its version
-    counter, as optimizer steps and ``load_state_dict`` do) or the active adapter changes.
-    """
-
-    def __init__(self, size: int):
-        self.size = size
-        self._data: OrderedDict = OrderedDict()
-        self._fingerprint = None
-        self.hits = self.misses = 0
-
-    def check_model(self, model) -> None:
-        parameters = model.parameters() if callable(getattr(model, "parameters", None)) else ()
-        fingerprint = (id(model), sum(p._version for p in parameters), str(getattr(model, "active_adapter", None)))
-        if fingerprint != self._fingerprint:
-            self._data.clear()
-            self._fingerprint = fingerprint
-
-    @staticmethod
-    def _digest(key) -> tuple:
-        setting, ids = key
-        return setting, hashlib.blake2b(array("q", ids).tobytes(), digest_size=16).digest()
-
-    def get(self, key):
-        key = self._digest(key)
-        value = self._data.get(key)
-        if value is None:
-            self.misses += 1
-            return None
-        self._data.move_to_end(key)
-        self.hits += 1
-        return value
-
-    def put(self, key, value) -> None:
-        key = self._digest(key)
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self.size:
-            self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        self._data.clear()

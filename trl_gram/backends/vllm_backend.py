@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import torch
 from transformers.utils import logging
 
-from ..judge import GramJudge, JudgeRun, _forced_text
+from ..fast_judging import forced_text
+from ..judge import GramJudge, JudgeRun
 from ..parsing import parse_with_template
 
 logger = logging.get_logger(__name__)
@@ -202,7 +203,7 @@ class VLLMGramJudge(GramJudge):
                 reads.append(None)
                 slot_texts.append(text)
                 continue
-            prefix = _forced_text(text, template)
+            prefix = forced_text(text, template)
             reads.append(ids + self.tokenizer.encode(prefix, add_special_tokens=False))
             slot_texts.append(prefix if reached else text)
         todo = [k for k, r in enumerate(reads) if r is not None]

@@ -1,0 +1,454 @@
+"""Judge throughput on a GRPO-like workload: the authors' demo style, a straightforward batched baseline, and
+trl-gram's engine, measured in one run on the same model and the same pairs.
+
+    python benchmarks/judge_throughput.py --quick            # about 3 minutes on 2 CPU cores
+    python benchmarks/judge_throughput.py                    # the README table (8 prompts × 8 completions)
+    python benchmarks/judge_throughput.py --device cuda --dtype bfloat16 --with-cb
+
+Methods (all greedy, same ``--max-new-tokens`` cap):
+
+* ``A (demo)``: the authors' demo style: one unbatched ``generate`` per pair, one order, fixed ``max_new_tokens``
+  (no stop at the answer slot), label parsed from the text.
+* ``B reason``: batched ``generate`` over both orders (left-padded, token-budget batches), fixed ``max_new_tokens``,
+  labels parsed from the text. ``B direct``: one padded forward per batch over both orders, label probability at
+  the last position (``logits_to_keep=1``).
+* ``B+CB reason`` (``--with-cb``): transformers continuous batching (``generate_batch`` with a sized
+  ``ContinuousBatchingConfig``) over both orders.
+* ``ours direct`` / ``ours reason``: ``GramJudge(engine="fast")``, ``swap="both"`` (both orders, debiased
+  probability read at the answer slot).
+
+Rates are pairs per second of wall-clock time. ``prompt tok/s`` counts every prompt token of every run (the logical
+work, as a plain engine would process it); the prefill bound is the matmul FLOP/s measured in the same run divided by
+2 × parameters, so an engine that skips shared work can exceed 100 %. Baselines that take long run on a prefix of the
+pairs (``pairs`` column); their rates are compared with ours on the same kind of pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from grpo_workload import build_workload  # noqa: E402
+
+from trl_gram.judge import GramJudge  # noqa: E402
+from trl_gram.parsing import parse_with_template  # noqa: E402
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Measurement helpers
+# ------------------------------------------------------------------------------------------------------------------
+class PeakMemory:
+    """Peak resident memory (CPU, sampled) or peak allocated memory (CUDA) during a block, in MiB."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.peak = 0.0
+
+    @staticmethod
+    def _rss() -> float:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    def __enter__(self):
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            return self
+        self.base = self._rss()
+        self.peak = self.base
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.wait(0.02):
+                self.peak = max(self.peak, self._rss())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self._rss())
+
+
+def matmul_flops(device: str, dtype: torch.dtype, size: int, repeats: int = 10) -> float:
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(3):
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        _sync(device)
+        best = min(best, (time.perf_counter() - t) / repeats)
+    return 2 * size**3 / best
+
+
+def _sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_method(name, fn, device, pairs, prompt_tokens):
+    """Time ``fn() -> generated_tokens`` (wall and process CPU time) and its peak memory."""
+    _sync(device)
+    with PeakMemory(device) as mem:
+        wall, cpu = time.perf_counter(), time.process_time()
+        generated = fn()
+        _sync(device)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    row = {
+        "method": name,
+        "pairs": pairs,
+        "seconds": wall,
+        "cpu_seconds": cpu,
+        "pairs_per_s": pairs / wall,
+        "prompt_tokens": prompt_tokens,
+        "prompt_tokens_per_s": prompt_tokens / wall,
+        "generated_tokens": generated,
+        "generated_tokens_per_s": generated / wall if generated else None,
+        "peak_mem_mib": mem.peak,
+        "peak_extra_mem_mib": mem.peak - getattr(mem, "base", 0.0),
+    }
+    print(
+        f"  {name:<14} {pairs:4d} pairs {wall:8.1f}s (cpu {cpu:7.1f}s)  {row['pairs_per_s']:.3f} pairs/s  "
+        f"peak {mem.peak:.0f} MiB (+{row['peak_extra_mem_mib']:.0f})",
+        flush=True,
+    )
+    return row
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Methods
+# ------------------------------------------------------------------------------------------------------------------
+def _batches(lengths, budget, extra):
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    out, cur, width = [], [], 0
+    for i in order:
+        w = max(width, lengths[i] + extra)
+        if cur and w * (len(cur) + 1) > budget:
+            out.append(cur)
+            cur, w = [], lengths[i] + extra
+        cur.append(i)
+        width = w
+    return out + ([cur] if cur else [])
+
+
+def _left_pad(seqs, pad_id, device):
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        ids[r, width - len(s) :] = torch.tensor(s)
+        mask[r, width - len(s) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def demo_style(judge, q, a, b, max_new_tokens):
+    """Baseline A: one ``generate`` per pair (order AB), fixed max_new_tokens, parse the text."""
+    model, tok = judge.model, judge.tokenizer
+    template = judge.template_for("reason")
+    generated = 0
+    for x, y, z in zip(q, a, b):
+        text = judge.render_prompt(x, y, z, mode="reason")
+        inputs = tok([text], return_tensors="pt", add_special_tokens=False).to(model.device)
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=judge.pad_id)
+        new = out[0, inputs.input_ids.shape[1] :]
+        generated += len(new)
+        parse_with_template(tok.decode(new, skip_special_tokens=True), template)
+    return generated
+
+
+def batched_generate(judge, prompts, max_new_tokens, budget):
+    """Baseline B (reason): batched ``generate`` over the given prompts, fixed max_new_tokens, parse the texts."""
+    model, tok = judge.model, judge.tokenizer
+    template = judge.template_for("reason")
+    generated = 0
+    for batch in _batches([len(p) for p in prompts], budget, max_new_tokens):
+        ids, mask = _left_pad([prompts[i] for i in batch], judge.pad_id, model.device)
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=judge.pad_id,
+        )
+        for row in out[:, ids.shape[1] :].tolist():
+            row = [t for t in row if t != judge.pad_id]
+            generated += len(row)
+            parse_with_template(tok.decode(row, skip_special_tokens=True), template)
+    return generated
+
+
+def continuous_batching(judge, prompts, max_new_tokens, budget):
+    """Baseline B+CB (reason): transformers ``generate_batch`` with a sized continuous-batching config."""
+    from transformers import GenerationConfig
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+    model, tok = judge.model, judge.tokenizer
+    template = judge.template_for("reason")
+    page = 64
+    longest = max(map(len, prompts)) + max_new_tokens
+    cb = ContinuousBatchingConfig(
+        page_size=page,
+        num_blocks=max(budget // page, 2 * (longest // page + 1)),
+        max_batch_tokens=min(budget, 4096),
+        allow_block_sharing=True,
+    )
+    gen = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=judge.pad_id
+    )
+    out = model.generate_batch(inputs=prompts, generation_config=gen, continuous_batching_config=cb)
+    generated = 0
+    for result in out.values():
+        generated += len(result.generated_tokens)
+        parse_with_template(tok.decode(result.generated_tokens, skip_special_tokens=True), template)
+    return generated
+
+
+@torch.no_grad()
+def padded_forward(judge, prompts, budget):
+    """Baseline B (direct): padded forward over the given prompts, label probability at the last position."""
+    model = judge.model
+    first, second = judge._label_token_ids(judge.template_for("direct"))
+    label_ids = torch.tensor(first + second, device=model.device)
+    for batch in _batches([len(p) for p in prompts], budget, 0):
+        ids, mask = _left_pad([prompts[i] for i in batch], judge.pad_id, model.device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits
+        torch.softmax(logits[:, -1].float().index_select(-1, label_ids), -1)
+    return 0
+
+
+def ours(judge, q, a, b, mode):
+    out = judge.judge(q, a, b, mode=mode, swap="both")
+    if mode == "reason":
+        return sum(len(judge.tokenizer.encode(r.text, add_special_tokens=False)) for jd in out for r in jd.runs)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="2 prompts × 4 completions, short rationales")
+    parser.add_argument("--model", default=None, help="judge model folder (default: the embedded SmolLM2)")
+    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--completions", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--token-budget", type=int, default=32768)
+    parser.add_argument("--reason-groups", type=int, default=1, help="groups judged in reason mode (all pairs)")
+    parser.add_argument("--baseline-groups", type=int, default=2, help="groups for baseline B direct")
+    parser.add_argument("--demo-pairs", type=int, default=6, help="pairs for baseline A")
+    parser.add_argument("--with-cb", action="store_true", help="also measure transformers continuous batching")
+    parser.add_argument("--out", default="benchmarks/results/judge_throughput")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.prompts, args.completions, args.max_new_tokens = 2, 4, 48
+        args.reason_groups, args.baseline_groups, args.demo_pairs = 1, 2, 2
+        args.out += "_quick"
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    dtype = getattr(torch, args.dtype)
+    judge = GramJudge.from_pretrained(
+        args.model, device=args.device, dtype=dtype, token_budget=args.token_budget, max_new_tokens=args.max_new_tokens
+    )
+    model, tok = judge.model, judge.tokenizer
+    params = sum(p.numel() for p in model.parameters())
+    flops = matmul_flops(args.device, dtype, 8192 if args.device == "cuda" else 2048)
+    bound = flops / (2 * params)
+    print(f"model {params / 1e6:.1f}M params, matmul {flops / 1e9:.1f} GFLOP/s, prefill bound {bound:.0f} tok/s")
+    work = build_workload(tok, args.prompts, args.completions, data_dir=args.data_dir)
+    print(f"workload: {args.prompts} prompts × {args.completions} completions from {work.source}")
+
+    def prompts_for(q, a, b, mode):
+        return [
+            judge.encode_prompt(x, *(yz if o == 0 else yz[::-1]), mode)[0] for x, *yz in zip(q, a, b) for o in (0, 1)
+        ]
+
+    def fast_judge(mode):
+        j = GramJudge(
+            model,
+            tok,
+            mode=mode,
+            engine="fast",
+            token_budget=args.token_budget,
+            cache_size=0,
+            max_new_tokens=args.max_new_tokens,
+            show_progress=False,
+        )
+        j.judge(["warm up"], ["a"], ["b"])  # one-time self-check of the fast path
+        return j
+
+    rows = []
+    load_before = os.getloadavg()
+    # Direct mode: ours on the whole workload and on the baseline's groups; baseline B on those groups.
+    qd, ad, bd = work.group_pairs()
+    qb, ab, bb = work.group_pairs(args.baseline_groups)
+    direct_prompts = prompts_for(qb, ab, bb, "direct")
+    ours_direct = fast_judge("direct")
+    print("direct mode")
+    rows.append(
+        run_method(
+            "B direct",
+            lambda: padded_forward(judge, direct_prompts, args.token_budget),
+            args.device,
+            len(qb),
+            sum(map(len, direct_prompts)),
+        )
+    )
+    rows.append(
+        run_method(
+            "ours direct",
+            lambda: ours(ours_direct, qb, ab, bb, "direct"),
+            args.device,
+            len(qb),
+            sum(map(len, direct_prompts)),
+        )
+    )
+    if len(qd) > len(qb):
+        all_tokens = sum(map(len, prompts_for(qd, ad, bd, "direct")))
+        rows.append(
+            run_method(
+                "ours direct*", lambda: ours(ours_direct, qd, ad, bd, "direct"), args.device, len(qd), all_tokens
+            )
+        )
+    stats = dict(ours_direct._fast.stats)
+    # Reason mode: all pairs of the first groups; baseline A on the first pairs.
+    qr, ar, br = work.group_pairs(args.reason_groups)
+    reason_prompts = prompts_for(qr, ar, br, "reason")
+    ours_reason = fast_judge("reason")
+    print("reason mode")
+    n = min(args.demo_pairs, len(qr))
+    demo_tokens = sum(len(p) for p in reason_prompts[: 2 * n : 2])
+    rows.append(
+        run_method(
+            "A (demo)",
+            lambda: demo_style(judge, qr[:n], ar[:n], br[:n], args.max_new_tokens),
+            args.device,
+            n,
+            demo_tokens,
+        )
+    )
+    rows.append(
+        run_method(
+            "B reason",
+            lambda: batched_generate(judge, reason_prompts, args.max_new_tokens, args.token_budget),
+            args.device,
+            len(qr),
+            sum(map(len, reason_prompts)),
+        )
+    )
+    if args.with_cb:
+        rows.append(
+            run_method(
+                "B+CB reason",
+                lambda: continuous_batching(judge, reason_prompts, args.max_new_tokens, args.token_budget),
+                args.device,
+                len(qr),
+                sum(map(len, reason_prompts)),
+            )
+        )
+    rows.append(
+        run_method(
+            "ours reason",
+            lambda: ours(ours_reason, qr, ar, br, "reason"),
+            args.device,
+            len(qr),
+            sum(map(len, reason_prompts)),
+        )
+    )
+    load_after = os.getloadavg()
+
+    by = {r["method"]: r for r in rows}
+    for r in rows:
+        r["fraction_of_prefill_bound"] = r["prompt_tokens_per_s"] / bound
+    ratios = {
+        "ours reason / A (demo)": by["ours reason"]["pairs_per_s"] / by["A (demo)"]["pairs_per_s"],
+        "ours reason / B reason": by["ours reason"]["pairs_per_s"] / by["B reason"]["pairs_per_s"],
+        "ours direct / B direct": by["ours direct"]["pairs_per_s"] / by["B direct"]["pairs_per_s"],
+        "ours reason / A (demo), cpu time": (by["A (demo)"]["cpu_seconds"] / by["A (demo)"]["pairs"])
+        / (by["ours reason"]["cpu_seconds"] / by["ours reason"]["pairs"]),
+        "ours direct / B direct, cpu time": by["B direct"]["cpu_seconds"] / by["ours direct"]["cpu_seconds"],
+    }
+    if "B+CB reason" in by:
+        ratios["ours reason / B+CB reason"] = by["ours reason"]["pairs_per_s"] / by["B+CB reason"]["pairs_per_s"]
+    report = {
+        "args": vars(args),
+        "machine": {
+            "device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "load_average_before": load_before,
+            "load_average_after": load_after,
+        },
+        "model": {"path": args.model or "embedded SmolLM2-135M-Instruct", "parameters": params, "dtype": args.dtype},
+        "matmul_flops": flops,
+        "prefill_bound_tokens_per_s": bound,
+        "workload": {"source": work.source, "prompts": args.prompts, "completions": args.completions},
+        "fast_engine_direct_stats": stats,
+        "results": rows,
+        "ratios": ratios,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    table = markdown(report)
+    out.with_suffix(".md").write_text(table)
+    print(table)
+    return report
+
+
+def markdown(report) -> str:
+    m = report["machine"]
+    lines = [
+        f"Judge: {report['model']['path']} ({report['model']['parameters'] / 1e6:.0f}M parameters, "
+        f"{report['model']['dtype']}), device {m['device']}, {m['torch_threads']} torch threads, torch {m['torch']}; "
+        f"matmul {report['matmul_flops'] / 1e9:.0f} GFLOP/s → prefill bound "
+        f"{report['prefill_bound_tokens_per_s']:.0f} tok/s. Workload: {report['workload']['prompts']} prompts × "
+        f"{report['workload']['completions']} completions ({report['workload']['source']}), max new tokens "
+        f"{report['args']['max_new_tokens']}. Load average before/after: "
+        f"{m['load_average_before'][0]:.1f}/{m['load_average_after'][0]:.1f}.",
+        "",
+        "| method | pairs | s | pairs/s | prompt tok/s | of prefill bound | gen tok/s | peak MiB (+ over model) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["results"]:
+        gen = f"{r['generated_tokens_per_s']:.1f}" if r["generated_tokens_per_s"] else "–"
+        lines.append(
+            f"| {r['method']} | {r['pairs']} | {r['seconds']:.1f} | {r['pairs_per_s']:.3f} | "
+            f"{r['prompt_tokens_per_s']:.0f} | {100 * r['fraction_of_prefill_bound']:.0f} % | {gen} | "
+            f"{r['peak_mem_mib']:.0f} (+{r['peak_extra_mem_mib']:.0f}) |"
+        )
+    lines += ["", "| ratio | value |", "|---|---:|"]
+    lines += [f"| {k} | {v:.2f}× |" for k, v in report["ratios"].items()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
