@@ -26,6 +26,8 @@ GOOD = "Feedback: A is clear, B is vague.\nComparision: A answers.\nConclusion: 
         ("Both are fine. Conclusion: it depends.", None),
         ("Conclusion: Response A and Response B are similar.", None),
         ("A good answer was given by both.", None),
+        ("The better response is provided by the second response.", "B"),
+        ("Conclusion: the first one is more helpful.", "A"),
         ("", None),
     ],
 )
@@ -38,6 +40,9 @@ def test_swap_label_mentions_keeps_articles():
     assert swap_label_mentions(text) == "Response B is a good answer, but Assistant A is better. A is better. [[A]]"
     assert swap_label_mentions(swap_label_mentions(text)) == text
     assert swap_label_mentions("Response 1 wins", ("1", "2")) == "Response 2 wins"
+    assert (
+        swap_label_mentions("The first response beats the second one.") == "The second response beats the first one."
+    )
 
 
 def count_words(text):

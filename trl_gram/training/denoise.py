@@ -11,7 +11,8 @@ counts per rule are reported. The rules:
 * ``unsupported``: the rationale's conclusion names the other response as the better one.
 
 :func:`rationale_label` (which response a rationale concludes for) and :func:`swap_label_mentions` (rewrite a
-rationale for the swapped order) read references such as "Response A", "Assistant B", "[[A]]" or "A is better".
+rationale for the swapped order) read references such as "Response A", "Assistant B", "[[A]]", "A is better" or
+"the second response".
 """
 
 from __future__ import annotations
@@ -37,10 +38,14 @@ class _RefPatterns:
     preference: re.Pattern  # "Response A is better", "A is clearly better", "prefer Response B"
 
 
+_ORDINALS = ("first", "second")
+
+
 def _ref(words: str, tag: str) -> str:
     return (
         rf"(?:\b{_NOUNS}\s*[\(\[]?\s*(?P<n{tag}>{words})\s*[\)\]]?(?![A-Za-z0-9])"
-        rf"|\[\[\s*(?P<b{tag}>{words})\s*\]\])"
+        rf"|\[\[\s*(?P<b{tag}>{words})\s*\]\]"
+        rf"|\b(?:the\s+)?(?P<o{tag}>first|second)\s+(?:{_NOUNS}|one)\b)"
     )
 
 
@@ -62,8 +67,11 @@ def _ref_patterns(labels: tuple[str, str]) -> _RefPatterns:
 def _labels_in(matches, labels: tuple[str, str]) -> list[str]:
     found = []
     for m in matches:
-        value = next((v for v in m.groupdict().values() if v), None)
+        name, value = next(((k, v) for k, v in m.groupdict().items() if v), (None, None))
         if value is None:
+            continue
+        if name.startswith("o"):  # "the first response" / "the second one"
+            found.append(labels[_ORDINALS.index(value.lower())])
             continue
         for w in labels:
             if value.lower() == w.lower():
@@ -105,7 +113,8 @@ def rationale_label(rationale: str | None, label_words: Sequence[str] = ("A", "B
 
 def swap_label_mentions(text: str, label_words: Sequence[str] = ("A", "B")) -> str:
     """Rewrite a rationale for the swapped order: each reference to one response ("Response A", "[[A]]",
-    "A is better", "prefer B") names the other one. Other occurrences of the letters (the article "a") are untouched."""
+    "A is better", "prefer B", "the first response") names the other one. Other occurrences of the letters (the
+    article "a") are untouched."""
     if not text:
         return text
     labels = (str(label_words[0]), str(label_words[1]))
@@ -122,9 +131,13 @@ def swap_label_mentions(text: str, label_words: Sequence[str] = ("A", "B")) -> s
         end, value = spans[start]
         if start < last:
             continue
-        other = labels[1] if value.lower() == labels[0].lower() else labels[0]
-        if value.islower() and len(other) == 1:
-            other = other.lower()
+        if value.lower() in _ORDINALS:
+            other = _ORDINALS[1 - _ORDINALS.index(value.lower())]
+            other = other.capitalize() if value[0].isupper() else other
+        else:
+            other = labels[1] if value.lower() == labels[0].lower() else labels[0]
+            if value.islower() and len(other) == 1:
+                other = other.lower()
         out.append(text[last:start])
         out.append(other)
         last = end
