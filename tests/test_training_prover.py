@@ -60,7 +60,7 @@ class HandScoredProver(PreferenceProver):
         self._samples, self._cond, self._uncond = samples, cond, uncond
 
     def sample(self, prompts, k=None):
-        return [list(self._samples) for _ in prompts]
+        return [[(s, not s.endswith("...")) for s in self._samples] for _ in prompts]
 
     def sequence_logprobs(self, contexts, continuations):
         uncond = self.unconditional_ids()
@@ -87,6 +87,11 @@ def test_reranking_picks_the_highest_eq5_score(tok):
     # Nothing passes: no proof.
     none = HandScoredProver(tok, [z4], cond, uncond, DenoiseRules())
     assert none.prove(["q"], ["a"], ["b"], ["A"])[0].rationale is None
+    # A proof cut off by max_new_tokens is not selectable, however well it scores.
+    z5 = rationale_to_proof("Response A is") + "..."
+    cut = HandScoredProver(tok, [z1, z5], {**cond, z5: -1.0}, {**uncond, z5: -100.0}, DenoiseRules())
+    (proof,) = cut.prove(["q"], ["apple"], ["river"], ["A"])
+    assert proof.scores[1] == -math.inf and proof.rationale == proof_to_rationale(z1)
 
 
 def test_prover_trains_and_proves_on_a_tiny_model(tok, tmp_path):
@@ -118,6 +123,8 @@ def test_prover_trains_and_proves_on_a_tiny_model(tok, tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(before, prover.model.parameters()))
     proofs = prover.prove(["apple", "river"], ["maple", "stone"], ["ocean", "lemon"], ["A", "B"])
     assert len(proofs) == 2
+    samples = prover.sample([prover.prompt_ids("apple", "maple", "ocean", "A")], k=3)
+    assert len(samples[0]) == 3 and all(isinstance(t, str) and isinstance(f, bool) for t, f in samples[0])
     for p in proofs:
         assert len(p.candidates) == 3 and len(p.scores) == 3
         if p.rationale is not None:

@@ -77,6 +77,7 @@ class ProverConfig:
         token_budget: Upper bound of ``rows × padded length`` per batch (generation and scoring).
         unconditional_prompt: User message of the empty context that scores ``π(ẑ)``.
         rules: Rule checks a proof must pass to be selectable (``too_long``, ``unsupported``, ``malformed``).
+        require_finished: Only proofs that ended (EOS) within ``max_new_tokens`` are selectable.
         seed: Sampling seed.
         show_progress: tqdm bars (``None``: when there is more than one batch).
     """
@@ -89,6 +90,7 @@ class ProverConfig:
     token_budget: int = 16384
     unconditional_prompt: str = ""
     rules: DenoiseRules = field(default_factory=lambda: DenoiseRules(max_rationale_tokens=None))
+    require_finished: bool = True
     seed: int = 0
     show_progress: bool | None = None
 
@@ -270,14 +272,23 @@ class PreferenceProver:
         return tqdm(batches, desc=desc, leave=False, disable=not (len(batches) > 1 if show is None else show))
 
     @torch.no_grad()
-    def sample(self, prompts: Sequence[list[int]], k: int | None = None) -> list[list[str]]:
-        """``k`` sampled proofs (decoded text) per prompt (token ids)."""
+    def _eos_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id}
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+        return {i for i in ids if i is not None}
+
+    @torch.no_grad()
+    def sample(self, prompts: Sequence[list[int]], k: int | None = None) -> list[list[tuple[str, bool]]]:
+        """``k`` sampled proofs per prompt (token ids): ``(text, finished)`` pairs, ``finished`` being whether the
+        proof ended (EOS) within ``max_new_tokens``."""
         k = k or self.config.num_samples
         cfg = self.config
-        out: list[list[str]] = [[] for _ in prompts]
+        out: list[list[tuple[str, bool]]] = [[] for _ in prompts]
         batches = token_budget_batches(
             [len(p) for p in prompts], max(cfg.token_budget // k, 1), extra=cfg.max_new_tokens
         )
+        eos = self._eos_ids()
         self.model.eval()
         for b, batch in enumerate(self._bar(batches, "sampling proofs")):
             ids, mask, _ = left_pad([prompts[j] for j in batch], self.pad_id, self.device)
@@ -293,9 +304,11 @@ class PreferenceProver:
                 max_new_tokens=cfg.max_new_tokens,
                 pad_token_id=self.pad_id,
             )
-            texts = self.tokenizer.batch_decode(gen[:, ids.shape[1] :], skip_special_tokens=True)
+            new = gen[:, ids.shape[1] :]
+            texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+            finished = [any(t in eos for t in row) for row in new.tolist()]
             for row, j in enumerate(batch):
-                out[j] = texts[row * k : (row + 1) * k]
+                out[j] = list(zip(texts[row * k : (row + 1) * k], finished[row * k : (row + 1) * k]))
         return out
 
     @torch.no_grad()
@@ -341,7 +354,7 @@ class PreferenceProver:
             for q, a, b, lab in zip(questions, firsts, seconds, labels)
         ]
         samples = self.sample(prompts, k)
-        flat = [(i, s) for i in range(n) for s in samples[i]]
+        flat = [(i, text) for i in range(n) for text, _ in samples[i]]
         scores = self.score(
             [questions[i] for i, _ in flat],
             [firsts[i] for i, _ in flat],
@@ -351,12 +364,16 @@ class PreferenceProver:
         )
         count = lambda text: len(self._encode(text))  # noqa: E731
         results = []
+        offset = 0
         for i in range(n):
-            cands = samples[i]
-            cand_scores = scores[i * k : (i + 1) * k]
-            for j, text in enumerate(cands):
-                rationale = proof_to_rationale(text)
-                cand = Candidate(label=labels[i], rationale=rationale)
+            cands = [text for text, _ in samples[i]]
+            cand_scores = scores[offset : offset + len(cands)]
+            offset += len(cands)
+            for j, (text, finished) in enumerate(samples[i]):
+                if self.config.require_finished and not finished:
+                    cand_scores[j] = -math.inf  # cut off by max_new_tokens: not a whole proof
+                    continue
+                cand = Candidate(label=labels[i], rationale=proof_to_rationale(text))
                 if check_candidate(cand, self.config.rules, self.label_words, count) is not None:
                     cand_scores[j] = -math.inf
             best = max(range(len(cands)), key=lambda j: cand_scores[j]) if cands else None

@@ -127,6 +127,7 @@ class GramSelfTrainer:
             eval_dataset,
         )
         self.prover = prover
+        self._user_prover = prover is not None
         self.peft_config, self.quantization_config, self.callbacks = peft_config, quantization_config, callbacks
         self.train_config_extra = dict(train_config_extra or {})
         self.root = Path(args.output_dir)
@@ -210,9 +211,7 @@ class GramSelfTrainer:
         if self.sargs.rationale_source != "auto":
             return self.sargs.rationale_source
         has_prover = (
-            self.prover is not None
-            or self.sargs.prover_model
-            or (self.sargs.train_prover and (self.seed_data is not None))
+            self._user_prover or self.sargs.prover_model or (self.sargs.train_prover and (self.seed_data is not None))
         )
         return "prover" if has_prover else "judge"
 
@@ -230,7 +229,7 @@ class GramSelfTrainer:
                 _write_json(path, self._evaluate(self._fresh_base()))
             self.history.append({"stage": "base", "round": None, "eval": json.loads(path.read_text())})
         seed_rows = self._seed_stage()
-        if self._rationale_source() == "prover" and self.sargs.train_prover and seed_rows and self.prover is None:
+        if self._rationale_source() == "prover" and self.sargs.train_prover and seed_rows and not self._user_prover:
             self._prover_stage(seed_rows)
         rounds = range(0, self.sargs.rounds + 1)
         for r in tqdm(rounds, desc="GRAM self-training rounds"):
