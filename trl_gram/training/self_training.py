@@ -194,6 +194,7 @@ class GramSelfTrainer:
                 num_samples=self.sargs.proof_samples,
                 temperature=self.sargs.proof_temperature,
                 max_new_tokens=self.sargs.proof_max_new_tokens,
+                require_finished=self.sargs.proof_require_finished,
                 max_length=self.args.max_length or 2048,
                 seed=self.args.seed,
                 rules=DenoiseRules(

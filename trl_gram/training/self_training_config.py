@@ -55,6 +55,8 @@ class SelfTrainingConfig:
             Sampling temperature of proofs.
         proof_max_new_tokens (`int`, *optional*, defaults to `384`):
             Cap on a proof's length in tokens.
+        proof_require_finished (`bool`, *optional*, defaults to `True`):
+            Only proofs that end within `proof_max_new_tokens` are selectable (a cut-off proof is malformed).
         bootstrap_seed_rationales (`bool`, *optional*, defaults to `False`):
             When the seed data has no rationale column, let the base model write seed rationales for the known labels
             (kept only when they pass the rule checks). Offline stand-in for human rationales.
@@ -115,6 +117,9 @@ class SelfTrainingConfig:
     proof_samples: int = field(default=4, metadata={"help": "Proofs sampled per pair before Eq. 5 selection."})
     proof_temperature: float = field(default=0.8, metadata={"help": "Sampling temperature of proofs."})
     proof_max_new_tokens: int = field(default=384, metadata={"help": "Cap on a proof's length in tokens."})
+    proof_require_finished: bool = field(
+        default=True, metadata={"help": "Only proofs that end within proof_max_new_tokens are selectable."}
+    )
     bootstrap_seed_rationales: bool = field(
         default=False,
         metadata={"help": "Let the base model write seed rationales for known labels when the seed data has none."},
