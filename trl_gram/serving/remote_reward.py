@@ -13,22 +13,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Sequence
 
 from transformers.utils import logging
+
+from ..reward import _groups  # consecutive runs of equal prompts, GRPO's layout
 
 logger = logging.get_logger(__name__)
 
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
-
-
-def _groups(prompts: Sequence) -> list[range]:
-    out, start = [], 0
-    for i in range(1, len(prompts) + 1):
-        if i == len(prompts) or prompts[i] != prompts[start]:
-            out.append(range(start, i))
-            start = i
-    return out
 
 
 class RemoteGenerativeRewardFunction:
