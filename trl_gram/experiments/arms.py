@@ -194,6 +194,9 @@ def _self_trainer(ctx: ArmContext, d: Path, mode: str, rounds: int, denoise: boo
         retrain_from="base",
         proof_samples=cfg.proof_samples,
         proof_max_new_tokens=cfg.proof_max_new_tokens,
+        # Small judges' proofs often run past the token cap: keep the best (Eq. 5) even when cut off, as
+        # recipes/gram_r2_cpu_smoke.yaml does; otherwise a stage can end up with no rows at all.
+        proof_require_finished=False,
         prover_model=ctx.base_path,
         train_prover=False,
         final_finetune=False,
@@ -286,6 +289,7 @@ def prove_adaptation_data(ctx: ArmContext, labeled: Dataset, out: Path) -> Datas
             ProverConfig(
                 num_samples=cfg.proof_samples,
                 max_new_tokens=cfg.proof_max_new_tokens,
+                require_finished=False,  # see proof_require_finished above
                 max_length=cfg.max_length,
                 token_budget=cfg.token_budget,
                 seed=ctx.seed,

@@ -511,6 +511,14 @@ class GramSelfTrainer:
         ckpt = d / "checkpoint"
         if (ckpt / ".done").is_file():
             model = self._load(ckpt)
+        elif not rows:
+            # Nothing survived (e.g. every proof was cut off): no training; the stage keeps its starting model so
+            # the folder layout, evaluation and later rounds stay as usual.
+            logger.warning(f"GRAM self-training: no training rows for {d.name}; keeping its starting model.")
+            model = self._load(init) if init is not None else self._fresh_base()
+            model.save_pretrained(str(ckpt))
+            self.tokenizer.save_pretrained(str(ckpt))
+            (ckpt / ".done").write_text("no rows: starting model kept\n")
         elif self.sargs.train_command:
             self._train_subprocess(rows, d, init)
             model = self._load(ckpt)
