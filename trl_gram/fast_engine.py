@@ -168,7 +168,7 @@ class FastEngine:
     # ---------------------------------------------------------------------------------------------------------------
     # Batched passes
     # ---------------------------------------------------------------------------------------------------------------
-    def _forward(self, rows: list[_Row], shared, extra: int = 0, keep_full: bool = False):
+    def _forward(self, rows: list[_Row], shared, extra: int = 0):
         """Run ``rows`` (private path + new tokens, left-padded) in one pass. Returns the state (positions ``P - p``
         to ``P`` hold a row's path, ``P + S - s`` to ``P + S`` its new tokens), the last-position logits, P and S."""
         device = self.device
