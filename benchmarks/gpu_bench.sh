@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Judge throughput on one GPU (bf16), about 3 minutes on an H100/H200. Self-contained: needs only this repository, the
 # machine's python3 with torch + transformers (>= 5.0), and .gpu_speed/ made by benchmarks/prepare_gpu_assets.sh
-# (carried: the GPU machine has no network). Writes $OUT (or benchmarks/results)/judge_throughput_gpu.{json,md}.
+# (carried: the GPU machine has no network). Writes $OUT (or benchmarks/results)/judge_throughput_gpu.{json,md}
+# (a .partial.json after each method, so a time limit keeps the figures measured so far).
 #
 # The default judge's weights cannot travel (515 MB), so the model is SmolLM2-135M's exact architecture and tokenizer
 # with random bf16 weights: per-token costs are those of the real model; a random model never writes the answer tag,
@@ -34,6 +35,6 @@ print(out)
 PY
 )
 echo "judge model: $MODEL"
-timeout 200 python3 benchmarks/judge_throughput.py --device cuda --dtype bfloat16 --model "$MODEL" \
+timeout 220 python3 benchmarks/judge_throughput.py --device cuda --dtype bfloat16 --model "$MODEL" \
   --data-dir "$ASSETS/data" --prompts 8 --completions 8 --max-new-tokens 256 --token-budget 262144 \
   --reason-groups 8 --baseline-groups 8 --demo-pairs 8 --with-cb --out "$RESULTS/judge_throughput_gpu"

@@ -1,9 +1,9 @@
 """Judge throughput on a GRPO-like workload: the authors' demo style, a straightforward batched baseline, and
 trl-gram's engine, measured in one run on the same model and the same pairs.
 
-    python benchmarks/judge_throughput.py --quick            # about 3 minutes on 2 CPU cores
-    python benchmarks/judge_throughput.py                    # the README table (8 prompts × 8 completions)
-    python benchmarks/judge_throughput.py --device cuda --dtype bfloat16 --with-cb
+    python benchmarks/judge_throughput.py --quick --threads 1      # a few minutes on CPU
+    python benchmarks/judge_throughput.py --threads 1 --with-cb    # the README table (8 prompts × 8 completions)
+    bash benchmarks/gpu_bench.sh                                   # one GPU, bf16 (see that script)
 
 Methods (all greedy, same ``--max-new-tokens`` cap):
 
@@ -15,7 +15,8 @@ Methods (all greedy, same ``--max-new-tokens`` cap):
 * ``B+CB reason`` (``--with-cb``): transformers continuous batching (``generate_batch`` with a sized
   ``ContinuousBatchingConfig``) over both orders.
 * ``ours direct`` / ``ours reason``: ``GramJudge(engine="fast")``, ``swap="both"`` (both orders, debiased
-  probability read at the answer slot).
+  probability read at the answer slot); ``ours direct*`` the whole GRPO batch; ``ours reason 1-order`` the same
+  engine with ``swap="none"``, one order per pair like A.
 
 Rates are pairs per second of wall-clock time. ``prompt tok/s`` counts every prompt token of every run (the logical
 work, as a plain engine would process it); the prefill bound is the matmul FLOP/s measured in the same run divided by
@@ -247,8 +248,8 @@ def padded_forward(judge, prompts, budget):
     return 0
 
 
-def ours(judge, q, a, b, mode):
-    out = judge.judge(q, a, b, mode=mode, swap="both")
+def ours(judge, q, a, b, mode, swap="both"):
+    out = judge.judge(q, a, b, mode=mode, swap=swap)
     if mode == "reason":
         return sum(len(judge.tokenizer.encode(r.text, add_special_tokens=False)) for jd in out for r in jd.runs)
     return 0
@@ -359,16 +360,23 @@ def main(argv=None):
         len(qr),
         reason_tokens,
     )
-    if args.with_cb:
+    measure("ours reason", lambda: ours(ours_reason, qr, ar, br, "reason"), len(qr), reason_tokens)
+    reason_stats = dict(ours_reason._fast.stats) if ours_reason._fast else {}
+    # Like for like with A (one order per pair, no position debiasing): the same engine with swap="none".
+    measure(
+        "ours reason 1-order",
+        lambda: ours(ours_reason, qr, ar, br, "reason", swap="none"),
+        len(qr),
+        sum(map(len, reason_prompts[::2])),
+    )
+    if args.with_cb:  # last: the slowest to warm up, so a time limit spares the other figures
         measure(
             "B+CB reason",
             lambda: continuous_batching(judge, reason_prompts, args.max_new_tokens, args.token_budget),
             len(qr),
             reason_tokens,
         )
-    measure("ours reason", lambda: ours(ours_reason, qr, ar, br, "reason"), len(qr), reason_tokens)
     load_after = os.getloadavg()
-    reason_stats = dict(ours_reason._fast.stats) if ours_reason._fast else {}
     # The bound is measured again at the end (the machine may be shared): the better of the two is kept.
     flops = max(flops, matmul_flops(args.device, dtype, 8192 if args.device == "cuda" else 2048))
     bound = flops / (2 * params)
@@ -379,6 +387,7 @@ def main(argv=None):
     ratios = {}
     for ours_name, base in (
         ("ours reason", "A (demo)"),
+        ("ours reason 1-order", "A (demo)"),
         ("ours reason", "B reason"),
         ("ours reason", "B+CB reason"),
         ("ours direct", "B direct"),
