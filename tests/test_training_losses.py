@@ -172,3 +172,35 @@ def test_compute_loss_equals_hand_computation(tok, tmp_path, mode, label_loss):
         got_counted = trainer.compute_loss(model, {k: v.clone() for k, v in batch.items()}, num_items_in_batch=count)
     assert math.isclose(got, expected, rel_tol=1e-4), (got, expected)
     assert math.isclose(got_counted.item(), expected, rel_tol=1e-4), (got_counted.item(), expected)
+
+
+def test_label_smoothing_gradient_matches_full_logits(tok, tmp_path):
+    """Direct mode, ε = 0: the trainer's 2-way loss, read from the captured hidden states at the slots, has the same
+    value and the same gradient for every parameter as a 2-way cross-entropy over the full forward's logits."""
+    args = _args(tmp_path, mode="direct", label_loss="label_smoothing", label_smoothing_epsilon=0.0)
+    model = make_model(tok, seed=5)
+    trainer = GramRewardTrainer(
+        model, args, train_dataset=Dataset.from_list(rule_rows(8, 4, True)), processing_class=tok,
+        template=SHORT_DIRECT_TEMPLATE,
+    )
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    model.train()
+    ours = trainer.compute_loss(model, {k: v.clone() for k, v in batch.items()})
+    ours.backward()
+    ours_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    _, mask, targets = split_label_slots(batch["labels"], trainer.label_token_ids, keep_in_lm=False)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    before_slot = torch.zeros_like(mask)
+    before_slot[:, :-1] = mask[:, 1:]
+    reference = F.cross_entropy(logits[before_slot][:, list(trainer.label_token_ids)], targets)
+    reference.backward()
+    assert math.isclose(ours.item(), reference.item(), rel_tol=1e-5)
+    checked = 0
+    for name, param in model.named_parameters():
+        if param.grad is None:
+            continue
+        assert name in ours_grads, name
+        torch.testing.assert_close(ours_grads[name], param.grad, rtol=1e-4, atol=1e-6)
+        checked += 1
+    assert checked > 5

@@ -46,24 +46,20 @@ HELD_OUT = rule_rows(40, seed=2, with_rationale=True)
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "mode,label_loss,epochs",
+    "mode,label_loss,epochs,lr",
     [
-        pytest.param(
-            "direct", "label_smoothing", 4,
-            marks=pytest.mark.xfail(
-                reason="open bug: with the 2-way label-smoothing loss alone (direct mode) this tiny model stays at "
-                "chance (loss 0.693) while the same data learns with nll; under investigation",
-                strict=False,
-            ),
-        ),
-        ("direct", "nll", 4),
-        ("reason", "nll", 8),
-        ("reason", "label_smoothing", 8),
+        # The 2-way loss alone has a flat start (every slot at log 2); at 3e-3 the tiny model can bounce on that plateau
+        # for the whole run with an unlucky seed (its gradients match a full-vocabulary 2-way cross-entropy exactly,
+        # see test_label_smoothing_gradient_matches_full_logits), so it gets a gentler rate and more epochs.
+        ("direct", "label_smoothing", 6, 1e-3),
+        ("direct", "nll", 4, 3e-3),
+        ("reason", "nll", 8, 3e-3),
+        ("reason", "label_smoothing", 8, 3e-3),
     ],
 )
-def test_tiny_model_learns_the_rule(tok, tmp_path, mode, label_loss, epochs):
+def test_tiny_model_learns_the_rule(tok, tmp_path, mode, label_loss, epochs, lr):
     template = SHORT_DIRECT_TEMPLATE if mode == "direct" else SHORT_REASON_TEMPLATE
-    args = _args(tmp_path, mode=mode, label_loss=label_loss, num_train_epochs=epochs)
+    args = _args(tmp_path, mode=mode, label_loss=label_loss, num_train_epochs=epochs, learning_rate=lr)
     trainer = GramRewardTrainer(
         make_model(tok),
         args,
