@@ -63,6 +63,7 @@ CASES = {
     "low confidence": Candidate("A", 0.65, ["A", "A"], GOOD),
     "long rationale": Candidate("A", 0.9, ["A", "A"], GOOD + " more" * 10),
     "contradiction": Candidate("B", 0.9, ["B", "B"], GOOD),
+    "concludes both ways": Candidate("B", 0.9, ["B", "B"], "B has cloud. Response B is better. Response A is better."),
     "no votes recorded, unknown confidence": Candidate("A", None, [], GOOD),
 }
 EXPECTED = {
@@ -77,6 +78,7 @@ EXPECTED = {
     "low confidence": "low_confidence",
     "long rationale": "too_long",
     "contradiction": "unsupported",
+    "concludes both ways": "unsupported",
     "no votes recorded, unknown confidence": None,
 }
 
@@ -95,7 +97,7 @@ def test_denoise_counts_every_rule():
         "vote_disagreement": 3,
         "low_confidence": 1,
         "too_long": 1,
-        "unsupported": 1,
+        "unsupported": 2,
         "kept": 3,
     }
 

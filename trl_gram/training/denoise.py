@@ -8,7 +8,7 @@ counts per rule are reported. The rules:
   ``min_vote_agreement`` (failed runs count as disagreeing), or the vote is tied.
 * ``low_confidence``: the probability of the predicted label is below ``confidence_threshold``.
 * ``too_long``: the rationale is longer than ``max_rationale_tokens`` tokens (words without a tokenizer).
-* ``unsupported``: the rationale's conclusion names the other response as the better one.
+* ``unsupported``: the rationale's conclusion names the other response as the better one, or prefers each of the two.
 
 :func:`rationale_label` (which response a rationale concludes for) and :func:`swap_label_mentions` (rewrite a
 rationale for the swapped order) read references such as "Response A", "Assistant B", "[[A]]", "A is better" or
@@ -111,6 +111,16 @@ def rationale_label(rationale: str | None, label_words: Sequence[str] = ("A", "B
     return everywhere.pop() if len(everywhere) == 1 else None
 
 
+def rationale_prefers_both(rationale: str | None, label_words: Sequence[str] = ("A", "B")) -> bool:
+    """Whether the conclusion of a rationale states a preference for each of the two responses ("Response B is
+    better. Response A is better."): a self-contradicting rationale, which supports neither label."""
+    if not rationale or not rationale.strip():
+        return False
+    labels = (str(label_words[0]), str(label_words[1]))
+    preferred = set(_labels_in(_ref_patterns(labels).preference.finditer(_conclusion(rationale)), labels))
+    return len(preferred) == 2
+
+
 def swap_label_mentions(text: str, label_words: Sequence[str] = ("A", "B")) -> str:
     """Rewrite a rationale for the swapped order: each reference to one response ("Response A", "[[A]]",
     "A is better", "prefer B", "the first response") names the other one. Other occurrences of the letters (the
@@ -206,6 +216,8 @@ def check_candidate(
     if rules.check_support and cand.rationale:
         said = rationale_label(cand.rationale, label_words)
         if said is not None and said != cand.label:
+            return "unsupported"
+        if said is None and rationale_prefers_both(cand.rationale, label_words):
             return "unsupported"
     return None
 
