@@ -122,6 +122,20 @@ def _j(prob, labels, failures=(None, None)):
     return PairJudgment(prob=prob, label=("A" if prob > 0.5 else "B"), agreement=agreement, runs=runs)
 
 
+def test_nodenoise_arm_turns_every_rule_off():
+    """`reason_st_nodenoise` keeps every labelled pair (ties included); `reason_st` uses the recipe's thresholds."""
+    from trl_gram.training.denoise import Candidate, DenoiseRules, check_candidate
+    from trl_gram.training.self_training_config import SelfTrainingConfig
+
+    cfg = SimpleNamespace(min_vote_agreement=0.5, confidence_threshold=0.6, max_rationale_tokens=64)
+    off, on = arms.denoise_settings(cfg, denoise=False), arms.denoise_settings(cfg, denoise=True)
+    SelfTrainingConfig(**off), SelfTrainingConfig(**on)  # both are valid trainer settings
+    tied = Candidate("A", 0.51, ["A", "B"], "Response B is better.")
+    assert check_candidate(tied, DenoiseRules(**off)) is None
+    assert check_candidate(tied, DenoiseRules(**on)) == "vote_disagreement"
+    assert on["confidence_threshold"] == 0.6 and on["max_rationale_tokens"] == 64
+
+
 def test_metrics_on_a_hand_made_case(monkeypatch):
     # 4 pairs, chosen shown first: correct when P(first better) > 0.5; 0.5 counts half.
     judgments = [

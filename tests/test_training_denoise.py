@@ -114,4 +114,11 @@ def test_disabled_rules_pass():
     assert check_candidate(CASES["long rationale"], off) is None
     assert check_candidate(CASES["contradiction"], off) is None
     assert check_candidate(Candidate("A", 0.9, ["A"], None), off) is None
-    assert check_candidate(CASES["tied vote"], off) == "vote_disagreement"  # a tie is never a label
+    assert check_candidate(CASES["tied vote"], off) == "vote_disagreement"  # by default a tie is never a label
+    everything_off = DenoiseRules(**{**off.__dict__, "drop_tied_votes": False})
+    assert check_candidate(CASES["tied vote"], everything_off) is None
+    assert check_candidate(CASES["label is not the majority"], everything_off) is None
+    assert check_candidate(CASES["no label"], everything_off) == "malformed"  # no label is still no label
+    # drop_tied_votes=False only matters with the agreement share off
+    half = DenoiseRules(**{**everything_off.__dict__, "min_vote_agreement": 0.5})
+    assert check_candidate(CASES["tied vote"], half) == "vote_disagreement"

@@ -178,15 +178,26 @@ def materialize(path: str | Path, base_path: str, out: Path) -> str:
     return str(out)
 
 
-def _self_trainer(ctx: ArmContext, d: Path, mode: str, rounds: int, denoise: bool, labeled, base=None, eval_ds=None):
-    cfg = ctx.cfg
-    off = dict(min_vote_agreement=0.0, confidence_threshold=None, max_rationale_tokens=None, check_support=False)
-    on = dict(
+def denoise_settings(cfg, denoise: bool) -> dict:
+    """The SelfTrainingConfig rule fields of an arm: the recipe's thresholds, or every rule off (``*_nodenoise``)."""
+    if not denoise:
+        return dict(
+            min_vote_agreement=0.0,
+            drop_tied_votes=False,
+            confidence_threshold=None,
+            max_rationale_tokens=None,
+            check_support=False,
+        )
+    return dict(
         min_vote_agreement=cfg.min_vote_agreement,
         confidence_threshold=cfg.confidence_threshold,
         max_rationale_tokens=cfg.max_rationale_tokens,
         check_support=True,
     )
+
+
+def _self_trainer(ctx: ArmContext, d: Path, mode: str, rounds: int, denoise: bool, labeled, base=None, eval_ds=None):
+    cfg = ctx.cfg
     sargs = SelfTrainingConfig(
         rounds=rounds,
         unlabeled_per_round=ctx.task_sizes()["unlabeled_per_round"] if rounds else None,
@@ -202,7 +213,7 @@ def _self_trainer(ctx: ArmContext, d: Path, mode: str, rounds: int, denoise: boo
         final_finetune=False,
         self_train_eval_max_samples=None,
         plot=False,
-        **(on if denoise else off),
+        **denoise_settings(cfg, denoise),
     )
     return GramSelfTrainer(
         base or ctx.base_path,

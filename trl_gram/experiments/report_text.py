@@ -81,8 +81,9 @@ def render(cfg, recipe, command, results, table, adaptation, figures, speed, wal
         "rationales in this data.\n"
         "- Evaluation (every arm, same code): accuracy with both orders averaged, swap agreement, parse failures "
         "(`trl_gram.training.evaluation.judge_metrics`).\n"
-        "- Denoising off (`reason_st_nodenoise`): confidence, length and support rules off and vote agreement 0; "
-        "a pair whose two orders disagree exactly is still dropped, because the trainer always drops tied votes.\n"
+        "- Denoising off (`reason_st_nodenoise`): every rule off (confidence, length, support, vote agreement, "
+        "`drop_tied_votes: false`): each pair with a parsed label is kept with the label of its averaged "
+        "probability.\n"
         f"- Wall time: {total / 60:.1f} min summed over the arms reported here"
         + (f"; this command ran {wall_s / 60:.1f} min" if wall_s else "")
         + ".\n"

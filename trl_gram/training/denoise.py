@@ -184,6 +184,9 @@ class DenoiseRules:
     max_rationale_tokens: int | None = None
     check_support: bool = True
     require_rationale: bool = True
+    drop_tied_votes: bool = True
+    """When ``False`` (denoising off), a tied vote or a label that is not the vote majority passes: the label stands as
+    predicted (from the averaged probability), as a judge without any filter would give it."""
 
 
 def check_candidate(
@@ -199,7 +202,7 @@ def check_candidate(
         return "malformed"
     if cand.rationale and _TAGS.search(cand.rationale):
         return "malformed"
-    if cand.votes:
+    if cand.votes and (rules.drop_tied_votes or rules.min_vote_agreement > 0):
         counts = Counter(v for v in cand.votes if v is not None)
         top = counts.most_common(2)
         if not top or (len(top) == 2 and top[0][1] == top[1][1]) or top[0][0] != cand.label:

@@ -448,6 +448,7 @@ class GramSelfTrainer:
         source = self._rationale_source()
         rules = DenoiseRules(
             min_vote_agreement=self.sargs.min_vote_agreement,
+            drop_tied_votes=self.sargs.drop_tied_votes,
             confidence_threshold=self.sargs.confidence_threshold,
             max_rationale_tokens=self.sargs.max_rationale_tokens,
             check_support=self.sargs.check_support,

@@ -26,7 +26,11 @@ class SelfTrainingConfig:
             Sampling temperature when `pseudo_label_votes > 1`.
         min_vote_agreement (`float`, *optional*, defaults to `0.5`):
             Share of runs (orders × votes; failed runs count against) that must agree with the majority label; a tie
-            is always dropped.
+            is dropped unless `drop_tied_votes=False` and `min_vote_agreement=0`.
+        drop_tied_votes (`bool`, *optional*, defaults to `True`):
+            With `min_vote_agreement=0`, `False` turns the vote rule off entirely: a tied vote, or a predicted label
+            that is not the vote majority, keeps the label predicted from the averaged probability (the "no
+            denoising" ablation).
         confidence_threshold (`float`, *optional*, defaults to `0.6`):
             Minimum debiased probability of the predicted label; `None` disables the rule.
         max_rationale_tokens (`int`, *optional*, defaults to `512`):
@@ -87,6 +91,10 @@ class SelfTrainingConfig:
     )
     min_vote_agreement: float = field(
         default=0.5, metadata={"help": "Share of runs that must agree with the majority label."}
+    )
+    drop_tied_votes: bool = field(
+        default=True,
+        metadata={"help": "False (with min_vote_agreement=0): tied votes keep the averaged-probability label."},
     )
     confidence_threshold: float | None = field(
         default=0.6, metadata={"help": "Minimum probability of the predicted label (None: off)."}
