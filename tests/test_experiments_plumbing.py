@@ -190,13 +190,15 @@ def _result(arm, seed, acc, task="hh", stages=(), **kw):
 
 
 def test_report_table_and_plots(tmp_path):
-    st = lambda r, acc, kept: {
-        "round": r,
-        "eval": {"accuracy": acc},
-        "candidates": 10,
-        "kept": kept,  # noqa: E731
-        "dropped": {"low_confidence": 10 - kept},
-    }
+    def st(r, acc, kept):
+        return {
+            "round": r,
+            "eval": {"accuracy": acc},
+            "candidates": 10,
+            "kept": kept,
+            "dropped": {"low_confidence": 10 - kept},
+        }
+
     results = [
         _result("direct", 0, 0.6),
         _result("direct", 1, 0.8),

@@ -180,7 +180,10 @@ def test_label_smoothing_gradient_matches_full_logits(tok, tmp_path):
     args = _args(tmp_path, mode="direct", label_loss="label_smoothing", label_smoothing_epsilon=0.0)
     model = make_model(tok, seed=5)
     trainer = GramRewardTrainer(
-        model, args, train_dataset=Dataset.from_list(rule_rows(8, 4, True)), processing_class=tok,
+        model,
+        args,
+        train_dataset=Dataset.from_list(rule_rows(8, 4, True)),
+        processing_class=tok,
         template=SHORT_DIRECT_TEMPLATE,
     )
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
