@@ -47,6 +47,17 @@ def _groups(prompts: Sequence) -> list[range]:
     return out
 
 
+def comparisons_within(members: list[int], prompts, completions, reference: str) -> list[tuple]:
+    """The comparisons ``(i, question, response_i, other, j)`` inside one group (indices ``members``): every pair
+    (``reference="group"``) or each member against the first one (``"pivot"``)."""
+    if reference == "group":
+        return [
+            (i, prompts[i], completions[i], completions[j], j) for k, i in enumerate(members) for j in members[k + 1 :]
+        ]
+    pivot = members[0]
+    return [(i, prompts[i], completions[i], completions[pivot], pivot) for i in members[1:]]
+
+
 class GenerativeRewardFunction:
     """A GRAM judge as a TRL reward function.
 
@@ -230,18 +241,7 @@ class GenerativeRewardFunction:
                 raise ValueError(f"`reference='pairs'` needs an even number of completions, got {n}.")
             half = n // 2
             return [(i, prompts[i], completions[i], completions[i + half], i + half) for i in range(half)], how, n
-        comps = []
-        for g in groups:
-            members = list(g)
-            if reference == "group":
-                comps += [
-                    (i, prompts[i], completions[i], completions[j], j)
-                    for k, i in enumerate(members)
-                    for j in members[k + 1 :]
-                ]
-            else:
-                pivot = members[0]
-                comps += [(i, prompts[i], completions[i], completions[pivot], pivot) for i in members[1:]]
+        comps = [c for g in groups for c in comparisons_within(list(g), prompts, completions, reference)]
         return comps, how, n
 
     @staticmethod

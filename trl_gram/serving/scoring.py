@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import math
 
+from ..reward import comparisons_within
+
 REFERENCES = ("group", "pivot")
 OUTPUTS = ("prob", "logit", "centered")
 _EPS = 1e-6
@@ -45,15 +47,7 @@ def plan(prompts, completions, references=None, reference: str = "group"):
     for i, p in enumerate(prompts):
         groups.setdefault(_key(p), []).append(i)
     for members in groups.values():
-        if reference == "group":
-            comparisons += [
-                (i, prompts[i], completions[i], completions[j], j)
-                for k, i in enumerate(members)
-                for j in members[k + 1 :]
-            ]
-        else:
-            pivot = members[0]
-            comparisons += [(i, prompts[i], completions[i], completions[pivot], pivot) for i in members[1:]]
+        comparisons += comparisons_within(members, prompts, completions, reference)
     return comparisons
 
 
