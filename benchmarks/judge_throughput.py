@@ -2,7 +2,7 @@
 trl-gram's engine, measured in one run on the same model and the same pairs.
 
     python benchmarks/judge_throughput.py --quick --threads 1      # a few minutes on CPU
-    python benchmarks/judge_throughput.py --threads 1 --with-cb    # the README table (8 prompts × 8 completions)
+    python benchmarks/judge_throughput.py --threads 1 --whole-batch-reason   # the README table (8 prompts × 8)
     bash benchmarks/gpu_bench.sh                                   # one GPU, bf16 (see that script)
 
 Methods (all greedy, same ``--max-new-tokens`` cap):
@@ -15,8 +15,9 @@ Methods (all greedy, same ``--max-new-tokens`` cap):
 * ``B+CB reason`` (``--with-cb``): transformers continuous batching (``generate_batch`` with a sized
   ``ContinuousBatchingConfig``) over both orders.
 * ``ours direct`` / ``ours reason``: ``GramJudge(engine="fast")``, ``swap="both"`` (both orders, debiased
-  probability read at the answer slot); ``ours direct*`` the whole GRPO batch; ``ours reason 1-order`` the same
-  engine with ``swap="none"``, one order per pair like A.
+  probability read at the answer slot); ``ours direct*`` / ``ours reason*`` (``--whole-batch-reason``) the whole
+  GRPO batch in one call, as the reward function judges a training step; ``ours reason 1-order`` the same engine
+  with ``swap="none"``, one order per pair like A.
 
 Rates are pairs per second of wall-clock time. ``prompt tok/s`` counts every prompt token of every run (the logical
 work, as a plain engine would process it); the prefill bound is the matmul FLOP/s measured in the same run divided by
@@ -272,6 +273,11 @@ def main(argv=None):
     parser.add_argument("--baseline-groups", type=int, default=1, help="groups for baseline B direct")
     parser.add_argument("--demo-pairs", type=int, default=6, help="pairs for baseline A")
     parser.add_argument("--with-cb", action="store_true", help="also measure transformers continuous batching")
+    parser.add_argument(
+        "--whole-batch-reason",
+        action="store_true",
+        help="also judge every group in reason mode in one call ('ours reason*', the reward function's case)",
+    )
     parser.add_argument("--out", default="benchmarks/results/judge_throughput")
     args = parser.parse_args(argv)
     if args.quick:
@@ -369,6 +375,15 @@ def main(argv=None):
         len(qr),
         sum(map(len, reason_prompts[::2])),
     )
+    if args.whole_batch_reason and len(qd) > len(qr):
+        # The whole GRPO batch in one call, as GenerativeRewardFunction judges a training step: decoding batches grow
+        # with it, so the per-step weight reads of small-batch decoding are shared by more rows.
+        measure(
+            "ours reason*",
+            lambda: ours(ours_reason, qd, ad, bd, "reason"),
+            len(qd),
+            sum(map(len, prompts_for(qd, ad, bd, "reason"))),
+        )
     if args.with_cb:  # last: the slowest to warm up, so a time limit spares the other figures
         measure(
             "B+CB reason",
@@ -388,6 +403,7 @@ def main(argv=None):
     for ours_name, base in (
         ("ours reason", "A (demo)"),
         ("ours reason 1-order", "A (demo)"),
+        ("ours reason*", "A (demo)"),
         ("ours reason", "B reason"),
         ("ours reason", "B+CB reason"),
         ("ours direct", "B direct"),
