@@ -101,6 +101,25 @@ def test_config_validation(tmp_path):
     assert "Q?" in reason.fill("Q?", "one", "two")
 
 
+def test_synthetic_task_training_overrides(tmp_path):
+    """The control task may train with its own learning rate and epochs; sizes and the hh task are unaffected."""
+    cfg = ReproductionConfig(
+        output_dir="x", learning_rate=2e-4, num_train_epochs=1, synthetic={"labeled": 8, "learning_rate": 1e-3}
+    )
+    assert cfg.task_sizes("synthetic") == {
+        "labeled": 8,
+        "unlabeled_per_round": cfg.unlabeled_per_round,
+        "test": cfg.test,
+    }
+    assert cfg.task_training("synthetic") == {"learning_rate": 1e-3, "num_train_epochs": 1}
+    assert cfg.task_training("hh") == cfg.task_training(None) == {"learning_rate": 2e-4, "num_train_epochs": 1}
+    args = arms.train_args(cfg, tmp_path / "a", "direct", 0, task="synthetic")
+    assert args.learning_rate == 1e-3 and args.num_train_epochs == 1
+    assert arms.train_args(cfg, tmp_path / "b", "direct", 0, task="hh").learning_rate == 2e-4
+    with pytest.raises(ValueError, match="synthetic"):
+        ReproductionConfig(output_dir="x", synthetic={"warmup_steps": 3})
+
+
 class _FakeJudge:
     """Returns hand-made judgments (P(response_1 better), orders' labels) for the pairs in order."""
 

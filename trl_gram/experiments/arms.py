@@ -119,13 +119,14 @@ def evaluate(model, ctx: ArmContext, mode: str, datasets: dict[str, Dataset]) ->
     return out
 
 
-def train_args(cfg: ReproductionConfig, out_dir: Path, mode: str, seed: int) -> GramRewardConfig:
+def train_args(
+    cfg: ReproductionConfig, out_dir: Path, mode: str, seed: int, task: str | None = None
+) -> GramRewardConfig:
     extra = dict(cfg.extra_train_args)
     return GramRewardConfig(
         output_dir=str(out_dir),
         mode=mode,
-        learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.num_train_epochs,
+        **cfg.task_training(task),
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         max_length=cfg.max_length,
@@ -196,7 +197,9 @@ def denoise_settings(cfg, denoise: bool) -> dict:
     )
 
 
-def _self_trainer(ctx: ArmContext, d: Path, mode: str, rounds: int, denoise: bool, labeled, base=None, eval_ds=None):
+def _self_trainer(
+    ctx: ArmContext, d: Path, mode: str, rounds: int, denoise: bool, labeled, base=None, eval_ds=None, task=None
+):
     cfg = ctx.cfg
     sargs = SelfTrainingConfig(
         rounds=rounds,
@@ -217,7 +220,7 @@ def _self_trainer(ctx: ArmContext, d: Path, mode: str, rounds: int, denoise: boo
     )
     return GramSelfTrainer(
         base or ctx.base_path,
-        train_args(cfg, d, mode, ctx.seed),
+        train_args(cfg, d, mode, ctx.seed, task or ctx.task),
         sargs,
         labeled_dataset=labeled,
         unlabeled_dataset=ctx.unlabeled if rounds else None,
@@ -338,7 +341,9 @@ def run_adapt(
             sub = d / name / f"n{n}"
             t0 = time.time()
             rows = proved.select(range(min(n, len(proved))))
-            trainer = _self_trainer(ctx, sub, "reason", 0, True, labeled=rows, base=start, eval_ds=target_test)
+            trainer = _self_trainer(
+                ctx, sub, "reason", 0, True, labeled=rows, base=start, eval_ds=target_test, task=ctx.cfg.adapt_domain
+            )
             if points:  # the untrained start point is judged once per start
                 _seed_from(d / name / f"n{ctx.cfg.adapt_budgets[0]}", sub, ["base_eval.json"])
             history = trainer.run()

@@ -20,6 +20,8 @@ ARMS = (
     "adapt",  # few-shot adaptation to a second domain, from the self-trained judge vs from the base model
 )
 TASKS = ("hh", "synthetic")
+_SIZE_KEYS = ("labeled", "unlabeled_per_round", "test")
+_TRAINING_KEYS = ("learning_rate", "num_train_epochs")
 
 COMPACT_PROMPT = (
     "Which response answers the user better (helpful, correct, harmless)? Reason briefly, then answer A or B.\n\n"
@@ -47,7 +49,8 @@ class ReproductionConfig:
     """Settings of ``trl-gram reproduce`` (see ``recipes/reproduce_cpu.yaml`` for a documented example).
 
     Sizes (``labeled``, ``unlabeled_per_round``, ``test``) apply to the hh-rlhf task; ``synthetic`` overrides them for
-    the arithmetic control. ``tiny_model`` (a dict of ``LlamaConfig`` fields) replaces the judge by a random model of
+    the arithmetic control, and may also set its own ``learning_rate`` / ``num_train_epochs`` (a control task with few
+    labels needs more optimizer steps than the shared setting gives). ``tiny_model`` (a dict of ``LlamaConfig`` fields) replaces the judge by a random model of
     that shape with the base model's tokenizer: for smoke runs of the plumbing only.
     """
 
@@ -108,15 +111,23 @@ class ReproductionConfig:
             raise ValueError("`seeds` must name at least one seed.")
         if sorted(self.adapt_budgets) != list(self.adapt_budgets) or any(b < 1 for b in self.adapt_budgets):
             raise ValueError(f"`adapt_budgets` must be increasing positive sizes, got {self.adapt_budgets}.")
-        unknown = set(self.synthetic) - {"labeled", "unlabeled_per_round", "test"}
+        unknown = set(self.synthetic) - set(_SIZE_KEYS) - set(_TRAINING_KEYS)
         if unknown:
-            raise ValueError(f"`synthetic` accepts labeled/unlabeled_per_round/test, got {sorted(unknown)}.")
+            allowed = "/".join(_SIZE_KEYS + _TRAINING_KEYS)
+            raise ValueError(f"`synthetic` accepts {allowed}, got {sorted(unknown)}.")
 
     def task_sizes(self, task: str) -> dict:
         sizes = {"labeled": self.labeled, "unlabeled_per_round": self.unlabeled_per_round, "test": self.test}
         if task == "synthetic":
-            sizes.update(self.synthetic)
+            sizes.update({k: v for k, v in self.synthetic.items() if k in _SIZE_KEYS})
         return sizes
+
+    def task_training(self, task: str | None) -> dict:
+        """``learning_rate`` and ``num_train_epochs`` of a task's training runs (``synthetic`` may override them)."""
+        out = {"learning_rate": self.learning_rate, "num_train_epochs": self.num_train_epochs}
+        if task == "synthetic":
+            out.update({k: v for k, v in self.synthetic.items() if k in _TRAINING_KEYS})
+        return out
 
     def judge_template(self, mode: str) -> JudgeTemplate:
         if self.template == "compact":
