@@ -87,6 +87,25 @@ def _conclusion(text: str) -> str:
     return paragraphs[-1] if paragraphs else text
 
 
+def _stance(rationale: str | None, label_words: Sequence[str]) -> tuple[str | None, bool]:
+    """``(label the rationale concludes for or None, whether its conclusion prefers each of the two responses)``."""
+    if not rationale or not rationale.strip():
+        return None, False
+    labels = (str(label_words[0]), str(label_words[1]))
+    pats = _ref_patterns(labels)
+    conclusion = _conclusion(rationale)
+    preferred = set(_labels_in(pats.preference.finditer(conclusion), labels))
+    if len(preferred) == 1:
+        return preferred.pop(), False
+    named = set(_labels_in(pats.reference.finditer(conclusion), labels))
+    if len(named) == 1 and not preferred:
+        return named.pop(), False
+    if preferred or named:
+        return None, len(preferred) == 2
+    everywhere = set(_labels_in(pats.preference.finditer(rationale), labels))
+    return (everywhere.pop() if len(everywhere) == 1 else None), False
+
+
 def rationale_label(rationale: str | None, label_words: Sequence[str] = ("A", "B")) -> str | None:
     """The label word a rationale concludes for, or ``None`` when it does not say clearly.
 
@@ -94,31 +113,7 @@ def rationale_label(rationale: str | None, label_words: Sequence[str] = ("A", "B
     named there, or a single one named in a preference phrase ("Response B is better", "I prefer A"), decides. Failing
     that, preference phrases anywhere in the rationale decide when they all name the same response.
     """
-    if not rationale or not rationale.strip():
-        return None
-    labels = (str(label_words[0]), str(label_words[1]))
-    pats = _ref_patterns(labels)
-    conclusion = _conclusion(rationale)
-    preferred = set(_labels_in(pats.preference.finditer(conclusion), labels))
-    if len(preferred) == 1:
-        return preferred.pop()
-    named = set(_labels_in(pats.reference.finditer(conclusion), labels))
-    if len(named) == 1 and not preferred:
-        return named.pop()
-    if preferred or named:
-        return None
-    everywhere = set(_labels_in(pats.preference.finditer(rationale), labels))
-    return everywhere.pop() if len(everywhere) == 1 else None
-
-
-def rationale_prefers_both(rationale: str | None, label_words: Sequence[str] = ("A", "B")) -> bool:
-    """Whether the conclusion of a rationale states a preference for each of the two responses ("Response B is
-    better. Response A is better."): a self-contradicting rationale, which supports neither label."""
-    if not rationale or not rationale.strip():
-        return False
-    labels = (str(label_words[0]), str(label_words[1]))
-    preferred = set(_labels_in(_ref_patterns(labels).preference.finditer(_conclusion(rationale)), labels))
-    return len(preferred) == 2
+    return _stance(rationale, label_words)[0]
 
 
 def swap_label_mentions(text: str, label_words: Sequence[str] = ("A", "B")) -> str:
@@ -217,10 +212,8 @@ def check_candidate(
         if length > rules.max_rationale_tokens:
             return "too_long"
     if rules.check_support and cand.rationale:
-        said = rationale_label(cand.rationale, label_words)
-        if said is not None and said != cand.label:
-            return "unsupported"
-        if said is None and rationale_prefers_both(cand.rationale, label_words):
+        said, both = _stance(cand.rationale, label_words)
+        if both or (said is not None and said != cand.label):
             return "unsupported"
     return None
 
