@@ -249,6 +249,27 @@ def padded_forward(judge, prompts, budget):
     return 0
 
 
+def warmed_judge(model, tok, mode, token_budget, max_new_tokens, engine="auto"):
+    """``ours``: a judge on the loaded model without the run cache, its fast path self-checked on a warm-up pair and
+    its engine counters reset afterwards."""
+    j = GramJudge(
+        model,
+        tok,
+        mode=mode,
+        engine=engine,
+        token_budget=token_budget,
+        cache_size=0,
+        max_new_tokens=max_new_tokens,
+        show_progress=False,
+    )
+    j.judge(["warm up"], ["a"], ["b"])  # one-time self-check of the fast path
+    if j._fast is None or not j._fast._supported:
+        print(f"  (the fast engine is not supported here: 'ours {mode}' runs on the plain engine)")
+    else:
+        j._fast.stats.update({k: 0 * v for k, v in j._fast.stats.items()})
+    return j
+
+
 def ours(judge, q, a, b, mode, swap="both"):
     out = judge.judge(q, a, b, mode=mode, swap=swap)
     if mode == "reason":
@@ -305,22 +326,7 @@ def main(argv=None):
         ]
 
     def fast_judge(mode):
-        j = GramJudge(
-            model,
-            tok,
-            mode=mode,
-            engine="auto",
-            token_budget=args.token_budget,
-            cache_size=0,
-            max_new_tokens=args.max_new_tokens,
-            show_progress=False,
-        )
-        j.judge(["warm up"], ["a"], ["b"])  # one-time self-check of the fast path
-        if j._fast is None or not j._fast._supported:
-            print(f"  (the fast engine is not supported here: 'ours {mode}' runs on the plain engine)")
-        else:
-            j._fast.stats.update({k: 0 * v for k, v in j._fast.stats.items()})
-        return j
+        return warmed_judge(model, tok, mode, args.token_budget, args.max_new_tokens)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grpo_workload import build_workload  # noqa: E402
-from judge_throughput import matmul_flops  # noqa: E402
+from judge_throughput import matmul_flops, warmed_judge  # noqa: E402
 
 from trl_gram.judge import GramJudge  # noqa: E402
 
@@ -68,19 +68,8 @@ def no_context_cost(model, rows: int, repeats: int = 3) -> float:
 
 
 def engine_run(model, tok, mode, q, a, b, max_new_tokens, budget, profile=False):
-    judge = GramJudge(
-        model,
-        tok,
-        mode=mode,
-        engine="fast",
-        token_budget=budget,
-        cache_size=0,
-        max_new_tokens=max_new_tokens,
-        show_progress=False,
-    )
-    judge.judge(["warm up"], ["a"], ["b"])
+    judge = warmed_judge(model, tok, mode, budget, max_new_tokens, engine="fast")
     stats = judge._fast.stats
-    stats.update({k: 0 * v for k, v in stats.items()})
     prof = cProfile.Profile() if profile else None
     t = time.perf_counter()
     if prof:
