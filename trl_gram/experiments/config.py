@@ -50,8 +50,9 @@ class ReproductionConfig:
 
     Sizes (``labeled``, ``unlabeled_per_round``, ``test``) apply to the hh-rlhf task; ``synthetic`` overrides them for
     the arithmetic control, and may also set its own ``learning_rate`` / ``num_train_epochs`` (a control task with few
-    labels needs more optimizer steps than the shared setting gives). ``tiny_model`` (a dict of ``LlamaConfig`` fields) replaces the judge by a random model of
-    that shape with the base model's tokenizer: for smoke runs of the plumbing only.
+    labels needs more optimizer steps than the shared setting gives). ``tiny_model`` (a dict of ``LlamaConfig``
+    fields) replaces the judge by a random model of that shape with the base model's tokenizer: for smoke runs of the
+    plumbing only.
     """
 
     output_dir: str = field(metadata={"help": "Root folder of the run (one sub-folder per task/arm/seed)."})
