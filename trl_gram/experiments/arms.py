@@ -43,7 +43,8 @@ logger = logging.get_logger(__name__)
 
 
 def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    # A per-process temporary name: several `reproduce` processes may share a root (e.g. one per arm group on a GPU).
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
     os.replace(tmp, path)
 
@@ -88,6 +89,14 @@ class ArmContext:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def eval_device() -> str:
+    """Where the arms put the models they judge or prove with: the GPU when there is one (the trainer moves the models
+    it trains by itself)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def judge_kwargs(cfg: ReproductionConfig) -> dict:
     return {"reason_prefix": cfg.reason_prefix, "token_budget": cfg.token_budget}
 
@@ -105,7 +114,7 @@ def make_judge(model, tokenizer, cfg: ReproductionConfig, mode: str, seed: int) 
         show_progress=True,
         **judge_kwargs(cfg),
     )
-    return GramJudge(model.eval(), tokenizer, config=config)
+    return GramJudge(model.to(eval_device()).eval(), tokenizer, config=config)
 
 
 def evaluate(model, ctx: ArmContext, mode: str, datasets: dict[str, Dataset]) -> dict[str, dict]:
@@ -298,7 +307,7 @@ def prove_adaptation_data(ctx: ArmContext, labeled: Dataset, out: Path) -> Datas
             for p, f in zip(pairs, flips)
         ]
         prover = PreferenceProver(
-            AutoModelForCausalLM.from_pretrained(ctx.base_path).eval(),
+            AutoModelForCausalLM.from_pretrained(ctx.base_path).to(eval_device()).eval(),
             ctx.tokenizer,
             ProverConfig(
                 num_samples=cfg.proof_samples,
