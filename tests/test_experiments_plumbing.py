@@ -256,3 +256,25 @@ def test_reproduce_is_a_trl_gram_command():
     parser = build_parser()
     args = parser.parse_args(["reproduce", "--config", "x.yaml", "--seeds", "0,1", "--arms", "direct,reason"])
     assert args.seeds == [0, 1] and args.arms == ["direct", "reason"] and callable(args._run)
+
+
+@pytest.mark.parametrize("name", ["reproduce_smoke", "reproduce_cpu", "reproduce_gpu"])
+def test_shipped_reproduce_recipes_parse_and_their_control_pool_fits(name):
+    """Each shipped recipe is a valid configuration, and the synthetic control's pool holds every slice it cuts."""
+    from pathlib import Path
+
+    cfg = ReproductionConfig.from_yaml(Path(__file__).parents[1] / "recipes" / f"{name}.yaml")
+    sizes = cfg.task_sizes("synthetic")
+    pool = runner.task_pool(cfg, "synthetic")
+    s = make_splits(
+        pool,
+        labeled=sizes["labeled"],
+        unlabeled_per_round=sizes["unlabeled_per_round"],
+        rounds=cfg.rounds,
+        test=sizes["test"],
+        seed=cfg.seeds[-1],
+        test_seed=cfg.test_seed,
+    )
+    assert len(s.test) == sizes["test"] and len(s.labeled) == sizes["labeled"]
+    if name == "reproduce_gpu":  # the judge has room for a whole proof-length rationale and its answer
+        assert cfg.judge_max_new_tokens > cfg.proof_max_new_tokens

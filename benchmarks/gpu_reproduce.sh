@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The reproduction experiment (issue 6) on one GPU: recipes/reproduce_gpu.yaml as parallel `trl-gram reproduce`
+# processes sharing one output folder, three per task x seed (the arms of one group depend on each other; the groups
+# do not):
+#   direct group:  zero_shot_direct, direct, direct_st
+#   reason group:  zero_shot_reason, reason, reason_st, adapt (adapt needs reason_st; it runs for the hh task only)
+#   nodenoise:     reason_st_nodenoise, started once `reason` is finished (it reuses reason's round 0)
+# Each process stops at LIMIT_S seconds (the experiment is resumable: rerun to go on). At the end the run folder, less
+# model weights, is packed into $OUT/reproduce_gpu.tgz (or runs/); build the report from it with
+#   trl-gram reproduce --config recipes/reproduce_gpu.yaml --output_dir <unpacked run> --report-only \
+#       --report docs/reproduction_gpu.md
+#
+# Env: RECIPE (default recipes/reproduce_gpu.yaml), RUN (output folder, default runs/reproduce_gpu), SEEDS (default
+#      "0 1"), TASKS (default "hh synthetic"), LIMIT_S (default 470), PYTHON (default python3).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+RECIPE=${RECIPE:-recipes/reproduce_gpu.yaml}
+RUN=${RUN:-runs/reproduce_gpu}
+SEEDS=${SEEDS:-0 1}
+TASKS=${TASKS:-hh synthetic}
+LIMIT_S=${LIMIT_S:-470}
+DEST=${OUT:-runs}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
+mkdir -p "$RUN/logs" "$DEST"
+start=$(date +%s)
+# One group of arms in its own process, stopped at the deadline (LIMIT_S after the start of this script).
+reproduce() {
+  local left=$(( start + LIMIT_S - $(date +%s) ))
+  [ "$left" -gt 0 ] || return 124
+  timeout "$left" "$PY" -c 'import sys; from trl_gram.cli import main; sys.exit(main())' reproduce --config "$RECIPE" \
+    --output_dir "$RUN" --report '' "$@"
+}
+
+# The base model once (GGUF conversion or the smoke recipe's random model), before the processes race for it.
+"$PY" - "$RECIPE" "$RUN" <<'PY' || exit 1
+import sys
+from pathlib import Path
+from trl_gram.experiments.config import ReproductionConfig
+from trl_gram.experiments.runner import resolve_base
+cfg = ReproductionConfig.from_yaml(sys.argv[1], output_dir=sys.argv[2])
+Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+print("base model:", resolve_base(cfg, Path(cfg.output_dir)))
+PY
+
+pids=()
+for seed in $SEEDS; do
+  for task in $TASKS; do
+    tag="$task-seed$seed"
+    reproduce --tasks "$task" --seeds "$seed" --arms zero_shot_direct,direct,direct_st >"$RUN/logs/$tag-direct.log" 2>&1 &
+    pids+=($!)
+    reproduce --tasks "$task" --seeds "$seed" --arms zero_shot_reason,reason,reason_st,adapt \
+      >"$RUN/logs/$tag-reason.log" 2>&1 &
+    pids+=($!)
+    (
+      while [ ! -f "$RUN/$task/reason/seed$seed/DONE" ]; do
+        [ $(( $(date +%s) - start )) -lt "$LIMIT_S" ] || exit 124
+        sleep 5
+      done
+      reproduce --tasks "$task" --seeds "$seed" --arms reason_st_nodenoise
+    ) >"$RUN/logs/$tag-nodenoise.log" 2>&1 &
+    pids+=($!)
+  done
+done
+failed=0
+for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
+echo "=== gpu_reproduce: ${#pids[@]} processes, $failed stopped or failed, $(( $(date +%s) - start )) s"
+grep -h "done in" "$RUN"/logs/*.log | sed 's/.*reproduce: /  /' | sort
+for f in "$RUN"/logs/*.log; do
+  if grep -q "Traceback" "$f"; then echo "=== traceback in $f"; grep -A30 "Traceback" "$f" | tail -32; fi
+done
+tar czf "$DEST/reproduce_gpu.tgz" --exclude='*.safetensors' --exclude='*.bin' --exclude='*.pt' --exclude='*.pth' \
+  --exclude='checkpoint-*' --exclude='tokenizer.json' "$RUN"
+ls -la "$DEST/reproduce_gpu.tgz"
