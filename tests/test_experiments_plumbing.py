@@ -248,6 +248,15 @@ def test_report_table_and_plots(tmp_path):
     assert report.load_results(tmp_path / "run") == []
     (d / "DONE").write_text("finished\n")
     assert report.load_results(tmp_path / "run") == [results[0]]
+    # a hand-written notes.md beside the figures is kept under the title across rebuilds
+    cfg = ReproductionConfig(output_dir=str(tmp_path / "run"), seeds=[0])
+    (tmp_path / "docs" / "rep").mkdir(parents=True)
+    (tmp_path / "docs" / "rep" / "notes.md").write_text("> **Status:** partial.\n")
+    page = tmp_path / "docs" / "rep.md"
+    for _ in range(2):
+        report.write_report(cfg, str(page), command="c", recipe="r.yaml")
+        text = page.read_text()
+        assert text.count("> **Status:** partial.") == 1 and text.index("Status") < text.index("## Commands")
 
 
 def test_reproduce_is_a_trl_gram_command():
@@ -256,6 +265,30 @@ def test_reproduce_is_a_trl_gram_command():
     parser = build_parser()
     args = parser.parse_args(["reproduce", "--config", "x.yaml", "--seeds", "0,1", "--arms", "direct,reason"])
     assert args.seeds == [0, 1] and args.arms == ["direct", "reason"] and callable(args._run)
+
+
+def test_each_recipe_has_its_own_default_report():
+    """No recipe's report overwrites another's or the hand-written summary docs/reproduction.md."""
+    from trl_gram.experiments.cli import default_report_path
+
+    assert default_report_path("recipes/reproduce_gpu.yaml") == "docs/reproduction_gpu.md"
+    assert default_report_path("recipes/reproduce_smoke.yaml") == "docs/reproduction_smoke.md"
+    assert default_report_path("/tmp/my_run.yaml") == "docs/reproduction_my_run.md"
+
+
+def test_report_only_rebuild_names_the_run_command(tmp_path):
+    """A --report-only page says which recipe computed its figures, and gives the rebuild command once."""
+    from trl_gram.experiments.report_text import render
+
+    cfg = ReproductionConfig(output_dir=str(tmp_path / "run"))
+    common = dict(results=[], table="", adaptation="", figures={}, speed=None)
+    rebuilt = render(
+        cfg, "recipes/r.yaml", "trl-gram reproduce --config recipes/r.yaml --report-only", wall_s=None, **common
+    )
+    assert "computed by `trl-gram reproduce --config recipes/r.yaml`" in rebuilt and "this command ran" not in rebuilt
+    assert rebuilt.count("--report-only") == 1
+    ran = render(cfg, "recipes/r.yaml", "trl-gram reproduce --config recipes/r.yaml", wall_s=120.0, **common)
+    assert "was produced by" in ran and "this command ran 2.0 min" in ran and "--report-only` rebuilds" in ran
 
 
 @pytest.mark.parametrize("name", ["reproduce_smoke", "reproduce_cpu", "reproduce_gpu"])

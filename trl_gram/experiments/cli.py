@@ -11,6 +11,7 @@ import argparse
 import shlex
 import sys
 import time
+from pathlib import Path
 
 
 def _ints(text: str) -> list[int]:
@@ -24,7 +25,7 @@ def _names(text: str) -> list[str]:
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "reproduce",
-        help="Reproduce the GRAM-R² claims in miniature (arms x seeds, resumable) and write docs/reproduction.md.",
+        help="Reproduce the GRAM-R² claims in miniature (arms x seeds, resumable) and write its report.",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -33,8 +34,21 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seeds", type=_ints, default=None, help="Comma-separated seeds (override).")
     p.add_argument("--arms", type=_names, default=None, help="Comma-separated arms (override).")
     p.add_argument("--tasks", type=_names, default=None, help="Comma-separated tasks: hh, synthetic (override).")
-    p.add_argument("--report", default="docs/reproduction.md", help="Report to write ('' to skip).")
+    p.add_argument(
+        "--report",
+        default=None,
+        help="Report to write ('' to skip; default docs/reproduction_<name>.md for recipes/reproduce_<name>.yaml).",
+    )
     p.add_argument("--report-only", action="store_true", help="Only rebuild the report from finished arms.")
+
+
+def default_report_path(recipe: str) -> str:
+    """``docs/reproduction_<name>.md`` for a recipe ``reproduce_<name>.yaml`` (``docs/reproduction_<stem>.md`` for any
+    other recipe name), so that each recipe has its own report and none overwrites ``docs/reproduction.md``, the
+    hand-written summary."""
+    stem = Path(recipe).stem
+    name = stem.removeprefix("reproduce_") if stem.startswith("reproduce_") else stem
+    return f"docs/reproduction_{name}.md"
 
 
 def run(args) -> int:
@@ -49,7 +63,9 @@ def run(args) -> int:
     t0 = time.time()
     if not args.report_only:
         run_experiment(cfg)
-    if args.report:
-        path = write_report(cfg, args.report, command=command, recipe=args.config, wall_s=time.time() - t0)
+    report = default_report_path(args.config) if args.report is None else args.report
+    if report:
+        wall_s = None if args.report_only else time.time() - t0
+        path = write_report(cfg, report, command=command, recipe=args.config, wall_s=wall_s)
         print(f"Report written to {path}")
     return 0

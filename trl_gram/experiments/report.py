@@ -208,7 +208,8 @@ def adaptation_table(results: list[dict]) -> str:
 
 
 def write_report(cfg: ReproductionConfig, path: str, command: str, recipe: str, wall_s: float | None = None) -> str:
-    """Write the report (markdown + PNGs in ``<report stem>/``) for the run of ``cfg``; returns its path."""
+    """Write the report (markdown + PNGs in ``<report stem>/``) for the run of ``cfg``; returns its path. A
+    ``<report stem>/notes.md`` (hand-written status and findings) is placed under the title."""
     from .report_text import render
 
     results = load_results(cfg.output_dir)
@@ -222,6 +223,7 @@ def write_report(cfg: ReproductionConfig, path: str, command: str, recipe: str, 
         if fn(results, target):
             figures[name] = os.path.relpath(target, report.parent)
     speed = Path(cfg.output_dir) / "speed" / "result.json"
+    notes = fig_dir / "notes.md"  # hand-written status and findings, kept across --report-only rebuilds
     text = render(
         cfg=cfg,
         recipe=recipe,
@@ -232,6 +234,7 @@ def write_report(cfg: ReproductionConfig, path: str, command: str, recipe: str, 
         figures=figures,
         speed=json.loads(speed.read_text()) if speed.is_file() else None,
         wall_s=wall_s,
+        notes=notes.read_text().strip() if notes.is_file() else None,
     )
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(text)

@@ -1,4 +1,5 @@
-"""The prose of docs/reproduction.md around the measured tables and figures (see :mod:`.report`)."""
+"""The prose of a reproduction report (docs/reproduction_<name>.md) around its measured tables and figures (see
+:mod:`.report`)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def _fingerprints(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _scale(cfg: ReproductionConfig) -> str:
+def _scale(cfg: ReproductionConfig, recipe: str) -> str:
     if cfg.tiny_model:
         return (
             "> **Smoke scale.** These figures come from `recipes/reproduce_smoke.yaml`: a *random* "
@@ -38,18 +39,26 @@ def _scale(cfg: ReproductionConfig) -> str:
             "end through the real training code and that the report is generated from measurements; they say nothing "
             "about whether the method works (a random model judges at chance).\n"
         )
-    return "> Full CPU scale (`recipes/reproduce_cpu.yaml`).\n"
+    return f"> Settings: `{recipe}` (see Setup). The summary of every scale is `docs/reproduction.md`.\n"
 
 
-def render(cfg, recipe, command, results, table, adaptation, figures, speed, wall_s) -> str:
-    out = ["# Reproducing the GRAM-R² claims in miniature\n", _scale(cfg)]
+def render(cfg, recipe, command, results, table, adaptation, figures, speed, wall_s, notes=None) -> str:
+    out = ["# Reproducing the GRAM-R² claims in miniature\n", _scale(cfg, recipe)]
+    if notes:
+        out.append(notes + "\n")
     report_cmd = f"trl-gram reproduce --config {recipe} --report-only"
+    if wall_s is None:  # a --report-only rebuild: the figures come from earlier runs of the recipe
+        produced = (
+            f"Every number and figure below was computed by `trl-gram reproduce --config {recipe}` (resumable: a "
+            f"rerun skips every finished arm × seed) and collected from `{cfg.output_dir}` by\n\n"
+        )
+    else:
+        produced = "Every number and figure below was produced by\n\n"
     out.append(
         "## Commands\n\n"
-        "Every number and figure below was produced by\n\n"
-        f"```bash\n{command}\n```\n\n"
-        f"(resumable: a rerun skips every finished arm × seed; `{report_cmd}` rebuilds this page from "
-        f"`{cfg.output_dir}`).\n"
+        + produced
+        + f"```bash\n{command}\n```\n"
+        + ("" if command == report_cmd else f"\n(`{report_cmd}` rebuilds this page from `{cfg.output_dir}`).\n")
     )
     total = sum(r.get("wall_s", 0) for r in results)
     out.append(
@@ -65,7 +74,7 @@ def render(cfg, recipe, command, results, table, adaptation, figures, speed, wal
         f"{cfg.adapt_test} test pairs.\n"
         f"- Template: `{cfg.template}`."
         + (
-            " The released GRAM-R² prompt is ~450 tokens, about three times a short hh-rlhf pair; on this CPU every "
+            " The released GRAM-R² prompt is ~450 tokens, about three times a short hh-rlhf pair; at this scale every "
             "training and judging pass would mostly read instructions. The compact prompt keeps the same "
             "placeholders, the same `<think>`/`<answer>` output and the same label words, so the code path is the "
             "released one; only the instruction text is shorter:\n\n"
@@ -114,18 +123,19 @@ def render(cfg, recipe, command, results, table, adaptation, figures, speed, wal
         "## Discussion\n\n"
         "What each claim needs to reproduce: (1) `reason` above `direct` at the same labels; (2) `reason_st` rounds "
         "above `reason`, and above `reason_st_nodenoise`; (3) the `self_trained` adaptation curve above the `base` "
-        "one at small budgets. The synthetic arithmetic task is the control: its rule is learnable, so an arm that "
-        "fails there has a plumbing problem, while an arm that works there but not on hh-rlhf meets the limits of a "
-        "135M judge (hh-rlhf harmlessness labels are noisy, about 60-70 % agreement between humans and strong "
-        "judges, and a 135M model's own rationales are weak evidence).\n\n"
-        f"What a GPU run of `recipes/` at the paper's scale should show: {PAPER} Our CPU recipe cannot approach these "
-        "numbers: it is about the direction of each difference, not its size.\n"
+        "one at small budgets. The synthetic arithmetic task is the control: its rule is known exactly. Where a trained "
+        "arm learns it (accuracy well above 50 %), an arm that fails there has a plumbing problem, and one that works "
+        "there but not on hh-rlhf meets the limits of a 135M judge (hh-rlhf harmlessness labels are noisy, and a "
+        "135M model's own rationales are weak evidence). Where no arm learns the control, it cannot make that "
+        "separation.\n\n"
+        f"What a GPU run of `recipes/` at the paper's scale should show: {PAPER} A 135M judge cannot approach these "
+        "numbers: this experiment is about the direction of each difference, not its size.\n"
     )
     if cfg.tiny_model:
         out.append(
-            "## Not yet run at full scale\n\n"
-            "The full CPU experiment (`trl-gram reproduce --config recipes/reproduce_cpu.yaml`) has not been run yet; "
-            "until it is, this page holds smoke-scale figures only, and none of the paper's claims is confirmed or "
-            "refuted by it.\n"
+            "## Smoke scale only\n\n"
+            "This page holds smoke-scale figures only: none of the paper's claims is confirmed or refuted by it. The "
+            "real-model runs (`recipes/reproduce_cpu.yaml`, `recipes/reproduce_gpu.yaml`) are summarised in "
+            "`docs/reproduction.md`.\n"
         )
     return "\n".join(out)
