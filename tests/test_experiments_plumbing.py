@@ -85,6 +85,32 @@ def test_synthetic_task_rule():
         make_arithmetic_pairs(3, digits=9)
 
 
+def test_compare_control_rule(tmp_path):
+    """The `compare` control: the chosen response names the larger number, both responses hold the same tokens, the
+    oracle agrees, and a recipe can select the rule."""
+    from trl_gram.experiments.synthetic import make_comparison_pairs, make_synthetic_pairs
+
+    ds = make_comparison_pairs(60, seed=3)
+    assert ds["prompt"] == make_synthetic_pairs(60, seed=3, rule="compare")["prompt"]
+    firsts = 0
+    for row in ds:
+        a, b = (int(x) for x in row["prompt"].removeprefix("Which number is larger, ").rstrip("?").split(" or "))
+        assert a != b and 10 <= min(a, b) and max(a, b) <= 99
+        assert row["chosen"] == f"{max(a, b)} is larger than {min(a, b)}."
+        assert sorted(row["chosen"].rstrip(".").split()) == sorted(row["rejected"].rstrip(".").split())
+        assert is_correct(row["chosen"]) is True and is_correct(row["rejected"]) is False
+        firsts += a > b
+    assert 15 < firsts < 45  # the larger number is not always in the same place of the question
+    pool = synthetic_pool(300, seed=0, rule="compare")
+    assert len(set(pool["prompt"])) == 300
+    with pytest.raises(ValueError, match="rule"):
+        make_synthetic_pairs(3, rule="spelling")
+    with pytest.raises(ValueError, match="synthetic_rule"):
+        ReproductionConfig(output_dir="x", synthetic_rule="spelling")
+    cfg = ReproductionConfig(output_dir="x", synthetic_rule="compare", synthetic={"labeled": 8, "test": 10})
+    assert runner.task_pool(cfg, "synthetic")[0]["prompt"].startswith("Which number is larger")
+
+
 def test_config_validation(tmp_path):
     (tmp_path / "r.yaml").write_text("output_dir: x\nbogus: 1\n")
     with pytest.raises(ValueError, match="bogus"):
@@ -291,7 +317,7 @@ def test_report_only_rebuild_names_the_run_command(tmp_path):
     assert "was produced by" in ran and "this command ran 2.0 min" in ran and "--report-only` rebuilds" in ran
 
 
-@pytest.mark.parametrize("name", ["reproduce_smoke", "reproduce_cpu", "reproduce_gpu"])
+@pytest.mark.parametrize("name", ["reproduce_smoke", "reproduce_cpu", "reproduce_gpu", "reproduce_cpu_compare"])
 def test_shipped_reproduce_recipes_parse_and_their_control_pool_fits(name):
     """Each shipped recipe is a valid configuration, and the synthetic control's pool holds every slice it cuts."""
     from pathlib import Path

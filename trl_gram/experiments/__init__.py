@@ -2,7 +2,7 @@
 
 from .config import ARMS, ReproductionConfig, compact_template
 from .splits import Splits, make_splits
-from .synthetic import is_correct, make_arithmetic_pairs
+from .synthetic import is_correct, make_arithmetic_pairs, make_comparison_pairs, make_synthetic_pairs
 
 __all__ = [
     "ARMS",
@@ -11,5 +11,7 @@ __all__ = [
     "compact_template",
     "is_correct",
     "make_arithmetic_pairs",
+    "make_comparison_pairs",
     "make_splits",
+    "make_synthetic_pairs",
 ]

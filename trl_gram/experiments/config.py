@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..templates import JudgeTemplate, get_template
+from .synthetic import RULES
 
 ARMS = (
     "zero_shot_direct",  # the base model, label read directly
@@ -74,6 +75,9 @@ class ReproductionConfig:
     ood_max_chars: int | None = 1200
     synthetic: dict = field(default_factory=lambda: {"labeled": 64, "unlabeled_per_round": 256, "test": 200})
     synthetic_digits: int = 2
+    synthetic_rule: str = field(
+        default="arithmetic", metadata={"help": "Control task: 'arithmetic' (sums) or 'compare' (larger number)."}
+    )
     template: str = "compact"
     finetune: str = "lora"
     lora_r: int = 16
@@ -108,6 +112,8 @@ class ReproductionConfig:
             raise ValueError(f"`finetune` must be 'lora' or 'full', got {self.finetune!r}.")
         if self.adapt_domain not in ("pandalm", "synthetic"):
             raise ValueError(f"`adapt_domain` must be 'pandalm' or 'synthetic', got {self.adapt_domain!r}.")
+        if self.synthetic_rule not in RULES:
+            raise ValueError(f"`synthetic_rule` must be one of {list(RULES)}, got {self.synthetic_rule!r}.")
         if not self.seeds:
             raise ValueError("`seeds` must name at least one seed.")
         if sorted(self.adapt_budgets) != list(self.adapt_budgets) or any(b < 1 for b in self.adapt_budgets):

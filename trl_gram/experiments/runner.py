@@ -85,7 +85,7 @@ def task_pool(cfg: ReproductionConfig, task: str) -> Dataset:
         return load_pool(cfg.hh_path)
     sizes = cfg.task_sizes("synthetic")
     need = sizes["test"] + sizes["labeled"] + cfg.rounds * sizes["unlabeled_per_round"]
-    return synthetic_pool(need + 8, seed=cfg.test_seed, digits=cfg.synthetic_digits)
+    return synthetic_pool(need + 8, seed=cfg.test_seed, digits=cfg.synthetic_digits, rule=cfg.synthetic_rule)
 
 
 def ood_sets(cfg: ReproductionConfig) -> dict[str, Dataset]:
@@ -104,7 +104,8 @@ def adaptation_data(cfg: ReproductionConfig, seed: int) -> tuple[Dataset, Datase
     if cfg.adapt_domain == "pandalm":
         pool = load_pool(cfg.pandalm_path)
     else:
-        pool = synthetic_pool(cfg.adapt_test + budget + 8, seed=cfg.test_seed + 1, digits=cfg.synthetic_digits)
+        size = cfg.adapt_test + budget + 8
+        pool = synthetic_pool(size, seed=cfg.test_seed + 1, digits=cfg.synthetic_digits, rule=cfg.synthetic_rule)
     s = make_splits(
         pool,
         labeled=budget,

@@ -1,8 +1,13 @@
-"""A synthetic control task whose rule is known and learnable: arithmetic answers, right vs wrong.
+"""Synthetic control tasks whose rule is known exactly: right vs wrong answers to generated questions.
 
-Each pair asks ``"What is 37 + 48?"``; the better response states the true result (``"37 + 48 = 85."``), the worse
-one a near miss (off by 1, 2 or 10, so the two responses share most tokens and only the rule separates them). The
-vocabulary is digits, ``+``/``-``/``=`` and a handful of words, so even a tiny tokenizer encodes it compactly, and the
+* ``arithmetic``: ``"What is 37 + 48?"``; the better response states the true result (``"37 + 48 = 85."``), the worse
+  one a near miss (off by 1, 2 or 10, so the two responses share most tokens and only the rule separates them).
+* ``compare``: ``"Which number is larger, 37 or 48?"``; the better response names the larger number
+  (``"48 is larger than 37."``), the worse one the smaller, with the same tokens in the other order. A model that
+  cannot do two-digit sums (SmolLM2-135M solves about 12 % of them, ``benchmarks/arithmetic_knowledge.py``) can still
+  compare two numbers.
+
+The vocabulary is digits, a few symbols and a handful of words, so even a tiny tokenizer encodes it compactly, and the
 rule is exactly checkable: :func:`is_correct` is the oracle used to score rationale-free pseudo-labels in tests.
 """
 
@@ -14,7 +19,9 @@ import re
 from datasets import Dataset
 
 OPS = ("+", "-")
+RULES = ("arithmetic", "compare")
 _PAIR = re.compile(r"(-?\d+)\s*([+-])\s*(-?\d+)\s*=\s*(-?\d+)")
+_LARGER = re.compile(r"(-?\d+) is larger than (-?\d+)")
 
 
 def _problem(rng: random.Random, digits: int, ops: tuple[str, ...]) -> tuple[int, str, int, int]:
@@ -58,8 +65,44 @@ def make_arithmetic_pairs(n: int, seed: int = 0, digits: int = 2, ops: tuple[str
     return Dataset.from_list(rows)
 
 
+def make_comparison_pairs(n: int, seed: int = 0, digits: int = 2) -> Dataset:
+    """``n`` preference rows of the ``compare`` task: which of two different ``digits``-digit numbers is larger."""
+    if n < 0:
+        raise ValueError(f"`n` must be >= 0, got {n}.")
+    if not 1 <= digits <= 6:
+        raise ValueError(f"`digits` must be in 1..6, got {digits}.")
+    rng = random.Random(seed)
+    lo, hi = 10 ** (digits - 1) if digits > 1 else 0, 10**digits - 1
+    rows = []
+    for i in range(n):
+        a, b = rng.sample(range(lo, hi + 1), 2)
+        big, small = max(a, b), min(a, b)
+        rows.append(
+            {
+                "prompt": f"Which number is larger, {a} or {b}?",
+                "chosen": f"{big} is larger than {small}.",
+                "rejected": f"{small} is larger than {big}.",
+                "pair_id": i,
+            }
+        )
+    return Dataset.from_list(rows)
+
+
+def make_synthetic_pairs(n: int, seed: int = 0, digits: int = 2, rule: str = "arithmetic") -> Dataset:
+    """``n`` preference rows of the control task ``rule`` (one of :data:`RULES`)."""
+    if rule == "arithmetic":
+        return make_arithmetic_pairs(n, seed=seed, digits=digits)
+    if rule == "compare":
+        return make_comparison_pairs(n, seed=seed, digits=digits)
+    raise ValueError(f"`rule` must be one of {RULES}, got {rule!r}.")
+
+
 def is_correct(response: str) -> bool | None:
-    """Whether a response ``"a op b = c"`` states the true result (``None`` when it has no such equation)."""
+    """Whether a response states the truth: ``"a op b = c"`` with the true result, or ``"x is larger than y"`` with
+    x > y (``None`` when it holds neither form)."""
+    m = _LARGER.search(response)
+    if m is not None:
+        return int(m.group(1)) > int(m.group(2))
     m = _PAIR.search(response)
     if m is None:
         return None
@@ -67,16 +110,18 @@ def is_correct(response: str) -> bool | None:
     return (a + b if op == "+" else a - b) == c
 
 
-def synthetic_pool(size: int, seed: int = 0, digits: int = 2) -> Dataset:
-    """A pool of unique arithmetic pairs to cut with :func:`~trl_gram.experiments.splits.make_splits` (the pool is the
-    same for every run seed; the splits choose from it). Duplicated questions are dropped."""
-    ds = make_arithmetic_pairs(int(size * 1.3) + 16, seed=seed, digits=digits)
+def synthetic_pool(size: int, seed: int = 0, digits: int = 2, rule: str = "arithmetic") -> Dataset:
+    """A pool of unique control-task pairs to cut with :func:`~trl_gram.experiments.splits.make_splits` (the pool is
+    the same for every run seed; the splits choose from it). Duplicated questions are dropped."""
+    ds = make_synthetic_pairs(int(size * 1.3) + 16, seed=seed, digits=digits, rule=rule)
     seen, keep = set(), []
     for i, q in enumerate(ds["prompt"]):
         if q not in seen:
             seen.add(q)
             keep.append(i)
     if len(keep) < size:
-        raise ValueError(f"Only {len(keep)} unique {digits}-digit problems for a pool of {size}: raise `digits`.")
+        raise ValueError(
+            f"Only {len(keep)} unique {digits}-digit {rule} problems for a pool of {size}: raise `digits`."
+        )
     ds = ds.select(keep[:size]).remove_columns("pair_id")
     return ds
