@@ -5,7 +5,8 @@
 #   direct group:  zero_shot_direct, direct, direct_st
 #   reason group:  zero_shot_reason, reason, reason_st, adapt (adapt needs reason_st; it runs for the hh task only)
 #   nodenoise:     reason_st_nodenoise, started once `reason` is finished (it reuses reason's round 0)
-# Each process stops at LIMIT_S seconds (the experiment is resumable: rerun to go on). At the end the run folder, less
+# Needs the judge weights, wheels and data that benchmarks/prepare_gpu_reproduce.sh packs (its header gives the two
+# device calls). Each process stops at LIMIT_S seconds (the experiment is resumable: rerun to go on). At the end the run folder, less
 # model weights, is packed into $OUT/reproduce_gpu.tgz (or runs/); build the report from it with
 #   trl-gram reproduce --config recipes/reproduce_gpu.yaml --output_dir <unpacked run> --report-only \
 #       --report docs/reproduction_gpu.md
