@@ -6,10 +6,10 @@
 #   reason group:  zero_shot_reason, reason, reason_st, adapt (adapt needs reason_st; it runs for the hh task only)
 #   nodenoise:     reason_st_nodenoise, started once `reason` is finished (it reuses reason's round 0)
 # Needs the judge weights, wheels and data that benchmarks/prepare_gpu_reproduce.sh packs (its header gives the two
-# device calls). Each process stops at LIMIT_S seconds (the experiment is resumable: rerun to go on). At the end the run folder, less
-# model weights, is packed into $OUT/reproduce_gpu.tgz (or runs/); build the report from it with
-#   trl-gram reproduce --config recipes/reproduce_gpu.yaml --output_dir <unpacked run> --report-only \
-#       --report docs/reproduction_gpu.md
+# device calls). Each process stops LIMIT_S seconds after the start (the experiment is resumable: rerun to go on). At
+# the end the run folder, less model weights, is packed into $OUT/reproduce_gpu.tgz (or runs/); copy each finished
+# arm's result.json and DONE into docs/reproduction_gpu/results/<task>/<arm>/seed<s>/, then rebuild the report with
+#   trl-gram reproduce --config recipes/reproduce_gpu.yaml --output_dir docs/reproduction_gpu/results --report-only
 #
 # Env: RECIPE (default recipes/reproduce_gpu.yaml), RUN (output folder, default runs/reproduce_gpu), SEEDS (default
 #      "0 1"), TASKS (default "hh synthetic"), LIMIT_S (default 470), PYTHON (default python3).
