@@ -109,6 +109,8 @@ def plot_rounds(results: list[dict], path: Path) -> bool:
     if not series:
         return False
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(1, len(series), figsize=(5 * len(series), 3.6), squeeze=False)
     for ax, (task, data) in zip(axes[0], sorted(series.items())):
         for arm in ST_ARMS:
@@ -124,6 +126,7 @@ def plot_rounds(results: list[dict], path: Path) -> bool:
                     label=arm,
                 )
         ax.set(title=f"{task}: accuracy per self-training round", xlabel="round", ylabel="test accuracy (%)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.axhline(50, color="grey", lw=0.6, ls=":")
         ax.legend(fontsize=7)
     fig.tight_layout()
