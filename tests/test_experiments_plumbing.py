@@ -317,7 +317,7 @@ def test_report_only_rebuild_names_the_run_command(tmp_path):
     assert "was produced by" in ran and "this command ran 2.0 min" in ran and "--report-only` rebuilds" in ran
 
 
-@pytest.mark.parametrize("name", ["reproduce_smoke", "reproduce_cpu", "reproduce_gpu", "reproduce_cpu_compare"])
+@pytest.mark.parametrize("name", ["reproduce_smoke", "reproduce_cpu", "reproduce_gpu", "reproduce_cpu_compare", "reproduce_cpu_compare_small"])
 def test_shipped_reproduce_recipes_parse_and_their_control_pool_fits(name):
     """Each shipped recipe is a valid configuration, and the synthetic control's pool holds every slice it cuts."""
     from pathlib import Path
