@@ -179,6 +179,14 @@ def test_nodenoise_arm_turns_every_rule_off():
     assert check_candidate(tied, DenoiseRules(**off)) is None
     assert check_candidate(tied, DenoiseRules(**on)) == "vote_disagreement"
     assert on["confidence_threshold"] == 0.6 and on["max_rationale_tokens"] == 64
+    # order-agreement off, the other rules on: a tie keeps its averaged-probability label if it is confident enough
+    conf_only = arms.denoise_settings(
+        ReproductionConfig(output_dir="x", min_vote_agreement=0.0, drop_tied_votes=False, confidence_threshold=0.6),
+        denoise=True,
+    )
+    rules = DenoiseRules(**conf_only)
+    assert check_candidate(Candidate("A", 0.8, ["A", "B"], "Response A is better."), rules) is None
+    assert check_candidate(tied, rules) == "low_confidence"
 
 
 def test_metrics_on_a_hand_made_case(monkeypatch):
@@ -317,7 +325,10 @@ def test_report_only_rebuild_names_the_run_command(tmp_path):
     assert "was produced by" in ran and "this command ran 2.0 min" in ran and "--report-only` rebuilds" in ran
 
 
-@pytest.mark.parametrize("name", ["reproduce_smoke", "reproduce_cpu", "reproduce_gpu", "reproduce_cpu_compare", "reproduce_cpu_compare_small"])
+@pytest.mark.parametrize(
+    "name",
+    ["reproduce_smoke", "reproduce_cpu", "reproduce_gpu", "reproduce_cpu_compare", "reproduce_cpu_compare_small", "reproduce_cpu_compare_small_conf"],
+)
 def test_shipped_reproduce_recipes_parse_and_their_control_pool_fits(name):
     """Each shipped recipe is a valid configuration, and the synthetic control's pool holds every slice it cuts."""
     from pathlib import Path

@@ -94,6 +94,13 @@ class ReproductionConfig:
     proof_max_new_tokens: int = 64
     confidence_threshold: float | None = 0.6
     min_vote_agreement: float = 0.5
+    drop_tied_votes: bool = field(
+        default=True,
+        metadata={
+            "help": "False (with min_vote_agreement 0): a pair whose two orders disagree keeps the label of its "
+            "order-averaged probability, so only the other rules (confidence, length, support) filter it."
+        },
+    )
     max_rationale_tokens: int | None = 96
     adapt_domain: str = "pandalm"
     adapt_source_task: str = "hh"
