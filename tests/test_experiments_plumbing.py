@@ -327,7 +327,15 @@ def test_report_only_rebuild_names_the_run_command(tmp_path):
 
 @pytest.mark.parametrize(
     "name",
-    ["reproduce_smoke", "reproduce_cpu", "reproduce_gpu", "reproduce_cpu_compare", "reproduce_cpu_compare_small", "reproduce_cpu_compare_small_conf"],
+    [
+        "reproduce_smoke",
+        "reproduce_cpu",
+        "reproduce_gpu",
+        "reproduce_cpu_compare",
+        "reproduce_cpu_compare_small",
+        "reproduce_cpu_compare_small_conf",
+        "reproduce_cpu_compare_small_steps",
+    ],
 )
 def test_shipped_reproduce_recipes_parse_and_their_control_pool_fits(name):
     """Each shipped recipe is a valid configuration, and the synthetic control's pool holds every slice it cuts."""
