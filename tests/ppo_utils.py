@@ -133,6 +133,9 @@ def main(argv=None):
     rank = trainer.accelerator.process_index
     with open(os.path.join(args.output_dir, f"rank{rank}.json"), "w") as f:
         json.dump({"world": trainer.accelerator.num_processes, "prompts": seen, "weights": digest.hexdigest()}, f)
+    # Tear the process group down before exit: left to interpreter shutdown, a gloo worker thread can abort a rank
+    # ("terminate called without an active exception") after training has finished.
+    trainer.accelerator.end_training()
 
 
 if __name__ == "__main__":
