@@ -172,7 +172,9 @@ def test_nodenoise_arm_turns_every_rule_off():
     from trl_gram.training.denoise import Candidate, DenoiseRules, check_candidate
     from trl_gram.training.self_training_config import SelfTrainingConfig
 
-    cfg = SimpleNamespace(min_vote_agreement=0.5, confidence_threshold=0.6, max_rationale_tokens=64)
+    cfg = SimpleNamespace(
+        min_vote_agreement=0.5, drop_tied_votes=True, confidence_threshold=0.6, max_rationale_tokens=64
+    )
     off, on = arms.denoise_settings(cfg, denoise=False), arms.denoise_settings(cfg, denoise=True)
     SelfTrainingConfig(**off), SelfTrainingConfig(**on)  # both are valid trainer settings
     tied = Candidate("A", 0.51, ["A", "B"], "Response B is better.")

@@ -200,7 +200,7 @@ def denoise_settings(cfg, denoise: bool) -> dict:
         )
     return dict(
         min_vote_agreement=cfg.min_vote_agreement,
-        drop_tied_votes=getattr(cfg, "drop_tied_votes", True),
+        drop_tied_votes=cfg.drop_tied_votes,
         confidence_threshold=cfg.confidence_threshold,
         max_rationale_tokens=cfg.max_rationale_tokens,
         check_support=True,

@@ -46,9 +46,7 @@ def default_report_path(recipe: str) -> str:
     """``docs/reproduction_<name>.md`` for a recipe ``reproduce_<name>.yaml`` (``docs/reproduction_<stem>.md`` for any
     other recipe name), so that each recipe has its own report and none overwrites ``docs/reproduction.md``, the
     hand-written summary."""
-    stem = Path(recipe).stem
-    name = stem.removeprefix("reproduce_") if stem.startswith("reproduce_") else stem
-    return f"docs/reproduction_{name}.md"
+    return f"docs/reproduction_{Path(recipe).stem.removeprefix('reproduce_')}.md"
 
 
 def run(args) -> int:

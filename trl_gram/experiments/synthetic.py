@@ -24,8 +24,16 @@ _PAIR = re.compile(r"(-?\d+)\s*([+-])\s*(-?\d+)\s*=\s*(-?\d+)")
 _LARGER = re.compile(r"(-?\d+) is larger than (-?\d+)")
 
 
-def _problem(rng: random.Random, digits: int, ops: tuple[str, ...]) -> tuple[int, str, int, int]:
-    lo, hi = 10 ** (digits - 1) if digits > 1 else 0, 10**digits - 1
+def _number_range(n: int, digits: int) -> tuple[int, int]:
+    """The smallest and largest ``digits``-digit number, after checking a generator's ``n`` and ``digits``."""
+    if n < 0:
+        raise ValueError(f"`n` must be >= 0, got {n}.")
+    if not 1 <= digits <= 6:
+        raise ValueError(f"`digits` must be in 1..6, got {digits}.")
+    return (10 ** (digits - 1) if digits > 1 else 0), 10**digits - 1
+
+
+def _problem(rng: random.Random, lo: int, hi: int, ops: tuple[str, ...]) -> tuple[int, str, int, int]:
     a, b = rng.randint(lo, hi), rng.randint(lo, hi)
     op = rng.choice(ops)
     if op == "-" and b > a:
@@ -42,17 +50,14 @@ def make_arithmetic_pairs(n: int, seed: int = 0, digits: int = 2, ops: tuple[str
         digits: Digits per operand (1 to 6).
         ops: Operators to draw from (``"+"``, ``"-"``).
     """
-    if n < 0:
-        raise ValueError(f"`n` must be >= 0, got {n}.")
-    if not 1 <= digits <= 6:
-        raise ValueError(f"`digits` must be in 1..6, got {digits}.")
+    lo, hi = _number_range(n, digits)
     bad = [o for o in ops if o not in OPS]
     if bad or not ops:
         raise ValueError(f"`ops` must be a non-empty subset of {OPS}, got {ops!r}.")
     rng = random.Random(seed)
     rows = []
     for i in range(n):
-        a, op, b, result = _problem(rng, digits, tuple(ops))
+        a, op, b, result = _problem(rng, lo, hi, tuple(ops))
         wrong = result + rng.choice((-10, -2, -1, 1, 2, 10))
         rows.append(
             {
@@ -67,12 +72,8 @@ def make_arithmetic_pairs(n: int, seed: int = 0, digits: int = 2, ops: tuple[str
 
 def make_comparison_pairs(n: int, seed: int = 0, digits: int = 2) -> Dataset:
     """``n`` preference rows of the ``compare`` task: which of two different ``digits``-digit numbers is larger."""
-    if n < 0:
-        raise ValueError(f"`n` must be >= 0, got {n}.")
-    if not 1 <= digits <= 6:
-        raise ValueError(f"`digits` must be in 1..6, got {digits}.")
+    lo, hi = _number_range(n, digits)
     rng = random.Random(seed)
-    lo, hi = 10 ** (digits - 1) if digits > 1 else 0, 10**digits - 1
     rows = []
     for i in range(n):
         a, b = rng.sample(range(lo, hi + 1), 2)
