@@ -80,3 +80,49 @@ def test_every_arm_end_to_end_and_resume(tmp_path):
     assert "| hh | reason_st (round 2) |" in text and "Produced by `trl-gram reproduce --config r.yaml`" in text
     assert (tmp_path / "docs" / "reproduction" / "r_rounds.png").is_file()
     assert (tmp_path / "docs" / "reproduction" / "r_adaptation.png").is_file()
+
+
+@pytest.mark.slow
+def test_direct_adaptation_to_a_new_control_rule(tmp_path):
+    """The adaptation arm as a direct judge from a self-trained `direct_st` source: one curve per start point (the
+    base model, the labeled-only judge, the self-trained judge), all judged on the `smaller` rule's test slice."""
+    cfg = ReproductionConfig(
+        output_dir=str(tmp_path / "run"),
+        model_name_or_path=tiny_model_dir(tmp_path / "model"),
+        pandalm_path=None,
+        judgebench_path=None,
+        tasks=["synthetic"],
+        arms=["direct", "direct_st", "adapt"],
+        seeds=[0],
+        rounds=1,
+        synthetic_rule="compare",
+        synthetic={"labeled": 6, "unlabeled_per_round": 4, "test": 6},
+        adapt_domain="synthetic",
+        adapt_rule="smaller",
+        adapt_source_task="synthetic",
+        adapt_source_arm="direct_st",
+        adapt_starts=["base", "labeled_only", "self_trained"],
+        adapt_budgets=[4, 6],
+        adapt_test=5,
+        adapt_num_train_epochs=1,
+        per_device_train_batch_size=4,
+        num_train_epochs=1,
+        max_length=256,
+        confidence_threshold=None,
+        token_budget=4096,
+    )
+    by = {r["arm"]: r for r in run_experiment(cfg)}
+    adapt = by["adapt"]
+    assert adapt["mode"] == "direct" and adapt["train_rows"] == 6 and adapt["test_pairs"] == 5
+    assert set(adapt["curves"]) == {"base", "labeled_only", "self_trained"}
+    for points in adapt["curves"].values():
+        assert [p["labels"] for p in points] == [0, 4, 6]
+        assert all(p["eval"]["num_pairs"] == 5 for p in points)
+    merged = sorted(p.name for p in (tmp_path / "run" / "synthetic" / "adapt" / "seed0").glob("*_merged"))
+    assert merged == ["labeled_only_merged", "self_trained_merged"]
+    path = write_report(
+        cfg, str(tmp_path / "docs" / "r.md"), command="trl-gram reproduce --config r.yaml", recipe="r.yaml"
+    )
+    text = open(path).read()
+    assert "| labeled_only | 6 | 1 |" in text and "synthetic `smaller` rule" in text
+    assert (tmp_path / "docs" / "r" / "r_adaptation.png").is_file()

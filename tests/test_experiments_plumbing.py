@@ -111,6 +111,65 @@ def test_compare_control_rule(tmp_path):
     assert runner.task_pool(cfg, "synthetic")[0]["prompt"].startswith("Which number is larger")
 
 
+def test_smaller_rule_and_adaptation_domain(tmp_path):
+    """The `smaller` rule mirrors `compare` (same number pairs, the other number chosen); a synthetic adaptation
+    domain draws its own pool with `adapt_rule`, cut by the run seed with a seed-independent test slice."""
+    from trl_gram.experiments.synthetic import make_comparison_pairs, make_synthetic_pairs
+
+    larger, smaller = make_comparison_pairs(40, seed=5), make_synthetic_pairs(40, seed=5, rule="smaller")
+    for big, small in zip(larger, smaller):
+        assert small["prompt"] == big["prompt"].replace("larger", "smaller")
+        a, b = (int(x) for x in small["prompt"].removeprefix("Which number is smaller, ").rstrip("?").split(" or "))
+        assert small["chosen"] == f"{min(a, b)} is smaller than {max(a, b)}."
+        assert is_correct(small["chosen"]) is True and is_correct(small["rejected"]) is False
+    with pytest.raises(ValueError, match="relation"):
+        make_comparison_pairs(3, relation="equal")
+
+    kw = dict(output_dir="x", synthetic_rule="compare", adapt_domain="synthetic", adapt_budgets=[4, 8], adapt_test=10)
+    cfg = ReproductionConfig(**kw, adapt_rule="smaller")
+    lab0, test0 = runner.adaptation_data(cfg, 0)
+    lab1, test1 = runner.adaptation_data(cfg, 1)
+    assert len(lab0) == 8 and len(test0) == 10 and list(test0["pair_id"]) == list(test1["pair_id"])
+    assert list(lab0["pair_id"]) != list(lab1["pair_id"]) and not set(lab0["pair_id"]) & set(test0["pair_id"])
+    assert all(q.startswith("Which number is smaller") for q in list(lab0["prompt"]) + list(test0["prompt"]))
+    in_domain, _ = runner.adaptation_data(ReproductionConfig(**kw), 0)  # no adapt_rule: the source task's rule
+    assert in_domain[0]["prompt"].startswith("Which number is larger")
+
+
+def test_adaptation_settings(tmp_path):
+    """Adaptation epochs override the domain's own; starts are validated and resolved from finished source arms."""
+    cfg = ReproductionConfig(
+        output_dir=str(tmp_path),
+        adapt_domain="synthetic",
+        synthetic={"learning_rate": 1e-3, "num_train_epochs": 8},
+        adapt_num_train_epochs=1,
+        adapt_source_arm="direct_st",
+        adapt_starts=["base", "labeled_only", "self_trained"],
+    )
+    assert cfg.adapt_training() == {"learning_rate": 1e-3, "num_train_epochs": 1}
+    assert ReproductionConfig(output_dir="x", num_train_epochs=3).adapt_training()["num_train_epochs"] == 3
+    for bad, match in (
+        ({"adapt_rule": "spelling"}, "adapt_rule"),
+        ({"adapt_source_arm": "reason"}, "adapt_source_arm"),
+        ({"adapt_starts": ["prover"]}, "adapt_starts"),
+        ({"adapt_starts": []}, "adapt_starts"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            ReproductionConfig(output_dir="x", **bad)
+    ctx = arms.ArmContext(cfg, "synthetic", 0, "base", tmp_path / "synthetic", None, None, None, test_fingerprint="")
+    assert runner.adaptation_starts(ctx) == {"base": "base"}  # the source arms are not finished: base only
+    for arm in ("direct", "direct_st"):
+        d = ctx.arm_dir(arm)
+        d.mkdir(parents=True)
+        arms.write_json(d / "result.json", {"checkpoint": f"/ckpt/{arm}"})
+        (d / runner.DONE).write_text("finished\n")
+    assert runner.adaptation_starts(ctx) == {
+        "base": "base",
+        "labeled_only": "/ckpt/direct",
+        "self_trained": "/ckpt/direct_st",
+    }
+
+
 def test_config_validation(tmp_path):
     (tmp_path / "r.yaml").write_text("output_dir: x\nbogus: 1\n")
     with pytest.raises(ValueError, match="bogus"):
@@ -337,6 +396,7 @@ def test_report_only_rebuild_names_the_run_command(tmp_path):
         "reproduce_cpu_compare_small",
         "reproduce_cpu_compare_small_conf",
         "reproduce_cpu_compare_small_steps",
+        "reproduce_cpu_compare_adapt",
     ],
 )
 def test_shipped_reproduce_recipes_parse_and_their_control_pool_fits(name):

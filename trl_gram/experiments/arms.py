@@ -8,9 +8,10 @@
   unlabeled slices, pseudo-labels denoised by the paper's rules (or with every rule off); the judge writes the
   rationales of its own pseudo-labels. Round 0 is copied from the ``reason``/``direct`` arm of the same seed when it
   is finished (identical computation), so each arm × seed differs only in what it is meant to measure.
-* ``adapt``: few-shot adaptation to a second domain: a reasoning judge trained on ``n`` labels of that domain, starting
-  from the self-trained judge (``reason_st``'s last round) or from the base model, for each ``n`` in
-  ``adapt_budgets``; both start points read the same rationales (written once by the base model as prover).
+* ``adapt``: few-shot adaptation to a second domain: a judge trained on ``n`` labels of that domain, for each ``n`` in
+  ``adapt_budgets``, from each of ``adapt_starts``: the base model, the self-trained judge (``adapt_source_arm``'s
+  last round) and optionally the judge trained on the source labels alone. It adapts in the source arm's mode; as a
+  reasoning judge, every start point reads the same rationales (written once by the base model as prover).
 
 Every arm evaluates with the same judge settings on the same test slice (accuracy with both orders averaged, swap
 agreement, parse failures: :func:`~trl_gram.training.evaluation.judge_metrics`), and the hh-rlhf arms also on PandaLM
@@ -129,13 +130,14 @@ def evaluate(model, ctx: ArmContext, mode: str, datasets: dict[str, Dataset]) ->
 
 
 def train_args(
-    cfg: ReproductionConfig, out_dir: Path, mode: str, seed: int, task: str | None = None
+    cfg: ReproductionConfig, out_dir: Path, mode: str, seed: int, task: str | None = None, training: dict | None = None
 ) -> GramRewardConfig:
+    """Training arguments of one run; ``training`` (learning rate, epochs) replaces the task's own setting."""
     extra = dict(cfg.extra_train_args)
     return GramRewardConfig(
         output_dir=str(out_dir),
         mode=mode,
-        **cfg.task_training(task),
+        **(training or cfg.task_training(task)),
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         max_length=cfg.max_length,
@@ -208,7 +210,7 @@ def denoise_settings(cfg, denoise: bool) -> dict:
 
 
 def _self_trainer(
-    ctx: ArmContext, d: Path, mode: str, rounds: int, denoise: bool, labeled, base=None, eval_ds=None, task=None
+    ctx: ArmContext, d: Path, mode: str, rounds: int, denoise: bool, labeled, base=None, eval_ds=None, training=None
 ):
     cfg = ctx.cfg
     sargs = SelfTrainingConfig(
@@ -230,7 +232,7 @@ def _self_trainer(
     )
     return GramSelfTrainer(
         base or ctx.base_path,
-        train_args(cfg, d, mode, ctx.seed, task or ctx.task),
+        train_args(cfg, d, mode, ctx.seed, ctx.task, training),
         sargs,
         labeled_dataset=labeled,
         unlabeled_dataset=ctx.unlabeled if rounds else None,
@@ -335,27 +337,38 @@ def prove_adaptation_data(ctx: ArmContext, labeled: Dataset, out: Path) -> Datas
     return Dataset.from_list(rows)
 
 
-def run_adapt(
-    ctx: ArmContext, d: Path, target_labeled: Dataset, target_test: Dataset, source_ckpt: str | None
-) -> dict:
-    """Adaptation curves: for each budget, a reasoning judge trained on that many target labels from the base model
-    and from the self-trained judge (merged). The first ``n`` proved rows form budget ``n`` (nested budgets)."""
-    proved = prove_adaptation_data(ctx, target_labeled, d / "data")
-    starts = {"base": ctx.base_path}
-    if source_ckpt is not None:
-        starts["self_trained"] = materialize(source_ckpt, ctx.base_path, d / "self_trained_merged")
+def run_adapt(ctx: ArmContext, d: Path, target_labeled: Dataset, target_test: Dataset, starts: dict) -> dict:
+    """Adaptation curves: for each budget, a judge trained on that many target labels from each start point
+    (``name -> checkpoint``; LoRA adapters are merged first). The mode (reasoning or direct) is the source arm's. The
+    first ``n`` rows form budget ``n`` (nested budgets); a reasoning judge's rows carry rationales written once by the
+    base model as prover."""
+    mode = "reason" if ctx.cfg.adapt_source_arm.startswith("reason") else "direct"
+    if mode == "reason":
+        rows_pool = prove_adaptation_data(ctx, target_labeled, d / "data")
+    else:
+        rows_pool = target_labeled
+    first = ctx.cfg.adapt_budgets[0]
     curves = {}
-    for name, start in starts.items():
+    for name, ckpt in starts.items():
+        start = ckpt if ckpt == ctx.base_path else materialize(ckpt, ctx.base_path, d / f"{name}_merged")
         points = []
         for n in ctx.cfg.adapt_budgets:
             sub = d / name / f"n{n}"
             t0 = time.time()
-            rows = proved.select(range(min(n, len(proved))))
-            trainer = _self_trainer(
-                ctx, sub, "reason", 0, True, labeled=rows, base=start, eval_ds=target_test, task=ctx.cfg.adapt_domain
-            )
+            rows = rows_pool.select(range(min(n, len(rows_pool))))
             if points:  # the untrained start point is judged once per start
-                _seed_from(d / name / f"n{ctx.cfg.adapt_budgets[0]}", sub, ["base_eval.json"])
+                _seed_from(d / name / f"n{first}", sub, ["base_eval.json"])
+            trainer = _self_trainer(
+                ctx,
+                sub,
+                mode,
+                0,
+                True,
+                labeled=rows,
+                base=start,
+                eval_ds=target_test,
+                training=ctx.cfg.adapt_training(),
+            )
             history = trainer.run()
             base_eval = next((h["eval"] for h in history if h.get("stage") == "base"), {})
             final = history[-1]["eval"]
@@ -363,4 +376,4 @@ def run_adapt(
                 points.append({"labels": 0, "eval": base_eval})
             points.append({"labels": len(rows), "eval": final, "wall_s": time.time() - t0})
         curves[name] = points
-    return {"mode": "reason", "curves": curves, "proved_rows": len(proved), "test_pairs": len(target_test)}
+    return {"mode": mode, "curves": curves, "train_rows": len(rows_pool), "test_pairs": len(target_test)}

@@ -21,6 +21,7 @@ ARMS = (
     "adapt",  # few-shot adaptation to a second domain, from the self-trained judge vs from the base model
 )
 TASKS = ("hh", "synthetic")
+ADAPT_STARTS = ("base", "self_trained", "labeled_only")
 _SIZE_KEYS = ("labeled", "unlabeled_per_round", "test")
 _TRAINING_KEYS = ("learning_rate", "num_train_epochs")
 
@@ -76,7 +77,8 @@ class ReproductionConfig:
     synthetic: dict = field(default_factory=lambda: {"labeled": 64, "unlabeled_per_round": 256, "test": 200})
     synthetic_digits: int = 2
     synthetic_rule: str = field(
-        default="arithmetic", metadata={"help": "Control task: 'arithmetic' (sums) or 'compare' (larger number)."}
+        default="arithmetic",
+        metadata={"help": "Control task: 'arithmetic' (sums), 'compare' (larger number) or 'smaller'."},
     )
     template: str = "compact"
     finetune: str = "lora"
@@ -103,7 +105,28 @@ class ReproductionConfig:
     )
     max_rationale_tokens: int | None = 96
     adapt_domain: str = "pandalm"
+    adapt_rule: str | None = field(
+        default=None,
+        metadata={"help": "Control rule of a synthetic adaptation domain (None: `synthetic_rule`, i.e. in-domain)."},
+    )
     adapt_source_task: str = "hh"
+    adapt_source_arm: str = field(
+        default="reason_st",
+        metadata={
+            "help": "Self-trained judge that adaptation starts from: 'reason_st' (adapts as a reasoning judge) or "
+            "'direct_st' (adapts as a direct judge, no rationales)."
+        },
+    )
+    adapt_starts: list[str] = field(
+        default_factory=lambda: ["base", "self_trained"],
+        metadata={
+            "help": "Start points of the adaptation curves: 'base', 'self_trained' (the source arm's judge) and "
+            "'labeled_only' (the source task's judge trained on its labeled slice alone: `reason` or `direct`)."
+        },
+    )
+    adapt_num_train_epochs: float | None = field(
+        default=None, metadata={"help": "Epochs of each adaptation run (None: the adaptation domain's setting)."}
+    )
     adapt_budgets: list[int] = field(default_factory=lambda: [64, 128, 256])
     adapt_test: int = 200
     speed_check_steps: int = 0
@@ -119,8 +142,15 @@ class ReproductionConfig:
             raise ValueError(f"`finetune` must be 'lora' or 'full', got {self.finetune!r}.")
         if self.adapt_domain not in ("pandalm", "synthetic"):
             raise ValueError(f"`adapt_domain` must be 'pandalm' or 'synthetic', got {self.adapt_domain!r}.")
-        if self.synthetic_rule not in RULES:
-            raise ValueError(f"`synthetic_rule` must be one of {list(RULES)}, got {self.synthetic_rule!r}.")
+        for name in ("synthetic_rule", "adapt_rule"):
+            value = getattr(self, name)
+            if value not in RULES and not (name == "adapt_rule" and value is None):
+                raise ValueError(f"`{name}` must be one of {list(RULES)}, got {value!r}.")
+        if self.adapt_source_arm not in ("reason_st", "direct_st"):
+            raise ValueError(f"`adapt_source_arm` must be 'reason_st' or 'direct_st', got {self.adapt_source_arm!r}.")
+        bad = [s for s in self.adapt_starts if s not in ADAPT_STARTS]
+        if bad or not self.adapt_starts:
+            raise ValueError(f"`adapt_starts` must be a non-empty subset of {list(ADAPT_STARTS)}, got {bad or []}.")
         if not self.seeds:
             raise ValueError("`seeds` must name at least one seed.")
         if sorted(self.adapt_budgets) != list(self.adapt_budgets) or any(b < 1 for b in self.adapt_budgets):
@@ -141,6 +171,14 @@ class ReproductionConfig:
         out = {"learning_rate": self.learning_rate, "num_train_epochs": self.num_train_epochs}
         if task == "synthetic":
             out.update({k: v for k, v in self.synthetic.items() if k in _TRAINING_KEYS})
+        return out
+
+    def adapt_training(self) -> dict:
+        """``learning_rate`` and ``num_train_epochs`` of the adaptation runs: the adaptation domain's setting, with
+        ``adapt_num_train_epochs`` when it is set."""
+        out = self.task_training("synthetic" if self.adapt_domain == "synthetic" else None)
+        if self.adapt_num_train_epochs is not None:
+            out["num_train_epochs"] = self.adapt_num_train_epochs
         return out
 
     def judge_template(self, mode: str) -> JudgeTemplate:

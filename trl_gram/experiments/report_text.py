@@ -42,6 +42,13 @@ def _scale(cfg: ReproductionConfig, recipe: str) -> str:
     return f"> Settings: `{recipe}` (see Setup). The summary of every scale is `docs/reproduction.md`.\n"
 
 
+def _adapt_target(cfg) -> str:
+    """The adaptation domain in words (a synthetic one names its rule)."""
+    if cfg.adapt_domain != "synthetic":
+        return cfg.adapt_domain
+    return f"synthetic `{cfg.adapt_rule or cfg.synthetic_rule}` rule"
+
+
 def render(cfg, recipe, command, results, table, adaptation, figures, speed, wall_s, notes=None) -> str:
     out = ["# Reproducing the GRAM-R² claims in miniature\n", _scale(cfg, recipe)]
     if notes:
@@ -71,8 +78,9 @@ def render(cfg, recipe, command, results, table, adaptation, figures, speed, wal
         f"{cfg.rounds} × {cfg.unlabeled_per_round}, test {cfg.test} (pairs of at most {cfg.max_chars} characters); "
         f"synthetic ({cfg.synthetic_rule} rule, {cfg.synthetic_digits}-digit numbers): {cfg.synthetic}. "
         "Out-of-domain: PandaLM (ties removed) and JudgeBench, "
-        f"{cfg.ood_max_pairs} pairs each. Adaptation: {cfg.adapt_domain}, budgets {cfg.adapt_budgets}, "
-        f"{cfg.adapt_test} test pairs.\n"
+        f"{cfg.ood_max_pairs} pairs each. Adaptation: {_adapt_target(cfg)}, budgets {cfg.adapt_budgets}, "
+        f"{cfg.adapt_test} test pairs, from {cfg.adapt_starts} (self-trained judge: {cfg.adapt_source_task} "
+        f"`{cfg.adapt_source_arm}`), epochs {cfg.adapt_training()['num_train_epochs']}.\n"
         f"- Template: `{cfg.template}`."
         + (
             " The released GRAM-R² prompt is ~450 tokens, about three times a short hh-rlhf pair; at this scale every "
@@ -114,7 +122,7 @@ def render(cfg, recipe, command, results, table, adaptation, figures, speed, wal
     captions = {
         "rounds": "Accuracy per self-training round (round 0 is the judge trained on the labeled slice).",
         "denoising": "Kept fraction of pseudo-labels and the share dropped by each denoising rule.",
-        "adaptation": f"Few-shot adaptation to {cfg.adapt_domain}: from the self-trained judge vs from the base model.",
+        "adaptation": f"Few-shot adaptation to {_adapt_target(cfg)}: accuracy from each start point.",
     }
     for name, rel in figures.items():
         out.append(f"### {captions[name]}\n\nProduced by `{command}`:\n\n![{name}]({rel})\n")

@@ -105,7 +105,8 @@ def adaptation_data(cfg: ReproductionConfig, seed: int) -> tuple[Dataset, Datase
         pool = load_pool(cfg.pandalm_path)
     else:
         size = cfg.adapt_test + budget + 8
-        pool = synthetic_pool(size, seed=cfg.test_seed + 1, digits=cfg.synthetic_digits, rule=cfg.synthetic_rule)
+        rule = cfg.adapt_rule or cfg.synthetic_rule
+        pool = synthetic_pool(size, seed=cfg.test_seed + 1, digits=cfg.synthetic_digits, rule=rule)
     s = make_splits(
         pool,
         labeled=budget,
@@ -148,6 +149,24 @@ def make_context(cfg: ReproductionConfig, task: str, seed: int, base_path: str, 
     )
 
 
+def adaptation_starts(ctx: ArmContext) -> dict[str, str]:
+    """Checkpoint of each configured adaptation start point; a start whose source arm is not finished for this seed
+    is left out (with a warning), ``base`` is always there."""
+    source = ctx.cfg.adapt_source_arm
+    arms = {"self_trained": source, "labeled_only": source.removesuffix("_st")}
+    starts = {}
+    for name in ctx.cfg.adapt_starts:
+        if name == "base":
+            starts[name] = ctx.base_path
+            continue
+        d = ctx.arm_dir(arms[name])
+        if is_done(d):
+            starts[name] = read_json(d / "result.json")["checkpoint"]
+        else:
+            logger.warning(f"adapt: `{arms[name]}` is not finished for seed {ctx.seed}; no curve from {name}.")
+    return starts
+
+
 def run_arm(ctx: ArmContext, arm: str) -> dict | None:
     """Run one arm (skipped when its folder is finished); returns its result."""
     d = ctx.arm_dir(arm)
@@ -160,12 +179,8 @@ def run_arm(ctx: ArmContext, arm: str) -> dict | None:
     elif arm == "adapt":
         if ctx.task != ctx.cfg.adapt_source_task:
             return None
-        source = ctx.arm_dir("reason_st")
-        ckpt = read_json(source / "result.json")["checkpoint"] if is_done(source) else None
-        if ckpt is None:
-            logger.warning("adapt: reason_st is not finished for this seed; only the base-model curve is computed.")
         labeled, test = adaptation_data(ctx.cfg, ctx.seed)
-        result = run_adapt(ctx, d, labeled, test, ckpt)
+        result = run_adapt(ctx, d, labeled, test, adaptation_starts(ctx))
         result["target_test_fingerprint"] = fingerprint(test["pair_id"])
     else:
         result = run_trained(ctx, arm, d)

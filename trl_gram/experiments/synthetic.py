@@ -6,6 +6,9 @@
   (``"48 is larger than 37."``), the worse one the smaller, with the same tokens in the other order. A model that
   cannot do two-digit sums (SmolLM2-135M solves about 12 % of them, ``benchmarks/arithmetic_knowledge.py``) can still
   compare two numbers.
+* ``smaller``: the mirror task, ``"Which number is smaller, 37 or 48?"``; the better response is ``"37 is smaller
+  than 48."``. It needs the same skill as ``compare`` with the opposite preference at the surface (the better
+  response now names the smaller number first): the second domain of the few-shot adaptation control.
 
 The vocabulary is digits, a few symbols and a handful of words, so even a tiny tokenizer encodes it compactly, and the
 rule is exactly checkable: :func:`is_correct` is the oracle used to score rationale-free pseudo-labels in tests.
@@ -19,9 +22,9 @@ import re
 from datasets import Dataset
 
 OPS = ("+", "-")
-RULES = ("arithmetic", "compare")
+RULES = ("arithmetic", "compare", "smaller")
 _PAIR = re.compile(r"(-?\d+)\s*([+-])\s*(-?\d+)\s*=\s*(-?\d+)")
-_LARGER = re.compile(r"(-?\d+) is larger than (-?\d+)")
+_RELATION = re.compile(r"(-?\d+) is (larger|smaller) than (-?\d+)")
 
 
 def _number_range(n: int, digits: int) -> tuple[int, int]:
@@ -70,19 +73,22 @@ def make_arithmetic_pairs(n: int, seed: int = 0, digits: int = 2, ops: tuple[str
     return Dataset.from_list(rows)
 
 
-def make_comparison_pairs(n: int, seed: int = 0, digits: int = 2) -> Dataset:
-    """``n`` preference rows of the ``compare`` task: which of two different ``digits``-digit numbers is larger."""
+def make_comparison_pairs(n: int, seed: int = 0, digits: int = 2, relation: str = "larger") -> Dataset:
+    """``n`` preference rows of the ``compare`` task (``relation="larger"``: which of two different ``digits``-digit
+    numbers is larger) or of the ``smaller`` task (``relation="smaller"``)."""
+    if relation not in ("larger", "smaller"):
+        raise ValueError(f"`relation` must be 'larger' or 'smaller', got {relation!r}.")
     lo, hi = _number_range(n, digits)
     rng = random.Random(seed)
     rows = []
     for i in range(n):
         a, b = rng.sample(range(lo, hi + 1), 2)
-        big, small = max(a, b), min(a, b)
+        right, wrong = (max(a, b), min(a, b)) if relation == "larger" else (min(a, b), max(a, b))
         rows.append(
             {
-                "prompt": f"Which number is larger, {a} or {b}?",
-                "chosen": f"{big} is larger than {small}.",
-                "rejected": f"{small} is larger than {big}.",
+                "prompt": f"Which number is {relation}, {a} or {b}?",
+                "chosen": f"{right} is {relation} than {wrong}.",
+                "rejected": f"{wrong} is {relation} than {right}.",
                 "pair_id": i,
             }
         )
@@ -93,17 +99,18 @@ def make_synthetic_pairs(n: int, seed: int = 0, digits: int = 2, rule: str = "ar
     """``n`` preference rows of the control task ``rule`` (one of :data:`RULES`)."""
     if rule == "arithmetic":
         return make_arithmetic_pairs(n, seed=seed, digits=digits)
-    if rule == "compare":
-        return make_comparison_pairs(n, seed=seed, digits=digits)
+    if rule in ("compare", "smaller"):
+        return make_comparison_pairs(n, seed=seed, digits=digits, relation="larger" if rule == "compare" else rule)
     raise ValueError(f"`rule` must be one of {RULES}, got {rule!r}.")
 
 
 def is_correct(response: str) -> bool | None:
-    """Whether a response states the truth: ``"a op b = c"`` with the true result, or ``"x is larger than y"`` with
-    x > y (``None`` when it holds neither form)."""
-    m = _LARGER.search(response)
+    """Whether a response states the truth: ``"a op b = c"`` with the true result, ``"x is larger than y"`` with
+    x > y, or ``"x is smaller than y"`` with x < y (``None`` when it holds none of these forms)."""
+    m = _RELATION.search(response)
     if m is not None:
-        return int(m.group(1)) > int(m.group(2))
+        x, y = int(m.group(1)), int(m.group(3))
+        return x > y if m.group(2) == "larger" else x < y
     m = _PAIR.search(response)
     if m is None:
         return None
