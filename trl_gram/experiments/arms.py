@@ -280,9 +280,14 @@ def run_zero_shot(ctx: ArmContext, mode: str, d: Path) -> dict:
     return {"mode": mode, "test": metrics.pop("test"), "ood": metrics, "stages": []}
 
 
+def arm_mode(arm: str) -> str:
+    """The judge mode of a trained arm: ``direct`` for ``direct``/``direct_st``, ``reason`` for the others."""
+    return "direct" if arm.startswith("direct") else "reason"
+
+
 def run_trained(ctx: ArmContext, arm: str, d: Path) -> dict:
     """``direct``, ``reason`` and the self-training arms."""
-    mode = "direct" if arm.startswith("direct") else "reason"
+    mode = arm_mode(arm)
     rounds = ctx.cfg.rounds if arm.endswith("_st") or arm.endswith("_nodenoise") else 0
     _seed_from(ctx.arm_dir(f"zero_shot_{mode}"), d, ["base_eval.json"])
     if rounds:
@@ -342,7 +347,7 @@ def run_adapt(ctx: ArmContext, d: Path, target_labeled: Dataset, target_test: Da
     (``name -> checkpoint``; LoRA adapters are merged first). The mode (reasoning or direct) is the source arm's. The
     first ``n`` rows form budget ``n`` (nested budgets); a reasoning judge's rows carry rationales written once by the
     base model as prover."""
-    mode = "reason" if ctx.cfg.adapt_source_arm.startswith("reason") else "direct"
+    mode = arm_mode(ctx.cfg.adapt_source_arm)
     if mode == "reason":
         rows_pool = prove_adaptation_data(ctx, target_labeled, d / "data")
     else:
@@ -350,7 +355,7 @@ def run_adapt(ctx: ArmContext, d: Path, target_labeled: Dataset, target_test: Da
     first = ctx.cfg.adapt_budgets[0]
     curves = {}
     for name, ckpt in starts.items():
-        start = ckpt if ckpt == ctx.base_path else materialize(ckpt, ctx.base_path, d / f"{name}_merged")
+        start = materialize(ckpt, ctx.base_path, d / f"{name}_merged")  # the base model's folder passes unchanged
         points = []
         for n in ctx.cfg.adapt_budgets:
             sub = d / name / f"n{n}"

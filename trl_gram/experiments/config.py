@@ -173,6 +173,10 @@ class ReproductionConfig:
             out.update({k: v for k, v in self.synthetic.items() if k in _TRAINING_KEYS})
         return out
 
+    def adapt_synthetic_rule(self) -> str:
+        """Rule of a synthetic adaptation domain: ``adapt_rule``, or the control task's own rule when it is unset."""
+        return self.adapt_rule or self.synthetic_rule
+
     def adapt_training(self) -> dict:
         """``learning_rate`` and ``num_train_epochs`` of the adaptation runs: the adaptation domain's setting, with
         ``adapt_num_train_epochs`` when it is set."""

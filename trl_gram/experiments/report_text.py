@@ -46,7 +46,7 @@ def _adapt_target(cfg) -> str:
     """The adaptation domain in words (a synthetic one names its rule)."""
     if cfg.adapt_domain != "synthetic":
         return cfg.adapt_domain
-    return f"synthetic `{cfg.adapt_rule or cfg.synthetic_rule}` rule"
+    return f"synthetic `{cfg.adapt_synthetic_rule()}` rule"
 
 
 def render(cfg, recipe, command, results, table, adaptation, figures, speed, wall_s, notes=None) -> str:

@@ -23,7 +23,7 @@ from transformers import AutoTokenizer
 from transformers.utils import logging
 
 from ..default_model import default_model_path
-from .arms import ArmContext, read_json, run_adapt, run_trained, run_zero_shot, write_json
+from .arms import ArmContext, arm_mode, read_json, run_adapt, run_trained, run_zero_shot, write_json
 from .config import ReproductionConfig
 from .splits import fingerprint, load_pool, make_splits, sample_eval
 from .synthetic import synthetic_pool
@@ -105,7 +105,7 @@ def adaptation_data(cfg: ReproductionConfig, seed: int) -> tuple[Dataset, Datase
         pool = load_pool(cfg.pandalm_path)
     else:
         size = cfg.adapt_test + budget + 8
-        rule = cfg.adapt_rule or cfg.synthetic_rule
+        rule = cfg.adapt_synthetic_rule()
         pool = synthetic_pool(size, seed=cfg.test_seed + 1, digits=cfg.synthetic_digits, rule=rule)
     s = make_splits(
         pool,
@@ -153,7 +153,7 @@ def adaptation_starts(ctx: ArmContext) -> dict[str, str]:
     """Checkpoint of each configured adaptation start point; a start whose source arm is not finished for this seed
     is left out (with a warning), ``base`` is always there."""
     source = ctx.cfg.adapt_source_arm
-    arms = {"self_trained": source, "labeled_only": source.removesuffix("_st")}
+    arms = {"self_trained": source, "labeled_only": arm_mode(source)}
     starts = {}
     for name in ctx.cfg.adapt_starts:
         if name == "base":
