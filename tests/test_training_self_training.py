@@ -279,3 +279,50 @@ def test_bootstrapped_seeds_train_the_prover(tok, tmp_path):
     assert json.loads((out / "prover" / "summary.json").read_text())["train_rows"] == 6
     assert (out / "prover" / "model" / "model.safetensors").is_file()
     assert (out / "round_00" / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("check_support", [True, False])
+def test_support_rule_off_trains_on_contradicting_rationales(tok, tmp_path, check_support):
+    """A judge's rationale can conclude against its own answer tag. The support rule drops such a pseudo-label; with
+    the rule off (the denoising-off arm) the row is kept, and its training must accept it rather than raise."""
+    out = tmp_path / "support"
+    sargs = SelfTrainingConfig(
+        rounds=1,
+        unlabeled_per_round=2,
+        rationale_source="judge",
+        confidence_threshold=None,
+        max_rationale_tokens=None,
+        check_support=check_support,
+        final_finetune=False,
+        plot=False,
+    )
+    unlabeled = _unlabeled(2, 3)
+    predictions = [
+        {
+            "prompt": row["prompt"],
+            "response_a": row["response_a"],
+            "response_b": row["response_b"],
+            "label": "B",
+            "confidence": 0.9,
+            "votes": ["B", "B"],
+            "judge_rationale": rationale,
+        }
+        for row, rationale in zip(unlabeled, ["Response B is better.", "Response A is better."])
+    ]
+    (out / "round_01").mkdir(parents=True)
+    (out / "round_01" / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in predictions))
+    history = GramSelfTrainer(
+        make_model(tok),
+        _args(out, "reason", max_steps=1, judge_eval_max_new_tokens=8),
+        sargs,
+        labeled_dataset=Dataset.from_list(rule_rows(4, 1, with_rationale=True)),
+        unlabeled_dataset=Dataset.from_list(unlabeled),
+        processing_class=tok,
+        template=SHORT_REASON_TEMPLATE,
+    ).run()
+    round1 = history[-1]
+    assert round1["stage"] == "self-train"
+    assert round1["kept"] == (1 if check_support else 2)
+    assert round1["dropped"].get("unsupported", 0) == (1 if check_support else 0)
+    assert round1["train_rows"] == 4 + round1["kept"]
+    assert (out / "round_01" / "checkpoint" / ".done").is_file()

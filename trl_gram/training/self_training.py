@@ -529,6 +529,7 @@ class GramSelfTrainer:
             start = self._load(init, trainable=True) if init is not None else self._fresh_base()
             targs = copy.deepcopy(self.args)
             targs.output_dir = str(d / "trainer")
+            targs.check_rationale_label = self._check_rationale_label()
             self._no_eval(targs)
             peft = self.peft_config if not hasattr(start, "peft_config") else None
             trainer = GramRewardTrainer(
@@ -549,6 +550,11 @@ class GramSelfTrainer:
         model._gram_path = str(ckpt)
         self.judge_model = model
         return model
+
+    def _check_rationale_label(self) -> bool:
+        """Whether a stage's training refuses rows whose rationale concludes against the label. With the support rule
+        off (``check_support=False``), such pseudo-labels are kept on purpose, so training must accept them."""
+        return self.args.check_rationale_label and self.sargs.check_support
 
     def _release_models(self):
         """Free the loop's models before a training process needs the accelerators (reloaded lazily)."""
@@ -587,6 +593,7 @@ class GramSelfTrainer:
             "dataset_name": str(d / "train.jsonl"),
             "output_dir": str(d / "checkpoint"),
             "eval_strategy": "no",
+            "check_rationale_label": self._check_rationale_label(),
         }
         if isinstance(self.args.template, str) or self.args.template is None:
             config["template"] = self.args.template

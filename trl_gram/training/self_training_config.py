@@ -36,7 +36,8 @@ class SelfTrainingConfig:
         max_rationale_tokens (`int`, *optional*, defaults to `512`):
             Rationales longer than this (judge tokenizer) are dropped; `None` disables the rule.
         check_support (`bool`, *optional*, defaults to `True`):
-            Drop rationales whose conclusion names the other response.
+            Drop rationales whose conclusion names the other response. When off, the stages' training also accepts
+            such rows (it sets `check_rationale_label=False`), so that they are trained on rather than refused.
         rationale_source (`str`, *optional*, defaults to `"auto"`):
             Who writes the rationales of kept pseudo-labels: `"prover"` (the preference-proving model, Eq. 5
             selection), `"judge"` (the judge's own rationale of a run that agrees with the label), or `"auto"`
