@@ -7,12 +7,14 @@
 #   nodenoise:     reason_st_nodenoise, started once `reason` is finished (it reuses reason's round 0)
 # Needs the judge weights, wheels and data that benchmarks/prepare_gpu_reproduce.sh packs (its header gives the two
 # device calls). Each process stops LIMIT_S seconds after the start (the experiment is resumable: rerun to go on). At
-# the end the run folder, less model weights, is packed into $OUT/reproduce_gpu.tgz (or runs/); copy each finished
+# the end the run folder, less model weights, is packed into $OUT/<RUN's name>.tgz (or runs/); copy each finished
 # arm's result.json and DONE into docs/reproduction_gpu/results/<task>/<arm>/seed<s>/, then rebuild the report with
 #   trl-gram reproduce --config recipes/reproduce_gpu.yaml --output_dir docs/reproduction_gpu/results --report-only
 #
 # Env: RECIPE (default recipes/reproduce_gpu.yaml), RUN (output folder, default runs/reproduce_gpu), SEEDS (default
-#      "0 1"), TASKS (default "hh synthetic"), LIMIT_S (default 470), PYTHON (default python3).
+#      "0 1"), TASKS (default "hh synthetic"), ARM_GROUPS (the arm groups to run, default "direct reason nodenoise"),
+#      REASON_ARMS (the reason group, default "zero_shot_reason,reason,reason_st,adapt"), LIMIT_S (default 470),
+#      PYTHON (default python3). The archive is named after RUN, so two instances with different RUNs can share $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -20,6 +22,8 @@ RECIPE=${RECIPE:-recipes/reproduce_gpu.yaml}
 RUN=${RUN:-runs/reproduce_gpu}
 SEEDS=${SEEDS:-0 1}
 TASKS=${TASKS:-hh synthetic}
+ARM_GROUPS=${ARM_GROUPS:-direct reason nodenoise}
+REASON_ARMS=${REASON_ARMS:-zero_shot_reason,reason,reason_st,adapt}
 LIMIT_S=${LIMIT_S:-470}
 DEST=${OUT:-runs}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
@@ -49,11 +53,15 @@ pids=()
 for seed in $SEEDS; do
   for task in $TASKS; do
     tag="$task-seed$seed"
-    reproduce --tasks "$task" --seeds "$seed" --arms zero_shot_direct,direct,direct_st >"$RUN/logs/$tag-direct.log" 2>&1 &
-    pids+=($!)
-    reproduce --tasks "$task" --seeds "$seed" --arms zero_shot_reason,reason,reason_st,adapt \
-      >"$RUN/logs/$tag-reason.log" 2>&1 &
-    pids+=($!)
+    if [[ " $ARM_GROUPS " == *" direct "* ]]; then
+      reproduce --tasks "$task" --seeds "$seed" --arms zero_shot_direct,direct,direct_st >"$RUN/logs/$tag-direct.log" 2>&1 &
+      pids+=($!)
+    fi
+    if [[ " $ARM_GROUPS " == *" reason "* ]]; then
+      reproduce --tasks "$task" --seeds "$seed" --arms "$REASON_ARMS" >"$RUN/logs/$tag-reason.log" 2>&1 &
+      pids+=($!)
+    fi
+    [[ " $ARM_GROUPS " == *" nodenoise "* ]] || continue
     (
       while [ ! -f "$RUN/$task/reason/seed$seed/DONE" ]; do
         [ $(( $(date +%s) - start )) -lt "$LIMIT_S" ] || exit 124
@@ -71,6 +79,7 @@ grep -h "done in" "$RUN"/logs/*.log | sed 's/.*reproduce: /  /' | sort
 for f in "$RUN"/logs/*.log; do
   if grep -q "Traceback" "$f"; then echo "=== traceback in $f"; grep -A30 "Traceback" "$f" | tail -32; fi
 done
-tar czf "$DEST/reproduce_gpu.tgz" --exclude='*.safetensors' --exclude='*.bin' --exclude='*.pt' --exclude='*.pth' \
+archive="$DEST/$(basename "$RUN").tgz"
+tar czf "$archive" --exclude='*.safetensors' --exclude='*.bin' --exclude='*.pt' --exclude='*.pth' \
   --exclude='checkpoint-*' --exclude='tokenizer.json' "$RUN"
-ls -la "$DEST/reproduce_gpu.tgz"
+ls -la "$archive"
