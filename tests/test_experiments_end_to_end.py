@@ -46,7 +46,7 @@ def test_every_arm_end_to_end_and_resume(tmp_path):
     results = run_experiment(cfg)
     arms_hh = {r["arm"] for r in results if r["task"] == "hh"}
     arms_syn = {r["arm"] for r in results if r["task"] == "synthetic"}
-    assert arms_hh == set(ARMS) and arms_syn == set(ARMS) - {"adapt"}
+    assert arms_hh == set(ARMS) - {"reason_oracle"} and arms_syn == set(ARMS) - {"adapt"}
     by = {(r["task"], r["arm"]): r for r in results}
     for task in ("hh", "synthetic"):
         fps = {r["test_fingerprint"] for r in results if r["task"] == task}
@@ -55,6 +55,11 @@ def test_every_arm_end_to_end_and_resume(tmp_path):
         assert splits["test_fingerprint"] in fps
         for arm in ("zero_shot_direct", "direct", "reason"):
             assert by[(task, arm)]["test"]["num_pairs"] == 6
+    # the oracle arm trains on the rule's rationales, not on the prover's
+    kept = (tmp_path / "run" / "synthetic" / "reason_oracle" / "seed0" / "round_00" / "kept.jsonl").read_text()
+    rows = [json.loads(line) for line in kept.splitlines()]
+    assert len(rows) == 6 and all(r["rationale"].startswith("The true statement is: ") for r in rows)
+    assert {r["label"] for r in rows} == {"A", "B"}
     st = by[("hh", "reason_st")]
     assert [s["round"] for s in st["stages"] if s["round"] is not None] == [0, 1, 2]
     assert all(s["candidates"] == 4 for s in st["stages"] if s["round"])

@@ -14,8 +14,16 @@ from experiments_utils import write_hh, write_pandalm
 from trl_gram.experiments import arms, report, runner
 from trl_gram.experiments.config import ARMS, ReproductionConfig, compact_template
 from trl_gram.experiments.splits import fingerprint, load_pool, make_splits, pair_chars, sample_eval
-from trl_gram.experiments.synthetic import is_correct, make_arithmetic_pairs, synthetic_pool
+from trl_gram.experiments.synthetic import (
+    is_correct,
+    make_arithmetic_pairs,
+    make_synthetic_pairs,
+    synthetic_pool,
+    with_oracle_rationales,
+)
 from trl_gram.judge import JudgeRun, PairJudgment
+from trl_gram.training.data import validate_pairs
+from trl_gram.training.denoise import rationale_label, swap_label_mentions
 
 
 @pytest.fixture
@@ -83,6 +91,30 @@ def test_synthetic_task_rule():
     assert len(set(pool["prompt"])) == 40
     with pytest.raises(ValueError, match="digits"):
         make_arithmetic_pairs(3, digits=9)
+
+
+@pytest.mark.parametrize("rule", ["arithmetic", "compare", "smaller"])
+def test_oracle_rationales_state_the_truth_and_conclude_for_the_chosen_response(rule):
+    """The `reason_oracle` arm's rationales: each states the chosen (true) response and concludes for it, in either
+    order the trainer shows the pair, so the trainer's own label check accepts every row."""
+    ds = with_oracle_rationales(make_synthetic_pairs(20, seed=3, rule=rule))
+    for row in ds:
+        assert row["chosen"] in row["rationale"] and row["rejected"] not in row["rationale"]
+        assert is_correct(row["rationale"]) is True
+        assert rationale_label(row["rationale"]) == "A"
+        assert rationale_label(swap_label_mentions(row["rationale"])) == "B"
+    pairs, skipped = validate_pairs(ds, rationale_column="rationale", need_rationale=True)
+    assert len(pairs) == 20 and not skipped and all(p["label"] == 0 for p in pairs)
+    with pytest.raises(ValueError, match="chosen"):
+        with_oracle_rationales(Dataset.from_list([{"prompt": "q", "response_a": "x", "response_b": "y"}]))
+
+
+def test_oracle_arm_is_skipped_outside_the_control_task(tmp_path, monkeypatch):
+    """On hh-rlhf there is no rule to write correct rationales from: `reason_oracle` returns no result there."""
+    monkeypatch.setattr(runner, "run_trained", lambda *a, **k: pytest.fail("reason_oracle trained on hh"))
+    ctx = SimpleNamespace(task="hh", seed=0, arm_dir=lambda arm: tmp_path / arm)
+    assert runner.run_arm(ctx, "reason_oracle") is None
+    assert not (tmp_path / "reason_oracle").exists()
 
 
 def test_compare_control_rule(tmp_path):
@@ -382,6 +414,11 @@ def test_report_only_rebuild_names_the_run_command(tmp_path):
     )
     assert "computed by `trl-gram reproduce --config recipes/r.yaml`" in rebuilt and "this command ran" not in rebuilt
     assert rebuilt.count("--report-only") == 1
+    elsewhere = (
+        "trl-gram reproduce --config recipes/r.yaml --output_dir docs/x/results --report docs/x.md --report-only"
+    )
+    moved = render(cfg, "recipes/r.yaml", elsewhere, wall_s=None, **common)
+    assert elsewhere in moved and moved.count("--report-only") == 1  # no rebuild hint that drops --output_dir
     ran = render(cfg, "recipes/r.yaml", "trl-gram reproduce --config recipes/r.yaml", wall_s=120.0, **common)
     assert "was produced by" in ran and "this command ran 2.0 min" in ran and "--report-only` rebuilds" in ran
 

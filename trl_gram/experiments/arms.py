@@ -4,6 +4,9 @@
 * ``direct`` / ``reason``: :class:`~trl_gram.training.GramSelfTrainer` with ``rounds=0`` (the initial judge trained on
   the labeled slice; in ``reason`` mode its rationales come from the preference prover = the base model told the
   label, best of ``proof_samples`` by Eq. 5).
+* ``reason_oracle`` (control task only): ``reason`` trained on correct rationales written from the task's rule
+  (:func:`~trl_gram.experiments.synthetic.oracle_rationale`) instead of the prover's: does reasoning help when the
+  rationales are right?
 * ``reason_st`` / ``reason_st_nodenoise`` / ``direct_st``: the same trainer with ``rounds`` self-training rounds on the
   unlabeled slices, pseudo-labels denoised by the paper's rules (or with every rule off); the judge writes the
   rationales of its own pseudo-labels. Round 0 is copied from the ``reason``/``direct`` arm of the same seed when it
@@ -39,6 +42,7 @@ from ..training.evaluation import judge_metrics
 from ..training.prover import PreferenceProver, ProverConfig
 from ..training.self_training import GramSelfTrainer, SelfTrainingConfig
 from .config import ReproductionConfig
+from .synthetic import with_oracle_rationales
 
 logger = logging.get_logger(__name__)
 
@@ -292,7 +296,8 @@ def run_trained(ctx: ArmContext, arm: str, d: Path) -> dict:
     _seed_from(ctx.arm_dir(f"zero_shot_{mode}"), d, ["base_eval.json"])
     if rounds:
         _seed_from(ctx.arm_dir(mode), d, ["round_00"])
-    trainer = _self_trainer(ctx, d, mode, rounds, denoise=arm != "reason_st_nodenoise", labeled=ctx.labeled)
+    labeled = with_oracle_rationales(ctx.labeled) if arm == "reason_oracle" else ctx.labeled
+    trainer = _self_trainer(ctx, d, mode, rounds, denoise=arm != "reason_st_nodenoise", labeled=labeled)
     history = trainer.run()
     last = trainer.final_model_path
     ood = evaluate(load_checkpoint(last, ctx.base_path), ctx, mode, ctx.ood) if ctx.ood else {}

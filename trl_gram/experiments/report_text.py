@@ -65,7 +65,11 @@ def render(cfg, recipe, command, results, table, adaptation, figures, speed, wal
         "## Commands\n\n"
         + produced
         + f"```bash\n{command}\n```\n"
-        + ("" if command == report_cmd else f"\n(`{report_cmd}` rebuilds this page from `{cfg.output_dir}`).\n")
+        + (
+            ""
+            if command == report_cmd or "--report-only" in command
+            else f"\n(`{report_cmd}` rebuilds this page from `{cfg.output_dir}`).\n"
+        )
     )
     total = sum(r.get("wall_s", 0) for r in results)
     out.append(
@@ -97,7 +101,15 @@ def render(cfg, recipe, command, results, table, adaptation, figures, speed, wal
         f"{cfg.proof_samples} sampled proofs, best by Eq. 5); for pseudo-labels, the judge's own rationale of a run "
         "that agrees with the label (`rationale_source: judge`). The prover is not fine-tuned: there are no human "
         "rationales in this data.\n"
-        "- Evaluation (every arm, same code): accuracy with both orders averaged, swap agreement, parse failures "
+        + (
+            "- `reason_oracle` (control task only): `reason` trained on correct rationales written from the rule "
+            "(`The true statement is: <chosen response> Response A says it. Response A is better.`, the letters "
+            "following the order shown) instead of the prover's; it asks whether reasoning helps once the rationales "
+            "are right.\n"
+            if "reason_oracle" in cfg.arms
+            else ""
+        )
+        + "- Evaluation (every arm, same code): accuracy with both orders averaged, swap agreement, parse failures "
         "(`trl_gram.training.evaluation.judge_metrics`).\n"
         "- Denoising off (`reason_st_nodenoise`): every rule off (confidence, length, support, vote agreement, "
         "`drop_tied_votes: false`): each pair with a parsed label is kept with the label of its averaged "

@@ -36,6 +36,7 @@ ARM_ORDER = (
     "zero_shot_reason",
     "direct",
     "reason",
+    "reason_oracle",
     "reason_st",
     "reason_st_nodenoise",
     "direct_st",
@@ -172,6 +173,8 @@ def run_arm(ctx: ArmContext, arm: str) -> dict | None:
     d = ctx.arm_dir(arm)
     if is_done(d):
         return read_json(d / "result.json")
+    if arm == "reason_oracle" and ctx.task != "synthetic":
+        return None  # the control task alone has a rule to write correct rationales from
     d.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     if arm.startswith("zero_shot"):

@@ -104,6 +104,20 @@ def make_synthetic_pairs(n: int, seed: int = 0, digits: int = 2, rule: str = "ar
     raise ValueError(f"`rule` must be one of {RULES}, got {rule!r}.")
 
 
+def oracle_rationale(chosen: str) -> str:
+    """A correct rationale for a control pair whose first response (A) is ``chosen``: it states the true fact, then
+    concludes for A. A rule-checked stand-in for the rationales a strong model writes in the paper."""
+    return f"The true statement is: {chosen.strip()} Response A says it. Response A is better."
+
+
+def with_oracle_rationales(ds: Dataset, column: str = "rationale") -> Dataset:
+    """``ds`` (``prompt``/``chosen``/``rejected`` rows of a control task) with an oracle rationale per row."""
+    missing = [c for c in ("chosen", "rejected") if c not in ds.column_names]
+    if missing:
+        raise ValueError(f"Oracle rationales need `chosen`/`rejected` columns; the dataset lacks {missing}.")
+    return ds.add_column(column, [oracle_rationale(c) for c in ds["chosen"]])
+
+
 def is_correct(response: str) -> bool | None:
     """Whether a response states the truth: ``"a op b = c"`` with the true result, ``"x is larger than y"`` with
     x > y, or ``"x is smaller than y"`` with x < y (``None`` when it holds none of these forms)."""
