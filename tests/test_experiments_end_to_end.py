@@ -58,8 +58,12 @@ def test_every_arm_end_to_end_and_resume(tmp_path):
     # the oracle arm trains on the rule's rationales, not on the prover's
     kept = (tmp_path / "run" / "synthetic" / "reason_oracle" / "seed0" / "round_00" / "kept.jsonl").read_text()
     rows = [json.loads(line) for line in kept.splitlines()]
-    assert len(rows) == 6 and all(r["rationale"].startswith("The true statement is: ") for r in rows)
-    assert {r["label"] for r in rows} == {"A", "B"}
+    assert len(rows) == 6 and all(r["rationale"].startswith("Response A says: ") for r in rows)
+    assert [r["label"] for r in rows].count("B") == 3
+    for r in rows:  # trained with swap="none": each rationale still reads in the order its row shows
+        assert r["rationale"].index(r["response_a"]) < r["rationale"].index(r["response_b"])
+    oracle = by[("synthetic", "reason_oracle")]
+    assert oracle["oracle_rationale"] == "per_response" and oracle["test"]["num_pairs"] == 6
     st = by[("hh", "reason_st")]
     assert [s["round"] for s in st["stages"] if s["round"] is not None] == [0, 1, 2]
     assert all(s["candidates"] == 4 for s in st["stages"] if s["round"])

@@ -23,7 +23,7 @@ from trl_gram.experiments.synthetic import (
 )
 from trl_gram.judge import JudgeRun, PairJudgment
 from trl_gram.training.data import validate_pairs
-from trl_gram.training.denoise import rationale_label, swap_label_mentions
+from trl_gram.training.denoise import rationale_label
 
 
 @pytest.fixture
@@ -93,18 +93,32 @@ def test_synthetic_task_rule():
         make_arithmetic_pairs(3, digits=9)
 
 
+@pytest.mark.parametrize("style", ["per_response", "fact"])
 @pytest.mark.parametrize("rule", ["arithmetic", "compare", "smaller"])
-def test_oracle_rationales_state_the_truth_and_conclude_for_the_chosen_response(rule):
-    """The `reason_oracle` arm's rationales: each states the chosen (true) response and concludes for it, in either
-    order the trainer shows the pair, so the trainer's own label check accepts every row."""
-    ds = with_oracle_rationales(make_synthetic_pairs(20, seed=3, rule=rule))
-    for row in ds:
-        assert row["chosen"] in row["rationale"] and row["rejected"] not in row["rationale"]
-        assert is_correct(row["rationale"]) is True
-        assert rationale_label(row["rationale"]) == "A"
-        assert rationale_label(swap_label_mentions(row["rationale"])) == "B"
+def test_oracle_rationales_are_right_for_the_order_shown(rule, style):
+    """The `reason_oracle` arm's rows: a balanced order, and a rationale written for that order that states the true
+    response's claim as true and concludes for the label, so the trainer's own label check accepts every row."""
+    source = make_synthetic_pairs(20, seed=3, rule=rule)
+    ds = with_oracle_rationales(source, style, seed=5)
+    assert ds["label"].count("B") == 10 and ds["prompt"] == source["prompt"]
+    assert ds["rationale"] == with_oracle_rationales(source, style, seed=5)["rationale"]  # seeded
+    for row, src in zip(ds, source):
+        first, second = (
+            (row["response_a"], row["response_b"]) if row["label"] == "A" else (row["response_b"], row["response_a"])
+        )
+        assert (first, second) == (src["chosen"], src["rejected"])
+        assert rationale_label(row["rationale"]) == row["label"]
+        if style == "per_response":  # each response checked in the order shown
+            a, b = row["rationale"].index(row["response_a"]), row["rationale"].index(row["response_b"])
+            assert a < b and row["rationale"].startswith("Response A says: ")
+            verdicts = ("true", "false") if row["label"] == "A" else ("false", "true")
+            assert row["rationale"].count(" This is ") == 2 and [
+                row["rationale"].split(" This is ")[i + 1].split(".")[0] for i in (0, 1)
+            ] == list(verdicts)
+        else:
+            assert is_correct(row["rationale"]) is True
     pairs, skipped = validate_pairs(ds, rationale_column="rationale", need_rationale=True)
-    assert len(pairs) == 20 and not skipped and all(p["label"] == 0 for p in pairs)
+    assert len(pairs) == 20 and not skipped
     with pytest.raises(ValueError, match="chosen"):
         with_oracle_rationales(Dataset.from_list([{"prompt": "q", "response_a": "x", "response_b": "y"}]))
 

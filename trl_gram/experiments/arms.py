@@ -134,10 +134,19 @@ def evaluate(model, ctx: ArmContext, mode: str, datasets: dict[str, Dataset]) ->
 
 
 def train_args(
-    cfg: ReproductionConfig, out_dir: Path, mode: str, seed: int, task: str | None = None, training: dict | None = None
+    cfg: ReproductionConfig,
+    out_dir: Path,
+    mode: str,
+    seed: int,
+    task: str | None = None,
+    training: dict | None = None,
+    swap: str | None = None,
 ) -> GramRewardConfig:
-    """Training arguments of one run; ``training`` (learning rate, epochs) replaces the task's own setting."""
+    """Training arguments of one run; ``training`` (learning rate, epochs) replaces the task's own setting, ``swap``
+    the training order (``"none"``: rows as given)."""
     extra = dict(cfg.extra_train_args)
+    if swap is not None:
+        extra["swap"] = swap
     return GramRewardConfig(
         output_dir=str(out_dir),
         mode=mode,
@@ -214,8 +223,18 @@ def denoise_settings(cfg, denoise: bool) -> dict:
 
 
 def _self_trainer(
-    ctx: ArmContext, d: Path, mode: str, rounds: int, denoise: bool, labeled, base=None, eval_ds=None, training=None
+    ctx: ArmContext,
+    d: Path,
+    mode: str,
+    rounds: int,
+    denoise: bool,
+    labeled,
+    base=None,
+    eval_ds=None,
+    training=None,
+    swap: str | None = None,
 ):
+    """The arm's GramSelfTrainer; ``swap`` replaces the training order setting (``"none"``: rows as given)."""
     cfg = ctx.cfg
     sargs = SelfTrainingConfig(
         rounds=rounds,
@@ -236,7 +255,7 @@ def _self_trainer(
     )
     return GramSelfTrainer(
         base or ctx.base_path,
-        train_args(cfg, d, mode, ctx.seed, ctx.task, training),
+        train_args(cfg, d, mode, ctx.seed, ctx.task, training, swap=swap),
         sargs,
         labeled_dataset=labeled,
         unlabeled_dataset=ctx.unlabeled if rounds else None,
@@ -296,13 +315,19 @@ def run_trained(ctx: ArmContext, arm: str, d: Path) -> dict:
     _seed_from(ctx.arm_dir(f"zero_shot_{mode}"), d, ["base_eval.json"])
     if rounds:
         _seed_from(ctx.arm_dir(mode), d, ["round_00"])
-    labeled = with_oracle_rationales(ctx.labeled) if arm == "reason_oracle" else ctx.labeled
-    trainer = _self_trainer(ctx, d, mode, rounds, denoise=arm != "reason_st_nodenoise", labeled=labeled)
+    oracle = arm == "reason_oracle"
+    labeled = with_oracle_rationales(ctx.labeled, ctx.cfg.oracle_rationale, ctx.seed) if oracle else ctx.labeled
+    trainer = _self_trainer(
+        ctx, d, mode, rounds, denoise=arm != "reason_st_nodenoise", labeled=labeled, swap="none" if oracle else None
+    )
     history = trainer.run()
     last = trainer.final_model_path
     ood = evaluate(load_checkpoint(last, ctx.base_path), ctx, mode, ctx.ood) if ctx.ood else {}
     final = read_json(Path(last).parent / "eval.json")
-    return {"mode": mode, "test": final, "ood": ood, "stages": _stage_rows(history), "checkpoint": last}
+    result = {"mode": mode, "test": final, "ood": ood, "stages": _stage_rows(history), "checkpoint": last}
+    if oracle:
+        result["oracle_rationale"] = ctx.cfg.oracle_rationale
+    return result
 
 
 def prove_adaptation_data(ctx: ArmContext, labeled: Dataset, out: Path) -> Dataset:

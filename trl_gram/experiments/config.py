@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..templates import JudgeTemplate, get_template
-from .synthetic import RULES
+from .synthetic import ORACLE_STYLES, RULES
 
 ARMS = (
     "zero_shot_direct",  # the base model, label read directly
@@ -105,6 +105,13 @@ class ReproductionConfig:
         },
     )
     max_rationale_tokens: int | None = 96
+    oracle_rationale: str = field(
+        default="per_response",
+        metadata={
+            "help": "Rationales of the `reason_oracle` arm: 'per_response' checks each response in the order shown, "
+            "then concludes; 'fact' states the true fact, then names the response that says it."
+        },
+    )
     adapt_domain: str = "pandalm"
     adapt_rule: str | None = field(
         default=None,
@@ -141,6 +148,10 @@ class ReproductionConfig:
                 raise ValueError(f"`{name}` has unknown entries {bad}; choose from {list(allowed)}.")
         if self.finetune not in ("lora", "full"):
             raise ValueError(f"`finetune` must be 'lora' or 'full', got {self.finetune!r}.")
+        if self.oracle_rationale not in ORACLE_STYLES:
+            raise ValueError(
+                f"`oracle_rationale` must be one of {list(ORACLE_STYLES)}, got {self.oracle_rationale!r}."
+            )
         if self.adapt_domain not in ("pandalm", "synthetic"):
             raise ValueError(f"`adapt_domain` must be 'pandalm' or 'synthetic', got {self.adapt_domain!r}.")
         for name in ("synthetic_rule", "adapt_rule"):

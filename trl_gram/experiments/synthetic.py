@@ -104,18 +104,55 @@ def make_synthetic_pairs(n: int, seed: int = 0, digits: int = 2, rule: str = "ar
     raise ValueError(f"`rule` must be one of {RULES}, got {rule!r}.")
 
 
-def oracle_rationale(chosen: str) -> str:
-    """A correct rationale for a control pair whose first response (A) is ``chosen``: it states the true fact, then
-    concludes for A. A rule-checked stand-in for the rationales a strong model writes in the paper."""
-    return f"The true statement is: {chosen.strip()} Response A says it. Response A is better."
+ORACLE_STYLES = ("per_response", "fact")
 
 
-def with_oracle_rationales(ds: Dataset, column: str = "rationale") -> Dataset:
-    """``ds`` (``prompt``/``chosen``/``rejected`` rows of a control task) with an oracle rationale per row."""
-    missing = [c for c in ("chosen", "rejected") if c not in ds.column_names]
+def oracle_rationale(first: str, second: str, label: str, style: str = "per_response") -> str:
+    """A correct rationale for a control pair shown as ``first`` (Response A) and ``second`` (Response B), ``label``
+    naming the true one: a rule-checked stand-in for the rationales a strong model writes in the paper.
+
+    ``"per_response"`` checks each response in the order shown, then concludes (``Response A says: ... This is
+    false. Response B says: ... This is true. Response B is better.``); ``"fact"`` states the true fact, then names
+    the response that says it.
+    """
+    if label not in ("A", "B"):
+        raise ValueError(f"`label` must be 'A' or 'B', got {label!r}.")
+    if style == "fact":
+        true = first if label == "A" else second
+        return f"The true statement is: {true.strip()} Response {label} says it. Response {label} is better."
+    if style == "per_response":
+        verdict = ("true", "false") if label == "A" else ("false", "true")
+        return (
+            f"Response A says: {first.strip()} This is {verdict[0]}. Response B says: {second.strip()} This is "
+            f"{verdict[1]}. Response {label} is better."
+        )
+    raise ValueError(f"`style` must be one of {ORACLE_STYLES}, got {style!r}.")
+
+
+def with_oracle_rationales(ds: Dataset, style: str = "per_response", seed: int = 0) -> Dataset:
+    """``ds`` (``prompt``/``chosen``/``rejected`` rows of a control task) as ``prompt``/``response_a``/``response_b``/
+    ``label``/``rationale`` rows in a seeded order with exactly half labeled ``B``, each rationale written for the
+    order it is in. Train on them with ``swap="none"``, so that no order is changed afterwards: a letter swap would
+    keep the per-response checks in the old order."""
+    from ..training.data import assign_orders
+
+    missing = [c for c in ("prompt", "chosen", "rejected") if c not in ds.column_names]
     if missing:
-        raise ValueError(f"Oracle rationales need `chosen`/`rejected` columns; the dataset lacks {missing}.")
-    return ds.add_column(column, [oracle_rationale(c) for c in ds["chosen"]])
+        raise ValueError(f"Oracle rationales need `prompt`/`chosen`/`rejected` columns; the dataset lacks {missing}.")
+    rows = []
+    for row, (swapped,) in zip(ds, assign_orders(len(ds), "random", seed)):
+        first, second = (row["rejected"], row["chosen"]) if swapped else (row["chosen"], row["rejected"])
+        label = "B" if swapped else "A"
+        rows.append(
+            {
+                "prompt": row["prompt"],
+                "response_a": first,
+                "response_b": second,
+                "label": label,
+                "rationale": oracle_rationale(first, second, label, style),
+            }
+        )
+    return Dataset.from_list(rows)
 
 
 def is_correct(response: str) -> bool | None:

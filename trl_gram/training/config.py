@@ -33,7 +33,8 @@ class GramRewardConfig(SFTConfig):
         swap (`str`, *optional*, defaults to `"random"`):
             Position of the better response in the rendered examples: `"random"` (a seeded assignment in which
             exactly half of the examples are labeled with each label word, whatever the input's orientation),
-            `"both"` (every pair in both orders) or `"none"` (as given: `chosen` first, or `response_a` first).
+            `"both"` (every pair in both orders) or `"none"` (as given: `chosen` first, or `response_a` first; the
+            self-training loop then also keeps its labeled pairs in their given order).
         rationale_column (`str`, *optional*, defaults to `"rationale"`):
             Column holding the rationale of each row (needed in `reason` mode). Its references ("Response A") follow
             the order of the row: `chosen` is A in `prompt`/`chosen`/`rejected` rows; `response_a` is A in

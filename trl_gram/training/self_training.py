@@ -313,9 +313,11 @@ class GramSelfTrainer:
 
     def _shown(self, pairs: list[dict], seed: int | None = None):
         """Each pair in a seeded, exactly balanced random order: ``((question, first, second, label), rationale)``,
-        the rationale's references rewritten for swapped pairs."""
+        the rationale's references rewritten for swapped pairs. With ``swap="none"`` every pair keeps the order it
+        is given in (e.g. rationales written for that order)."""
         labels = [p["label"] for p in pairs]
-        orders = assign_orders(len(pairs), "random", self.args.seed if seed is None else seed, labels)
+        how = "none" if self.args.swap == "none" else "random"
+        orders = assign_orders(len(pairs), how, self.args.seed if seed is None else seed, labels)
         for p, (swapped,) in zip(pairs, orders):
             first, second = (p["second"], p["first"]) if swapped else (p["first"], p["second"])
             rationale = p.get("rationale")
