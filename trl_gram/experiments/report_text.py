@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from .config import COMPACT_PROMPT, ReproductionConfig
+from .synthetic import oracle_rationale
 
 PAPER = (
     "GRAM-R² (8B): 85.7 RM-Bench / 81.0 JudgeBench; the generative baseline without the self-training pipeline: "
@@ -103,9 +104,10 @@ def render(cfg, recipe, command, results, table, adaptation, figures, speed, wal
         "rationales in this data.\n"
         + (
             "- `reason_oracle` (control task only): `reason` trained on correct rationales written from the rule "
-            "(`The true statement is: <chosen response> Response A says it. Response A is better.`, the letters "
-            "following the order shown) instead of the prover's; it asks whether reasoning helps once the rationales "
-            "are right.\n"
+            f"instead of the prover's (`oracle_rationale: {cfg.oracle_rationale}`), e.g. "
+            f"`{oracle_rationale('12 is larger than 9.', '9 is larger than 12.', 'A', cfg.oracle_rationale)}`, "
+            "written for the order each pair is shown in; it asks whether reasoning helps once the rationales are "
+            "right.\n"
             if "reason_oracle" in cfg.arms
             else ""
         )
