@@ -46,7 +46,7 @@ def test_every_arm_end_to_end_and_resume(tmp_path):
     results = run_experiment(cfg)
     arms_hh = {r["arm"] for r in results if r["task"] == "hh"}
     arms_syn = {r["arm"] for r in results if r["task"] == "synthetic"}
-    assert arms_hh == set(ARMS) - {"reason_oracle"} and arms_syn == set(ARMS) - {"adapt"}
+    assert arms_hh == set(ARMS) - {"reason_oracle", "reason_oracle_st"} and arms_syn == set(ARMS) - {"adapt"}
     by = {(r["task"], r["arm"]): r for r in results}
     for task in ("hh", "synthetic"):
         fps = {r["test_fingerprint"] for r in results if r["task"] == task}
@@ -64,6 +64,9 @@ def test_every_arm_end_to_end_and_resume(tmp_path):
         assert r["rationale"].index(r["response_a"]) < r["rationale"].index(r["response_b"])
     oracle = by[("synthetic", "reason_oracle")]
     assert oracle["oracle_rationale"] == "per_response" and oracle["test"]["num_pairs"] == 6
+    oracle_st = by[("synthetic", "reason_oracle_st")]  # round 0 is the oracle judge, copied
+    assert [s["round"] for s in oracle_st["stages"] if s["round"] is not None] == [0, 1, 2]
+    assert oracle_st["stages"][1]["eval"] == oracle["test"]
     st = by[("hh", "reason_st")]
     assert [s["round"] for s in st["stages"] if s["round"] is not None] == [0, 1, 2]
     assert all(s["candidates"] == 4 for s in st["stages"] if s["round"])

@@ -123,12 +123,13 @@ def test_oracle_rationales_are_right_for_the_order_shown(rule, style):
         with_oracle_rationales(Dataset.from_list([{"prompt": "q", "response_a": "x", "response_b": "y"}]))
 
 
-def test_oracle_arm_is_skipped_outside_the_control_task(tmp_path, monkeypatch):
-    """On hh-rlhf there is no rule to write correct rationales from: `reason_oracle` returns no result there."""
-    monkeypatch.setattr(runner, "run_trained", lambda *a, **k: pytest.fail("reason_oracle trained on hh"))
-    ctx = SimpleNamespace(task="hh", seed=0, arm_dir=lambda arm: tmp_path / arm)
-    assert runner.run_arm(ctx, "reason_oracle") is None
-    assert not (tmp_path / "reason_oracle").exists()
+@pytest.mark.parametrize("arm", ["reason_oracle", "reason_oracle_st"])
+def test_oracle_arms_are_skipped_outside_the_control_task(tmp_path, monkeypatch, arm):
+    """On hh-rlhf there is no rule to write correct rationales from: the oracle arms return no result there."""
+    monkeypatch.setattr(runner, "run_trained", lambda *a, **k: pytest.fail(f"{arm} trained on hh"))
+    ctx = SimpleNamespace(task="hh", seed=0, arm_dir=lambda name: tmp_path / name)
+    assert runner.run_arm(ctx, arm) is None
+    assert not (tmp_path / arm).exists()
 
 
 def test_compare_control_rule(tmp_path):

@@ -6,7 +6,8 @@
   label, best of ``proof_samples`` by Eq. 5).
 * ``reason_oracle`` (control task only): ``reason`` trained on correct rationales written from the task's rule
   (:func:`~trl_gram.experiments.synthetic.oracle_rationale`) instead of the prover's: does reasoning help when the
-  rationales are right?
+  rationales are right? ``reason_oracle_st`` self-trains that judge like ``reason_st`` (its own rationales for its
+  pseudo-labels; only the labeled slice has oracle rationales).
 * ``reason_st`` / ``reason_st_nodenoise`` / ``direct_st``: the same trainer with ``rounds`` self-training rounds on the
   unlabeled slices, pseudo-labels denoised by the paper's rules (or with every rule off); the judge writes the
   rationales of its own pseudo-labels. Round 0 is copied from the ``reason``/``direct`` arm of the same seed when it
@@ -312,10 +313,10 @@ def run_trained(ctx: ArmContext, arm: str, d: Path) -> dict:
     """``direct``, ``reason`` and the self-training arms."""
     mode = arm_mode(arm)
     rounds = ctx.cfg.rounds if arm.endswith("_st") or arm.endswith("_nodenoise") else 0
+    oracle = arm.startswith("reason_oracle")
     _seed_from(ctx.arm_dir(f"zero_shot_{mode}"), d, ["base_eval.json"])
     if rounds:
-        _seed_from(ctx.arm_dir(mode), d, ["round_00"])
-    oracle = arm == "reason_oracle"
+        _seed_from(ctx.arm_dir("reason_oracle" if oracle else mode), d, ["round_00"])
     labeled = with_oracle_rationales(ctx.labeled, ctx.cfg.oracle_rationale, ctx.seed) if oracle else ctx.labeled
     trainer = _self_trainer(
         ctx, d, mode, rounds, denoise=arm != "reason_st_nodenoise", labeled=labeled, swap="none" if oracle else None

@@ -16,6 +16,7 @@ ARMS = (
     "direct",  # direct judge trained on the labeled slice
     "reason",  # reasoning judge trained on the labeled slice (rationales from the prover)
     "reason_oracle",  # the same with correct, rule-written rationales (control task only)
+    "reason_oracle_st",  # reason_oracle + self-training rounds 1..R, denoising on (control task only)
     "reason_st",  # reason + self-training rounds 1..R, denoising on
     "reason_st_nodenoise",  # the same with the denoising rules off
     "direct_st",  # direct + self-training (optional)

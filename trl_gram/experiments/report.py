@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .config import ReproductionConfig
 
-ST_ARMS = ("reason_st", "reason_st_nodenoise", "direct_st")
+ST_ARMS = ("reason_st", "reason_st_nodenoise", "reason_oracle_st", "direct_st")
 RULES = ("malformed", "vote_disagreement", "low_confidence", "too_long", "unsupported")
 
 

@@ -107,8 +107,9 @@ def render(cfg, recipe, command, results, table, adaptation, figures, speed, wal
             f"instead of the prover's (`oracle_rationale: {cfg.oracle_rationale}`), e.g. "
             f"`{oracle_rationale('12 is larger than 9.', '9 is larger than 12.', 'A', cfg.oracle_rationale)}`, "
             "written for the order each pair is shown in; it asks whether reasoning helps once the rationales are "
-            "right.\n"
-            if "reason_oracle" in cfg.arms
+            "right. `reason_oracle_st` self-trains that judge as `reason_st` does (its own rationales for its "
+            "pseudo-labels).\n"
+            if any(a.startswith("reason_oracle") for a in cfg.arms)
             else ""
         )
         + "- Evaluation (every arm, same code): accuracy with both orders averaged, swap agreement, parse failures "

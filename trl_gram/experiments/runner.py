@@ -37,6 +37,7 @@ ARM_ORDER = (
     "direct",
     "reason",
     "reason_oracle",
+    "reason_oracle_st",
     "reason_st",
     "reason_st_nodenoise",
     "direct_st",
@@ -173,7 +174,7 @@ def run_arm(ctx: ArmContext, arm: str) -> dict | None:
     d = ctx.arm_dir(arm)
     if is_done(d):
         return read_json(d / "result.json")
-    if arm == "reason_oracle" and ctx.task != "synthetic":
+    if arm.startswith("reason_oracle") and ctx.task != "synthetic":
         return None  # the control task alone has a rule to write correct rationales from
     d.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
