@@ -448,6 +448,7 @@ def test_report_only_rebuild_names_the_run_command(tmp_path):
         "reproduce_cpu_compare_small",
         "reproduce_cpu_compare_small_conf",
         "reproduce_cpu_compare_small_steps",
+        "reproduce_cpu_compare_small_oracle_long",
         "reproduce_cpu_compare_adapt",
     ],
 )
