@@ -58,3 +58,23 @@ def test_pseudo_label_quality_scores_labels_with_the_oracle(tmp_path):
     assert out["candidates"] == 4 and out["right"] == 2
     assert out["orders_agree"] == {"n": 2, "right": 2}
     assert out["top_0.5"]["n"] == 2 and out["top_0.5"]["right"] == 1  # margins 0.4 (right) and 0.1 (wrong)
+
+
+def test_oracle_judge_check_scores_copies_and_verdicts():
+    score = _script("oracle_judge_check").score_rationale
+    shown = ("78 is larger than 84.", "84 is larger than 78.")
+    right = (
+        "Response A says: 78 is larger than 84. This is false. Response B says: 84 is larger than 78. This is true."
+    )
+    assert score(right, shown) == {
+        "format": True,
+        "copied": True,
+        "verdicts_right": True,
+        "verdicts": ("false", "true"),
+    }
+    flipped = right.replace("This is false", "This is X").replace("This is true", "This is false")
+    flipped = flipped.replace("This is X", "This is true")
+    assert score(flipped, shown)["verdicts_right"] is False and score(flipped, shown)["copied"] is True
+    miscopied = right.replace("says: 84 is larger than 78.", "says: 48 is larger than 78.")
+    assert score(miscopied, shown)["copied"] is False
+    assert score("Response B is better.", shown)["format"] is False
