@@ -21,6 +21,8 @@ import re
 
 from datasets import Dataset
 
+from ..training.data import assign_orders
+
 OPS = ("+", "-")
 RULES = ("arithmetic", "compare", "smaller")
 _PAIR = re.compile(r"(-?\d+)\s*([+-])\s*(-?\d+)\s*=\s*(-?\d+)")
@@ -134,8 +136,6 @@ def with_oracle_rationales(ds: Dataset, style: str = "per_response", seed: int =
     ``label``/``rationale`` rows in a seeded order with exactly half labeled ``B``, each rationale written for the
     order it is in. Train on them with ``swap="none"``, so that no order is changed afterwards: a letter swap would
     keep the per-response checks in the old order."""
-    from ..training.data import assign_orders
-
     missing = [c for c in ("prompt", "chosen", "rejected") if c not in ds.column_names]
     if missing:
         raise ValueError(f"Oracle rationales need `prompt`/`chosen`/`rejected` columns; the dataset lacks {missing}.")
