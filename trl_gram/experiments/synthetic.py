@@ -21,7 +21,7 @@ import re
 
 from datasets import Dataset
 
-from ..training.data import assign_orders
+from ..training.data import render_pairs, validate_pairs
 
 OPS = ("+", "-")
 RULES = ("arithmetic", "compare", "smaller")
@@ -139,17 +139,17 @@ def with_oracle_rationales(ds: Dataset, style: str = "per_response", seed: int =
     missing = [c for c in ("prompt", "chosen", "rejected") if c not in ds.column_names]
     if missing:
         raise ValueError(f"Oracle rationales need `prompt`/`chosen`/`rejected` columns; the dataset lacks {missing}.")
+    pairs, _ = validate_pairs(ds, name="oracle")
     rows = []
-    for row, (swapped,) in zip(ds, assign_orders(len(ds), "random", seed)):
-        first, second = (row["rejected"], row["chosen"]) if swapped else (row["chosen"], row["rejected"])
-        label = "B" if swapped else "A"
+    for ex in render_pairs(pairs, "random", seed):
+        label = "AB"[ex["label"]]
         rows.append(
             {
-                "prompt": row["prompt"],
-                "response_a": first,
-                "response_b": second,
+                "prompt": ex["question"],
+                "response_a": ex["first"],
+                "response_b": ex["second"],
                 "label": label,
-                "rationale": oracle_rationale(first, second, label, style),
+                "rationale": oracle_rationale(ex["first"], ex["second"], label, style),
             }
         )
     return Dataset.from_list(rows)

@@ -37,7 +37,7 @@ from transformers.utils import logging
 
 from ..judge import GramJudge, GramJudgeConfig
 from .config import GramRewardConfig, resolve_template
-from .data import assign_orders, validate_pairs
+from .data import render_pairs, validate_pairs
 from .denoise import Candidate, DenoiseRules, denoise, swap_label_mentions
 from .evaluation import judge_metrics
 from .prover import PreferenceProver, ProverConfig
@@ -315,15 +315,9 @@ class GramSelfTrainer:
         """Each pair in a seeded, exactly balanced random order: ``((question, first, second, label), rationale)``,
         the rationale's references rewritten for swapped pairs. With ``swap="none"`` every pair keeps the order it
         is given in (e.g. rationales written for that order)."""
-        labels = [p["label"] for p in pairs]
         how = "none" if self.args.swap == "none" else "random"
-        orders = assign_orders(len(pairs), how, self.args.seed if seed is None else seed, labels)
-        for p, (swapped,) in zip(pairs, orders):
-            first, second = (p["second"], p["first"]) if swapped else (p["first"], p["second"])
-            rationale = p.get("rationale")
-            if swapped and rationale:
-                rationale = swap_label_mentions(rationale, self.label_words)
-            yield (p["question"], first, second, p["label"] ^ int(swapped)), rationale
+        for ex in render_pairs(pairs, how, self.args.seed if seed is None else seed, self.label_words):
+            yield (ex["question"], ex["first"], ex["second"], ex["label"]), ex["rationale"]
 
     def _prove(self, pairs: list[dict], prover: PreferenceProver, seed: int) -> tuple[list[dict], dict]:
         """Rationales for labeled pairs (shown in a seeded, balanced random order) from the prover."""
