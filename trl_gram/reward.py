@@ -9,53 +9,32 @@ How a completion gets a scalar (its win probability against something):
 
 * ``references=[...]`` passed by the trainer (our PPO passes the policy's greedy responses) or
   ``reference_column="col"`` (a dataset column such as a reference answer): one comparison per completion.
-* ``reference="group"``: every pair within a group of completions of the same prompt (consecutive equal prompts, as
-  GRPO lays them out); a completion scores its mean win probability against the rest of its group. Cost per group
-  of G: G(G-1)/2 pairs, i.e. G(G-1) judge passes with ``swap="both"`` (56 for G = 8).
+* ``reference="group"``: every pair within a group of completions of the same prompt (equal prompts wherever they
+  are in the batch, see [`~pairing.groups`]); a completion scores its mean win probability against the rest of its
+  group. Cost per group of G: G(G-1)/2 pairs, i.e. G(G-1) judge passes with ``swap="both"`` (56 for G = 8).
 * ``reference="pivot"``: the cheaper variant: each completion against the group's first one (G-1 pairs, 2(G-1)
   passes); the pivot scores its mean win probability against the others.
 * ``reference="pairs"``: completion i against completion i + N/2, the layout of ``OnlineDPOTrainer`` (which calls
-  with the prompts doubled). ``"group"`` switches to it by itself when every group has size 1 and the two halves of
-  the prompts match.
+  with the prompts doubled). ``"group"`` gives the same comparisons there, since each prompt appears twice.
+
+Pairing, aggregation and output scales live in [`~pairing`], shared with the reward server.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 from collections.abc import Sequence
 
 from transformers.utils import logging
 
+from . import pairing
 from .judge import GramJudge, PairJudgment
 
 logger = logging.get_logger(__name__)
 
 REFERENCES = (None, "references", "group", "pivot", "pairs")
-OUTPUTS = ("prob", "logit", "centered")
-_EPS = 1e-6
-
-
-def _groups(prompts: Sequence) -> list[range]:
-    """Consecutive runs of equal prompts."""
-    out, start = [], 0
-    for i in range(1, len(prompts) + 1):
-        if i == len(prompts) or prompts[i] != prompts[start]:
-            out.append(range(start, i))
-            start = i
-    return out
-
-
-def comparisons_within(members: list[int], prompts, completions, reference: str) -> list[tuple]:
-    """The comparisons ``(i, question, response_i, other, j)`` inside one group (indices ``members``): every pair
-    (``reference="group"``) or each member against the first one (``"pivot"``)."""
-    if reference == "group":
-        return [
-            (i, prompts[i], completions[i], completions[j], j) for k, i in enumerate(members) for j in members[k + 1 :]
-        ]
-    pivot = members[0]
-    return [(i, prompts[i], completions[i], completions[pivot], pivot) for i in members[1:]]
+OUTPUTS = pairing.OUTPUTS
 
 
 class GenerativeRewardFunction:
@@ -123,7 +102,6 @@ class GenerativeRewardFunction:
         self._judge = judge if loaded else None
         self._owns_judge = self._judge is None
         self._lock = threading.Lock()
-        self._announced_pairs = False
 
     # ---------------------------------------------------------------------------------------------------------------
     @property
@@ -225,24 +203,15 @@ class GenerativeRewardFunction:
         how = "local"
         if reference in ("group", "pivot"):
             prompts, completions, how = self._maybe_gather(prompts, completions)
-        groups = _groups(prompts)
         n = len(completions)
-        if reference == "pairs" or (
-            reference == "group"
-            and all(len(g) == 1 for g in groups)
-            and n % 2 == 0
-            and n > 0
-            and list(prompts[: n // 2]) == list(prompts[n // 2 :])
-        ):
-            if reference == "group" and not self._announced_pairs:
-                logger.info("Every prompt appears once per half: judging completion i against i + N/2 (OnlineDPO).")
-                self._announced_pairs = True
+        if reference == "pairs":
             if n % 2:
                 raise ValueError(f"`reference='pairs'` needs an even number of completions, got {n}.")
             half = n // 2
             return [(i, prompts[i], completions[i], completions[i + half], i + half) for i in range(half)], how, n
-        comps = [c for g in groups for c in comparisons_within(list(g), prompts, completions, reference)]
-        return comps, how, n
+        # OnlineDPO's doubled prompts need no special case: equal prompts anywhere form a group, so the groups are
+        # exactly the pairs (i, i + N/2).
+        return pairing.plan(prompts, completions, reference=reference), how, n
 
     @staticmethod
     def _against(prompts, completions, refs, what):
@@ -303,31 +272,11 @@ class GenerativeRewardFunction:
     def _aggregate(self, n, comparisons, judgments):
         """Mean win probability per completion over its usable comparisons (``None`` when it has none), whether it
         had comparisons that all failed, and the first judgment involving each completion."""
-        sums, counts = [0.0] * n, [0] * n
-        first: list[PairJudgment | None] = [None] * n
-        use_failed = self.on_failure == "prob"
-        for (i, _, _, _, j), jd in zip(comparisons, judgments):
-            for k in (i, j):
-                if k is not None and first[k] is None:
-                    first[k] = jd
-            if math.isnan(jd.prob) or (jd.failure is not None and not use_failed):
-                continue
-            sums[i] += jd.prob
-            counts[i] += 1
-            if j is not None:
-                sums[j] += 1.0 - jd.prob
-                counts[j] += 1
-        probs = [sums[k] / counts[k] if counts[k] else None for k in range(n)]
-        failed = [counts[k] == 0 and first[k] is not None for k in range(n)]
-        return probs, failed, first
+        result = pairing.aggregate(n, comparisons, judgments, use_failed=self.on_failure == "prob")
+        return result.probs, result.failed, result.first
 
     def _transform(self, value: float) -> float:
-        if self.output == "prob":
-            return float(value)
-        if self.output == "centered":
-            return float(value) - 0.5
-        p = min(max(float(value), _EPS), 1 - _EPS)
-        return math.log(p / (1 - p))
+        return pairing.transform(value, self.output)
 
     def _log(self, first_pair, judgments, log_extra, log_metric):
         if log_extra is not None and self.log_rationales:
