@@ -1,11 +1,13 @@
 """``RemoteGenerativeRewardFunction``: a GRAM judge served over HTTP (``trl-gram serve``) as an async TRL reward.
 
 For ``GRPOTrainer`` / ``RLOOTrainer`` (TRL runs async reward functions concurrently on its event loop): the batch is
-split into requests that keep each group of completions of one prompt together (consecutive equal prompts, as TRL
-lays them out), the requests are sent concurrently (``max_concurrency``) to the server's ``/reward`` endpoint, each
-with a timeout and retries with exponential backoff on connection errors, timeouts, 429 and 5xx answers. Completions
+split into requests that keep each group of completions of one prompt together (equal prompts, [`~pairing.groups`]),
+the requests are sent concurrently (``max_concurrency``) to the server's ``/reward`` endpoint and retried, with
+exponential backoff and jitter, on connection errors, timeouts, 408/425/429 and 5xx answers (a server restarting or
+still loading its judge answers 503 or refuses connections) until the time budget ``timeout`` is spent. Completions
 whose request finally fails get ``None`` (TRL then ignores them for this reward); the server itself returns ``None``
-for completions it could not score.
+for completions it could not score. A step where no completion got a reward is logged as a warning and as the metric
+``<name>/no_rewards`` = 1.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 
 from transformers.utils import logging
 
-from ..reward import _groups  # consecutive runs of equal prompts, GRPO's layout
+from ..pairing import groups as _groups
 
 logger = logging.get_logger(__name__)
 
@@ -34,9 +36,11 @@ class RemoteGenerativeRewardFunction:
             ignored when references are given.
         reference_column: Dataset column holding one reference response per completion (else ``references=`` passed
             by the trainer, else ``reference``).
-        timeout: Seconds per request attempt.
-        retries: Extra attempts after a failed one (connection error, timeout, 408/425/429/5xx).
-        backoff: First retry delay in seconds; doubled at each retry (with jitter).
+        timeout: Time budget of one request in seconds, retries included: attempts go on (each limited to the time
+            left) until it is spent.
+        retries: Optional cap on extra attempts after a failed one (``None``: as many as ``timeout`` allows).
+        backoff: First retry delay in seconds; doubled at each retry (with jitter), at most ``max_backoff``.
+        max_backoff: Longest delay between two attempts.
         max_concurrency: Requests in flight at once.
         max_completions_per_request: Requests are cut at group boundaries to hold at most this many completions
             (a larger group still goes whole).
@@ -51,8 +55,9 @@ class RemoteGenerativeRewardFunction:
         reference: str = "group",
         reference_column: str | None = None,
         timeout: float = 300.0,
-        retries: int = 3,
+        retries: int | None = None,
         backoff: float = 1.0,
+        max_backoff: float = 15.0,
         max_concurrency: int = 8,
         max_completions_per_request: int = 64,
         name: str = "gram_remote_reward",
@@ -61,10 +66,17 @@ class RemoteGenerativeRewardFunction:
             raise ValueError(f"`url` must be an http(s) URL, got {url!r}.")
         if reference not in ("group", "pivot"):
             raise ValueError(f"`reference` must be 'group' or 'pivot', got {reference!r}.")
-        if timeout <= 0 or retries < 0 or backoff < 0 or max_concurrency < 1 or max_completions_per_request < 1:
+        if (
+            timeout <= 0
+            or (retries is not None and retries < 0)
+            or backoff < 0
+            or max_backoff < 0
+            or max_concurrency < 1
+            or max_completions_per_request < 1
+        ):
             raise ValueError(
                 "`timeout`, `max_concurrency` and `max_completions_per_request` must be positive, "
-                "`retries` and `backoff` non-negative."
+                "`retries`, `backoff` and `max_backoff` non-negative."
             )
         base = url.rstrip("/")
         self.url = base if base.rsplit("/", 1)[-1] in ("reward", "get_reward") else base + "/reward"
@@ -74,6 +86,7 @@ class RemoteGenerativeRewardFunction:
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
+        self.max_backoff = max_backoff
         self.max_concurrency = max_concurrency
         self.max_completions_per_request = max_completions_per_request
         self.__name__ = name
@@ -84,7 +97,7 @@ class RemoteGenerativeRewardFunction:
 
     # ---------------------------------------------------------------------------------------------------------------
     def _chunks(self, prompts, with_references: bool) -> list[list[int]]:
-        units = [[i] for i in range(len(prompts))] if with_references else [list(g) for g in _groups(prompts)]
+        units = [[i] for i in range(len(prompts))] if with_references else _groups(prompts)
         chunks, cur = [], []
         for unit in units:
             if cur and len(cur) + len(unit) > self.max_completions_per_request:
@@ -94,13 +107,17 @@ class RemoteGenerativeRewardFunction:
         return chunks + ([cur] if cur else [])
 
     async def _post(self, client, payload) -> list | None:
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         import httpx
 
-        for attempt in range(self.retries + 1):
-            error = None
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        deadline = time.monotonic() + self.timeout
+        attempt, error = 0, None
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
             try:
-                response = await client.post(self.url, json=payload, headers=headers, timeout=self.timeout)
+                response = await client.post(self.url, json=payload, headers=headers, timeout=left)
                 if response.status_code == 200:
                     rewards = response.json().get("rewards")
                     if isinstance(rewards, list) and len(rewards) == len(payload["completions"]):
@@ -110,15 +127,19 @@ class RemoteGenerativeRewardFunction:
                     logger.warning(f"Reward server refused a request ({response.status_code}): {response.text[:300]}")
                     return None
                 else:
-                    error = f"HTTP {response.status_code}"
+                    error = f"HTTP {response.status_code}: {response.text[:200]}"
             except (httpx.TransportError, httpx.TimeoutException, ValueError) as e:
-                error = repr(e)
-            if attempt < self.retries:
-                delay = self.backoff * 2**attempt * (0.5 + random.random())
-                logger.info(f"Reward request failed ({error}); retrying in {delay:.1f}s.")
-                await asyncio.sleep(delay)
-            else:
-                logger.warning(f"Reward request failed after {self.retries + 1} attempts ({error}).")
+                error = f"{type(e).__name__}: {e}"
+            if self.retries is not None and attempt >= self.retries:
+                break
+            delay = min(self.max_backoff, self.backoff * 2**attempt) * (0.5 + random.random())
+            delay = min(delay, max(0.0, deadline - time.monotonic()))
+            attempt += 1
+            logger.info(f"Reward request failed ({error}); retry {attempt} in {delay:.1f}s.")
+            await asyncio.sleep(delay)
+        logger.warning(
+            f"Reward request to {self.url} failed after {attempt + 1} attempts in {self.timeout:g}s budget: {error}"
+        )
         return None
 
     async def score(self, prompts, completions, references=None) -> list[float | None]:
@@ -140,6 +161,7 @@ class RemoteGenerativeRewardFunction:
                 "prompts": [prompts[i] for i in idx],
                 "completions": [completions[i] for i in idx],
                 "reference": self.reference,
+                "group_across_requests": False,  # each request holds whole groups
             }
             if references is not None:
                 payload["references"] = [references[i] for i in idx]
@@ -180,7 +202,14 @@ class RemoteGenerativeRewardFunction:
                 )
             references = columns[self.reference_column]
         rewards = await self.score(list(prompts), list(completions), references)
+        nothing = len(rewards) > 0 and all(r is None for r in rewards)
+        if nothing:
+            logger.warning(
+                f"{self.__name__}: no completion of this step got a reward ({self.last_stats['failed_requests']} of "
+                f"{self.last_stats['requests']} requests to {self.url} failed); the step trains on no reward signal."
+            )
         if log_metric is not None:
+            log_metric(f"{self.__name__}/no_rewards", float(nothing))
             log_metric(f"{self.__name__}/failed_requests", float(self.last_stats["failed_requests"]))
             log_metric(f"{self.__name__}/unscored", float(self.last_stats["unscored"]))
             log_metric(f"{self.__name__}/seconds", float(self.last_stats["seconds"]))

@@ -1,89 +1,194 @@
-"""From completions to rewards on the server: which pairs to judge, and how their probabilities become one reward per
-completion. Shared by the ``/reward`` (TRL-shaped) and ``/get_reward`` (OpenRLHF) endpoints.
+"""Reading reward requests item by item: each completion becomes an [`Item`] that is either ready to judge or carries
+the reason it cannot be (``error``), so one bad sample never costs the rest of its batch.
 
-A completion's reward is its mean win probability over its comparisons:
+Two request shapes:
 
-* with a reference per completion (``references`` / OpenRLHF ``labels``): against that reference;
-* otherwise within its group, the completions of the same prompt in the request (equal prompts, wherever they are):
-  ``"group"`` compares every pair, ``"pivot"`` each completion with the group's first one.
+* TRL-shaped ``/reward``: ``prompts``, ``completions``, optional ``references`` (strings or chat messages);
+* OpenRLHF's ``/get_reward``: ``query`` (prompt + response as one decoded string), ``prompts``, optional ``labels``.
 
-A completion with nothing to compare with (a lone completion and no reference) gets ``None``, as does one whose
-comparisons all failed to parse.
+A request is refused as a whole (``ValueError``, answered 400) only when it is malformed as a whole: a required list
+missing or of the wrong type, lists of different lengths. Everything about one item (a wrong type, a lone surrogate,
+a message without ``content``, a query that does not contain its prompt, a label that is a dict) is that item's error,
+named after the client's own field (``labels[3]``, ``references[0]``).
 """
 
 from __future__ import annotations
 
-import json
-import math
+from dataclasses import dataclass
 
-from ..reward import comparisons_within
-
-REFERENCES = ("group", "pivot")
-OUTPUTS = ("prob", "logit", "centered")
-_EPS = 1e-6
+from ..pairing import has_reference
 
 
-def _key(prompt) -> str:
-    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+@dataclass
+class Item:
+    """One completion to score.
+
+    Args:
+        prompt: The question for the judge (text or chat messages), ``None`` when unusable.
+        completion: The response to score.
+        reference: What to compare it with (``None``: within its prompt's group).
+        error: Why the item cannot be scored (then it gets the failure value), else ``None``.
+    """
+
+    prompt: object = None
+    completion: object = None
+    reference: object = None
+    error: str | None = None
 
 
-def plan(prompts, completions, references=None, reference: str = "group"):
-    """The comparisons ``(i, question, response_i, other, j)`` (``j`` the other completion's index or ``None``)."""
-    if len(prompts) != len(completions):
-        raise ValueError(f"`prompts` has {len(prompts)} items but `completions` has {len(completions)}.")
-    if reference not in REFERENCES:
-        raise ValueError(f"`reference` must be one of {REFERENCES}, got {reference!r}.")
-    for i, c in enumerate(completions):
-        if c is None:
-            raise ValueError(f"`completions[{i}]` is null.")
-    comparisons = []
-    if references is not None:
-        if len(references) != len(completions):
-            raise ValueError(f"`references` has {len(references)} items for {len(completions)} completions.")
-        return [
-            (i, prompts[i], completions[i], ref, None) for i, ref in enumerate(references) if ref not in (None, "")
-        ]
-    groups: dict[str, list[int]] = {}
-    for i, p in enumerate(prompts):
-        groups.setdefault(_key(p), []).append(i)
-    for members in groups.values():
-        comparisons += comparisons_within(members, prompts, completions, reference)
-    return comparisons
+class ItemError(ValueError):
+    """A problem with one item; the message names the client's field."""
 
 
-def aggregate(n: int, comparisons, judgments) -> tuple[list[float | None], dict]:
-    """Mean win probability per completion over its parsed comparisons, and summary statistics."""
-    sums, counts = [0.0] * n, [0] * n
-    for (i, _, _, _, j), jd in zip(comparisons, judgments):
-        if jd.failure is not None or math.isnan(jd.prob):
-            continue
-        sums[i] += jd.prob
-        counts[i] += 1
-        if j is not None:
-            sums[j] += 1.0 - jd.prob
-            counts[j] += 1
-    runs = [r for jd in judgments for r in jd.runs]
-    agreements = [jd.agreement for jd in judgments if jd.agreement is not None]
-    stats = {
-        "pairs": len(judgments),
-        "parse_failure_rate": sum(r.failure is not None for r in runs) / len(runs) if runs else 0.0,
-        "swap_agreement": sum(agreements) / len(agreements) if agreements else None,
-        "unscored": sum(c == 0 for c in counts),
-    }
-    return [sums[k] / counts[k] if counts[k] else None for k in range(n)], stats
+def check_text(value: str, where: str) -> str:
+    """``value`` if it encodes as UTF-8 (JSON allows lone surrogates such as ``"\\ud800"``; tokenizers do not)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ItemError(f"`{where}` contains a lone surrogate (text that is not valid Unicode).") from None
+    return value
 
 
-def transform(value: float | None, output: str) -> float | None:
-    if value is None:
+def text_or_messages(value, where: str):
+    """A string, or chat messages: a non-empty list of objects with string ``role`` and string ``content``."""
+    if isinstance(value, str):
+        return check_text(value, where)
+    if isinstance(value, list) and value:
+        for k, m in enumerate(value):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+                raise ItemError(f"`{where}[{k}]` must be an object with a string `role` and a string `content`.")
+            if not isinstance(m.get("content"), str):
+                raise ItemError(f"`{where}[{k}]` has no string `content`.")
+            check_text(m["role"], f"{where}[{k}].role")
+            check_text(m["content"], f"{where}[{k}].content")
+        return value
+    raise ItemError(f"`{where}` must be a string or a non-empty list of {{role, content}} messages.")
+
+
+def as_reference(value, where: str):
+    """A reference or label: text (blank means none), chat messages, or a number (compared as its text)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    if output == "prob":
-        return float(value)
-    if output == "centered":
-        return float(value) - 0.5
-    p = min(max(float(value), _EPS), 1 - _EPS)
-    return math.log(p / (1 - p))
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, list)):
+        raise ItemError(f"`{where}` must be a string (a reference answer) or a number, got {type(value).__name__}.")
+    if isinstance(value, (int, float)):
+        return str(value)
+    return text_or_messages(value, where)
 
 
-def neutral(output: str) -> float:
-    """The reward meaning "no preference" for an output scale."""
-    return 0.5 if output == "prob" else 0.0
+def field(body: dict, name: str, kind=list, required: bool = True):
+    """A top-level field of the body; a missing or mistyped one makes the whole request malformed."""
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise ValueError(f"Missing field `{name}`.")
+        return None
+    if not isinstance(value, kind):
+        raise ValueError(f"Field `{name}` must be {getattr(kind, '__name__', kind)}, got {type(value).__name__}.")
+    return value
+
+
+def _same_length(body, names):
+    lists = {n: body[n] for n in names if isinstance(body.get(n), list)}
+    first = next(iter(lists))
+    for n, v in lists.items():
+        if len(v) != len(lists[first]):
+            raise ValueError(f"`{n}` has {len(v)} items but `{first}` has {len(lists[first])}; pass one per item.")
+
+
+def reward_items(body: dict) -> list[Item]:
+    """Items of a TRL-shaped ``/reward`` request."""
+    prompts, completions = field(body, "prompts"), field(body, "completions")
+    references = field(body, "references", required=False)
+    _same_length(body, ("prompts", "completions", "references"))
+    items = []
+    for i in range(len(completions)):
+        item = Item()
+        try:
+            item.prompt = text_or_messages(prompts[i], f"prompts[{i}]")
+            if completions[i] is None:
+                raise ItemError(f"`completions[{i}]` is null.")
+            item.completion = text_or_messages(completions[i], f"completions[{i}]")
+            if references is not None:
+                item.reference = as_reference(references[i], f"references[{i}]")
+        except ItemError as e:
+            item.error = str(e)
+        items.append(item)
+    return items
+
+
+def strip_tokens(text: str, tokens) -> str:
+    for t in tokens:
+        text = text.replace(t, "")
+    return text
+
+
+def _overlap(prompt: str, query: str) -> int:
+    """Length of the longest suffix of ``prompt`` that ``query`` starts with (a prompt cut from the left)."""
+    head = query[: len(prompt)]
+    s = head + "\0" + prompt  # prefix function: the longest prefix of `head` that ends `prompt`
+    pi = [0] * len(s)
+    for k in range(1, len(s)):
+        j = pi[k - 1]
+        while j and s[k] != s[j]:
+            j = pi[j - 1]
+        if s[k] == s[j]:
+            j += 1
+        pi[k] = j
+    return pi[-1]
+
+
+MIN_OVERLAP = 8
+
+
+def split_query(query: str, prompt: str, tokens, i: int) -> tuple[str, str]:
+    """Question and response of OpenRLHF's ``query[i]`` (prompt + response) given ``prompts[i]``.
+
+    Special-token strings in ``tokens`` are removed from both first. When the query does not contain the whole
+    prompt (OpenRLHF keeps the last ``prompt_max_len`` tokens of a long prompt), the response starts after the
+    longest end of the prompt the query begins with (at least [`MIN_OVERLAP`] characters, or the whole prompt when
+    shorter); the judge still reads the whole prompt.
+    """
+    if not isinstance(query, str):
+        raise ItemError(f"`query[{i}]` must be a string, got {type(query).__name__}.")
+    if not isinstance(prompt, str):
+        raise ItemError(f"`prompts[{i}]` must be a string, got {type(prompt).__name__}.")
+    query = strip_tokens(check_text(query, f"query[{i}]"), tokens)
+    prompt = strip_tokens(check_text(prompt, f"prompts[{i}]"), tokens)
+    at = query.find(prompt)
+    if at >= 0:
+        return prompt.strip(), query[at + len(prompt) :].strip()
+    cut = query.lstrip("\ufffd")  # a cut through a multi-byte character decodes as U+FFFD
+    n = _overlap(prompt, cut)
+    if n >= min(MIN_OVERLAP, len(prompt)) and n > 0:
+        return prompt.strip(), cut[n:].strip()
+    raise ItemError(
+        f"`query[{i}]` contains neither `prompts[{i}]` nor its end: cannot tell the response apart "
+        "(is `prompts` the text the policy was given?)."
+    )
+
+
+def openrlhf_items(body: dict, tokens) -> list[Item]:
+    """Items of an OpenRLHF ``/get_reward`` request (``query``, ``prompts``, optional ``labels``)."""
+    queries = field(body, "query")
+    prompts = field(body, "prompts", required=False)
+    if prompts is None:
+        raise ValueError("Missing field `prompts`: the judge needs each prompt to tell the response apart.")
+    labels = field(body, "labels", required=False)
+    _same_length(body, ("query", "prompts", "labels"))
+    items = []
+    for i in range(len(queries)):
+        item = Item()
+        try:
+            item.prompt, item.completion = split_query(queries[i], prompts[i], tokens, i)
+            if labels is not None:
+                item.reference = as_reference(labels[i], f"labels[{i}]")
+        except ItemError as e:
+            item.error = str(e)
+        items.append(item)
+    return items
+
+
+def is_grouped(item: Item) -> bool:
+    """Whether the item is compared within its prompt's group (no error, no reference)."""
+    return item.error is None and not has_reference(item.reference)

@@ -1,95 +1,43 @@
-"""HTTP reward server: a GRAM judge behind the request shapes that RL engines already send.
+"""HTTP reward server: a GRAM judge behind the request shapes that RL engines already send (see ``docs/serving.md``).
 
-Endpoints (JSON; ``Authorization: Bearer <token>`` when an API key is set, except for health and readiness):
+Endpoints (JSON):
 
-* ``POST /get_reward``: OpenRLHF's ``--remote_rm_url`` contract: ``{"query": [prompt + response, ...], "prompts":
-  [...], "labels": [...]}`` → ``{"rewards": [...], "scores": [...]}``. Each response is its query minus its prompt
-  (found inside the query; special-token strings listed in ``strip_tokens`` are removed first). With non-empty
-  labels, a response's reward is its win probability against its label (a reference answer); otherwise against the
-  other responses of the same prompt in the request (``reference``). Failed or unscorable responses get
-  ``failure_reward`` (default: the neutral value of the output scale).
-* ``POST /reward``: the TRL-shaped form used by :class:`~trl_gram.serving.remote_reward.RemoteGenerativeRewardFunction`:
-  ``{"prompts": [...], "completions": [...], "references": [...]?, "reference": "group"|"pivot"?}`` →
-  ``{"rewards": [float | null, ...], "stats": {...}}`` (strings or chat messages; ``null`` for failures).
-* ``POST /judge``: one pair ``{"question", "response_a", "response_b", "mode"?, "swap"?}`` → ``{"prob", "label",
-  "rationale", "agreement", "failure"}`` (``prob`` = P(response_a is better), ``label`` "A"/"B"), or a batch
-  ``{"pairs": [{...}, ...]}`` → ``{"results": [...]}``.
-* ``GET /health`` (the process is up), ``GET /ready`` (the judge is loaded; 503 before), ``GET /stats``.
+* ``POST /get_reward``: OpenRLHF's ``--remote_rm_url``: ``{"query": [prompt + response, ...], "prompts": [...],
+  "labels": [...]}`` -> ``{"rewards", "scores", "failures", "compared"}``. Works for one batched request per rollout
+  batch (OpenRLHF 0.9) and for one request per sample (OpenRLHF >= 0.9.1): responses of one prompt that arrive in
+  separate requests are grouped ([`~serving.grouping.GroupCollector`]).
+* ``POST /reward``: the TRL-shaped form (``prompts``, ``completions``, ``references``?, ``reference``?) used by
+  [`~serving.remote_reward.RemoteGenerativeRewardFunction`] and the verl functions (``null`` for failures);
+  ``"group_across_requests": false`` when the request holds whole groups (nothing waits for other requests).
+* ``POST /judge``: one pair ``{"question", "response_a", "response_b"}`` or ``{"pairs": [...]}``.
+* ``GET /health``, ``GET /ready`` (503 until the judge is loaded; lists the limits), ``GET /stats``.
 
-Requests from concurrent callers are judged together (:class:`~trl_gram.serving.batcher.MicroBatcher`). Errors are 4xx
-JSON ``{"error": ...}``: 400 malformed JSON or fields, 401 bad token, 413 too large, 503 not ready.
+Every item of a reward request is scored on its own: an item that cannot be scored gets the failure value and its
+reason in ``failures``; only a request malformed as a whole gets a 4xx. With an API key, every endpoint but health and
+readiness needs it, as ``Authorization: Bearer <key>``, as ``?api_key=<key>``, or in the path (``/key/<key>/...``) for
+clients that only take a URL.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' `Request` annotations at runtime.
+import asyncio
 import contextlib
-import hmac
 import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from transformers.utils import logging
 
+from .. import pairing
 from . import scoring
+from .auth import KeyMiddleware
 from .batcher import MicroBatcher
+from .config import ServeConfig
+from .grouping import GroupCollector
 
 logger = logging.get_logger(__name__)
 
-DEFAULT_STRIP_TOKENS = (
-    "<|endoftext|>",
-    "<|im_end|>",
-    "<|eot_id|>",
-    "<|end_of_text|>",
-    "<|end|>",
-    "</s>",
-    "<pad>",
-    "<|pad|>",
-    "<eos>",
-    "<end_of_turn>",
-)
-
-
-@dataclass
-class ServeConfig:
-    """Settings of the reward server.
-
-    Args:
-        host: Interface to listen on (``0.0.0.0`` to accept other machines).
-        port: TCP port.
-        api_key: When set, judge endpoints require ``Authorization: Bearer <api_key>``.
-        max_request_bytes: Largest request body accepted (413 above).
-        max_pairs_per_request: Most comparisons one request may ask for (413 above).
-        batch_window_ms: How long the batcher waits for concurrent requests to join a batch.
-        max_batch_pairs: Pairs per judge call.
-        reference: How completions without a reference are compared within their prompt group: ``"group"``
-            (all pairs) or ``"pivot"`` (each with the group's first).
-        output: Reward scale: ``"prob"`` (win probability), ``"logit"`` or ``"centered"`` (prob − 0.5).
-        failure_reward: Reward sent to OpenRLHF for responses that could not be scored (``None``: neutral, 0.5 for
-            ``prob`` and 0 otherwise). ``/reward`` returns ``null`` instead.
-        strip_tokens: Special-token strings removed from OpenRLHF queries and prompts before judging.
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 8000
-    api_key: str | None = None
-    max_request_bytes: int = 8 * 2**20
-    max_pairs_per_request: int = 4096
-    batch_window_ms: float = 10.0
-    max_batch_pairs: int = 512
-    reference: str = "group"
-    output: str = "prob"
-    failure_reward: float | None = None
-    strip_tokens: tuple[str, ...] = field(default_factory=lambda: DEFAULT_STRIP_TOKENS)
-
-    def __post_init__(self):
-        if self.reference not in scoring.REFERENCES:
-            raise ValueError(f"`reference` must be one of {scoring.REFERENCES}, got {self.reference!r}.")
-        if self.output not in scoring.OUTPUTS:
-            raise ValueError(f"`output` must be one of {scoring.OUTPUTS}, got {self.output!r}.")
-        for name in ("max_request_bytes", "max_pairs_per_request", "max_batch_pairs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be positive.")
+__all__ = ["BackgroundServer", "RequestError", "ServeConfig", "create_app"]
 
 
 class RequestError(Exception):
@@ -98,61 +46,28 @@ class RequestError(Exception):
         self.status, self.message = status, message
 
 
-def _field(body: dict, name: str, kind=None, required: bool = True):
-    if name not in body or body[name] is None:
-        if required:
-            raise RequestError(400, f"Missing field `{name}`.")
-        return None
-    value = body[name]
-    if kind is not None and not isinstance(value, kind):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise RequestError(400, f"Field `{name}` must be {names}, got {type(value).__name__}.")
-    return value
+def _judge_setting(judge, name, default):
+    config = getattr(judge, "config", None)
+    return getattr(config, name, default)
 
 
-def _text_or_messages(value, where: str):
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and all(isinstance(m, dict) and "role" in m for m in value):
-        return value
-    raise RequestError(400, f"`{where}` must be a string or a list of {{role, content}} messages.")
+def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Callable[[], object] | None = None):
+    """The FastAPI application.
 
-
-def _strip(text: str, tokens) -> str:
-    for t in tokens:
-        text = text.replace(t, "")
-    return text
-
-
-def split_openrlhf(queries, prompts, tokens) -> tuple[list[str], list[str]]:
-    """Questions and responses from OpenRLHF's ``query`` (prompt + response) and ``prompts``."""
-    questions, responses = [], []
-    for i, (query, prompt) in enumerate(zip(queries, prompts)):
-        if not isinstance(query, str) or not isinstance(prompt, str):
-            raise RequestError(400, f"`query[{i}]` and `prompts[{i}]` must be strings.")
-        query, prompt = _strip(query, tokens), _strip(prompt, tokens)
-        at = query.find(prompt)
-        if at < 0:
-            raise RequestError(400, f"`query[{i}]` does not contain `prompts[{i}]`: cannot tell the response apart.")
-        questions.append(prompt.strip())
-        responses.append(query[at + len(prompt) :].strip())
-    return questions, responses
-
-
-def create_app(
-    judge=None,
-    config: ServeConfig | None = None,
-    judge_factory: Callable[[], object] | None = None,
-):
-    """The FastAPI application. Pass a loaded ``judge``, or a ``judge_factory`` run in a background thread at startup
-    (``/ready`` answers 503 until it returns)."""
+    Args:
+        judge: A loaded [`~judge.GramJudge`] (or anything with its ``judge`` method).
+        config ([`ServeConfig`], *optional*): Server settings.
+        judge_factory (`Callable`, *optional*): Instead of ``judge``: run in a background thread at startup
+            (``/ready`` answers 503 until it returns).
+    """
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
     if (judge is None) == (judge_factory is None):
         raise ValueError("Pass exactly one of `judge` and `judge_factory`.")
     config = config or ServeConfig()
-    state = {"batcher": None, "error": None, "started": time.time()}
+    state = {"batcher": None, "judge": None, "collector": None, "error": None, "started": time.time()}
+    counters = {"items": 0, "unscored": 0, "item_errors": 0, "nothing_to_compare": 0, "refused": 0}
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -162,8 +77,11 @@ def create_app(
 
     app = FastAPI(title="trl-gram reward server", lifespan=lifespan)
     app.state.trl_gram = state
+    if config.api_key is not None:
+        app.add_middleware(KeyMiddleware, key=config.api_key)
 
     def install(j):
+        state["judge"] = j
         state["batcher"] = MicroBatcher(j, window_s=config.batch_window_ms / 1000, max_pairs=config.max_batch_pairs)
 
     if judge is not None:
@@ -181,11 +99,6 @@ def create_app(
         threading.Thread(target=load, name="trl-gram-load", daemon=True).start()
 
     async def body_of(request: Request) -> dict:
-        if config.api_key is not None:
-            header = request.headers.get("authorization", "")
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), config.api_key):
-                raise RequestError(401, "Missing or wrong bearer token (header `Authorization: Bearer <token>`).")
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > config.max_request_bytes:
             raise RequestError(413, f"Request body over {config.max_request_bytes} bytes.")
@@ -197,7 +110,7 @@ def create_app(
             chunks.append(chunk)
         try:
             body = json.loads(b"".join(chunks))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise RequestError(400, f"Malformed JSON: {e}") from None
         if not isinstance(body, dict):
             raise RequestError(400, "The request body must be a JSON object.")
@@ -205,34 +118,111 @@ def create_app(
             raise RequestError(503, "The judge is not loaded yet." if state["error"] is None else state["error"])
         return body
 
-    async def judge_pairs(q, a, b, mode=None, swap=None):
-        if len(q) > config.max_pairs_per_request:
-            raise RequestError(
-                413, f"{len(q)} comparisons: more than `max_pairs_per_request`={config.max_pairs_per_request}."
-            )
-        try:
-            return await state["batcher"].judge_async(q, a, b, mode=mode, swap=swap)
-        except ValueError as e:  # bad input caught by the judge (e.g. a malformed conversation)
-            raise RequestError(400, str(e)) from None
+    def options(mode, swap):
+        j = state["judge"]
+        mode = mode or _judge_setting(j, "mode", "reason")
+        swap = swap or _judge_setting(j, "swap", "both")
+        return mode, swap
 
-    async def rewards_for(prompts, completions, references, reference):
-        try:
-            comparisons = scoring.plan(prompts, completions, references, reference)
-        except ValueError as e:
-            raise RequestError(400, str(e)) from None
-        judgments = await judge_pairs(
-            [c[1] for c in comparisons], [c[2] for c in comparisons], [c[3] for c in comparisons]
-        )
-        values, stats = scoring.aggregate(len(completions), comparisons, judgments)
-        return [scoring.transform(v, config.output) for v in values], stats
+    def generated_tokens(pairs: int, mode: str, swap: str) -> int:
+        if mode != "reason":
+            return 0
+        j = state["judge"]
+        orders = 2 if swap == "both" else 1
+        return pairs * orders * _judge_setting(j, "votes", 1) * _judge_setting(j, "max_new_tokens", 1024)
+
+    def pair_limit() -> int:
+        mode, swap = options(None, None)
+        per_pair = generated_tokens(1, mode, swap)
+        by_tokens = config.max_generated_tokens_per_request // per_pair if per_pair else config.max_pairs_per_request
+        return max(1, min(config.max_pairs_per_request, by_tokens))
+
+    async def judge_pairs(q, a, b, mode=None, swap=None, check=True):
+        if check:
+            if len(q) > config.max_pairs_per_request:
+                raise RequestError(
+                    413, f"{len(q)} comparisons: more than `max_pairs_per_request`={config.max_pairs_per_request}."
+                )
+            tokens = generated_tokens(len(q), *options(mode, swap))
+            if tokens > config.max_generated_tokens_per_request:
+                raise RequestError(
+                    413,
+                    f"{len(q)} comparisons could generate {tokens} tokens: more than "
+                    f"`max_generated_tokens_per_request`={config.max_generated_tokens_per_request}; split the request.",
+                )
+        return await state["batcher"].judge_async(q, a, b, mode=mode, swap=swap)
+
+    def collector() -> GroupCollector:
+        if state["collector"] is None:
+            state["collector"] = GroupCollector(
+                lambda q, a, b: judge_pairs(q, a, b, check=False),
+                config.group_size,
+                config.group_timeout_s,
+                config.reference,
+            )
+        return state["collector"]
+
+    async def score(items, reference, across: bool = True):
+        """``(probs, failures, compared)`` for the items: errors, references, groups in the request, groups that
+        form across requests."""
+        n = len(items)
+        probs, failures, compared = [None] * n, [it.error for it in items], [0] * n
+        prompts = [it.prompt for it in items]
+        completions = [it.completion for it in items]
+        references = [it.reference for it in items]
+        bad = {i for i, it in enumerate(items) if it.error is not None}
+        grouped = [i for i, it in enumerate(items) if scoring.is_grouped(it)]
+        cross = []  # groups of this request too small to judge alone: they wait for the other requests
+        if across and config.group_timeout_s > 0:
+            for members in pairing.groups(prompts, grouped):
+                if not collector().complete_in(len(members)):
+                    cross.append(members)
+        waiting = {i for m in cross for i in m}
+        comparisons = pairing.plan(prompts, completions, references, reference, skip=bad | waiting)
+
+        async def local():
+            judgments = await judge_pairs(*([c[k] for c in comparisons] for k in (1, 2, 3)))
+            result = pairing.aggregate(n, comparisons, judgments)
+            for i in range(n):
+                if i in bad or i in waiting:
+                    continue
+                probs[i], compared[i] = result.probs[i], result.compared[i]
+                if probs[i] is None:
+                    first = result.first[i]
+                    failures[i] = (
+                        f"every comparison failed: {first.failure}"
+                        if first is not None
+                        else "nothing to compare with: no other response to this prompt and no reference"
+                    )
+                    if first is None:
+                        counters["nothing_to_compare"] += 1
+                        logger.warning("A response had nothing to compare with.")
+
+        async def across(members):
+            out = await collector().add([prompts[i] for i in members], [completions[i] for i in members])
+            for i, (p, info) in zip(members, out):
+                probs[i], compared[i], failures[i] = p, info["compared"], info["failure"]
+
+        await asyncio.gather(local(), *(across(m) for m in cross))
+        counters["items"] += n
+        counters["item_errors"] += len(bad)
+        counters["unscored"] += sum(p is None for p in probs)
+        return probs, failures, compared
 
     def error_response(e: RequestError):
+        if e.status >= 400:
+            counters["refused"] += 1
         headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
         return JSONResponse({"error": e.message}, status_code=e.status, headers=headers)
 
     @app.exception_handler(RequestError)
     async def _request_error(request, e: RequestError):
         return error_response(e)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request, e: Exception):  # never a plain-text 500
+        logger.error(f"Unexpected error on {request.url.path}: {type(e).__name__}: {e}")
+        return JSONResponse({"error": f"internal error: {type(e).__name__}"}, status_code=500)
 
     @app.get("/health")
     async def health():
@@ -242,28 +232,53 @@ def create_app(
     async def ready():
         if state["batcher"] is None:
             return JSONResponse({"ready": False, "error": state["error"]}, status_code=503)
-        return {"ready": True}
+        limits = {
+            "max_request_bytes": config.max_request_bytes,
+            "max_pairs_per_request": pair_limit(),
+            "group_size": config.group_size,
+            "group_timeout_s": config.group_timeout_s,
+        }
+        return {"ready": True, "limits": limits}
 
     @app.get("/stats")
     async def stats():
-        return {"batcher": dict(state["batcher"].stats) if state["batcher"] else None}
+        groups = dict(state["collector"].stats) if state["collector"] else None
+        nothing = counters["nothing_to_compare"] + (groups["nothing_to_compare"] if groups else 0)
+        return {
+            "batcher": dict(state["batcher"].stats) if state["batcher"] else None,
+            "items": {**counters, "nothing_to_compare": nothing},
+            "groups": groups,
+        }
 
     @app.post("/judge")
     async def judge_endpoint(request: Request):
         body = await body_of(request)
-        mode, swap = _field(body, "mode", str, False), _field(body, "swap", str, False)
-        if "pairs" in body:
-            pairs = _field(body, "pairs", list)
-            if not all(isinstance(p, dict) for p in pairs):
-                raise RequestError(400, "`pairs` must be a list of objects with question, response_a, response_b.")
-        else:
-            pairs = [body]
+        mode, swap = body.get("mode"), body.get("swap")
+        for name, value in (("mode", mode), ("swap", swap)):
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise RequestError(400, f"Field `{name}` must be a string.")
+            if not config.allow_overrides and value != options(None, None)[name == "swap"]:
+                raise RequestError(
+                    403,
+                    f"This server judges with {name}={options(None, None)[name == 'swap']!r}; per-request `{name}` "
+                    "is off (start it with `--allow_overrides`).",
+                )
+        batched = "pairs" in body
+        pairs = body["pairs"] if batched else [body]
+        if not isinstance(pairs, list) or not all(isinstance(p, dict) for p in pairs):
+            raise RequestError(400, "`pairs` must be a list of objects with question, response_a, response_b.")
         q, a, b = [], [], []
         for k, p in enumerate(pairs):
-            where = f"pairs[{k}]." if "pairs" in body else ""
-            q.append(_text_or_messages(_field(p, "question"), where + "question"))
-            a.append(_text_or_messages(_field(p, "response_a"), where + "response_a"))
-            b.append(_text_or_messages(_field(p, "response_b"), where + "response_b"))
+            where = f"pairs[{k}]." if batched else ""
+            for name, out in (("question", q), ("response_a", a), ("response_b", b)):
+                if p.get(name) is None:
+                    raise RequestError(400, f"Missing field `{where}{name}`.")
+                try:
+                    out.append(scoring.text_or_messages(p[name], where + name))
+                except scoring.ItemError as e:
+                    raise RequestError(400, str(e)) from None
         out = await judge_pairs(q, a, b, mode=mode, swap=swap)
         results = [
             {
@@ -275,45 +290,53 @@ def create_app(
             }
             for jd in out
         ]
-        return {"results": results} if "pairs" in body else results[0]
+        return {"results": results} if batched else results[0]
 
     @app.post("/reward")
     async def reward_endpoint(request: Request):
         body = await body_of(request)
-        prompts, completions = _field(body, "prompts", list), _field(body, "completions", list)
-        references = _field(body, "references", list, False)
-        reference = _field(body, "reference", str, False) or config.reference
-        prompts = [_text_or_messages(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
-        completions = [_text_or_messages(c, f"completions[{i}]") for i, c in enumerate(completions)]
-        rewards, stats = await rewards_for(prompts, completions, references, reference)
-        return {"rewards": rewards, "stats": stats}
+        reference = body.get("reference") or config.reference
+        if reference not in pairing.REFERENCES:
+            raise RequestError(400, f"`reference` must be one of {pairing.REFERENCES}, got {reference!r}.")
+        across = body.get("group_across_requests", True)
+        if not isinstance(across, bool):
+            raise RequestError(400, "Field `group_across_requests` must be true or false.")
+        try:
+            items = scoring.reward_items(body)
+        except ValueError as e:
+            raise RequestError(400, str(e)) from None
+        probs, failures, compared = await score(items, reference, across)
+        rewards = [pairing.transform(p, config.output) for p in probs]
+        return {
+            "rewards": rewards,
+            "failures": failures,
+            "compared": compared,
+            "stats": {"unscored": sum(r is None for r in rewards), "nothing_to_compare": compared.count(0)},
+        }
 
     @app.post("/get_reward")
     async def openrlhf_endpoint(request: Request):
         body = await body_of(request)
-        queries = _field(body, "query", list)
-        prompts = _field(body, "prompts", list, False)
-        if prompts is None:
-            raise RequestError(400, "Missing field `prompts`: the judge needs each prompt to tell the response apart.")
-        if len(prompts) != len(queries):
-            raise RequestError(400, f"`prompts` has {len(prompts)} items but `query` has {len(queries)}.")
-        labels = _field(body, "labels", list, False)
-        if labels is not None and len(labels) != len(queries):
-            raise RequestError(400, f"`labels` has {len(labels)} items but `query` has {len(queries)}.")
-        questions, responses = split_openrlhf(queries, prompts, config.strip_tokens)
-        references = None
-        if labels is not None and any(isinstance(x, str) and x.strip() for x in labels):
-            references = [x if isinstance(x, str) and x.strip() else None for x in labels]
-        rewards, _ = await rewards_for(questions, responses, references, config.reference)
-        fallback = scoring.neutral(config.output) if config.failure_reward is None else config.failure_reward
-        rewards = [fallback if r is None else r for r in rewards]
-        return {"rewards": rewards, "scores": rewards}
+        try:
+            items = scoring.openrlhf_items(body, config.strip_tokens)
+        except ValueError as e:
+            raise RequestError(400, str(e)) from None
+        probs, failures, compared = await score(items, config.reference)
+        fallback = pairing.neutral(config.output) if config.failure_reward is None else config.failure_reward
+        rewards = [fallback if p is None else pairing.transform(p, config.output) for p in probs]
+        return {"rewards": rewards, "scores": rewards, "failures": failures, "compared": compared}
 
     return app
 
 
 class BackgroundServer:
-    """Run an app with uvicorn in a thread (tests, notebooks): ``with BackgroundServer(app) as url: ...``."""
+    """Run an app with uvicorn in a thread (tests, notebooks): ``with BackgroundServer(app) as url: ...``.
+
+    Args:
+        app: The ASGI application.
+        host (`str`): A loopback address.
+        port (`int`): ``0`` for a free port.
+    """
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"):
         import uvicorn

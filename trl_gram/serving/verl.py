@@ -1,85 +1,183 @@
-"""Reward functions for verl that call a trl-gram reward server (``trl-gram serve``).
+"""Reward functions for verl that call a trl-gram reward server (``trl-gram serve``); configurations in
+``docs/serving.md``.
 
-Point verl's reward loop at this file::
+* [`compute_score`] (``async``): for verl's **reward loop** (its default since v0.7, ``reward_model.reward_manager=
+  naive``), which calls the reward function once per response, all responses of a step concurrently. Responses
+  without a reference join their prompt's group on the server (start it with ``--group_size`` = ``rollout.n``).
+* [`compute_score_batch`]: for the **legacy** ``batch`` reward manager (``reward_model.use_reward_loop=False
+  reward_model.reward_manager=batch``), which passes a whole step at once. The step is split into requests that keep
+  each prompt's group whole and stay under the server's limits (read from ``/ready``), sent concurrently.
 
-    custom_reward_function.path=$(python -c "import trl_gram.serving.verl as m; print(m.__file__)")
-    custom_reward_function.name=compute_score               # naive reward manager: one call per response
-    +custom_reward_function.reward_kwargs.url=http://judge-host:8000
-    # or, all responses of a step at once (GRPO groups compared with each other):
-    reward_model.reward_manager=batch custom_reward_function.name=compute_score_batch
-
-The judge needs the question: put it in each row's ``extra_info`` under ``question`` (verl keeps ``extra_info`` from the
-dataset parquet). With a non-empty ``ground_truth`` (a reference answer) a response scores its win probability
-against it; otherwise ``compute_score_batch`` compares the responses to the same question with each other. The URL
-and token can also come from ``TRL_GRAM_URL`` / ``TRL_GRAM_API_KEY``.
+The judge needs the question: put it in each row's ``extra_info`` under ``question`` (verl's own preprocessing scripts
+do). A non-empty ``ground_truth`` is a reference answer (the response scores its win probability against it);
+otherwise responses to the same question are compared with each other. URL and key can also come from
+``TRL_GRAM_URL`` / ``TRL_GRAM_API_KEY``. Requests are retried with exponential backoff and jitter until ``timeout``
+seconds are spent; then a ``RuntimeError`` says what failed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ..pairing import groups, has_reference
+
+RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
 def _settings(url, api_key):
     url = url or os.environ.get("TRL_GRAM_URL")
     if not url:
-        raise ValueError("No reward server URL: pass `url=` (reward_kwargs) or set TRL_GRAM_URL.")
+        raise ValueError("No reward server URL: pass `url=` (custom_reward_function.reward_kwargs) or set TRL_GRAM_URL.")
     api_key = api_key or os.environ.get("TRL_GRAM_API_KEY")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    return url.rstrip("/") + "/reward", headers
+    return url.rstrip("/"), headers
 
 
-def _question(extra_info, key, i=None) -> str:
+def _question(extra_info, key, where="extra_info") -> object:
     if not isinstance(extra_info, dict) or not isinstance(extra_info.get(key), (str, list)):
-        where = "extra_info" if i is None else f"extra_infos[{i}]"
         raise ValueError(f"`{where}` has no `{key}`: put the question in each row's extra_info for the judge.")
     return extra_info[key]
 
 
-def _post(url, headers, payload, timeout, retries) -> list:
+def _delay(attempt, backoff, left) -> float:
+    return max(0.0, min(min(15.0, backoff * 2**attempt) * (0.5 + random.random()), left))
+
+
+def _failed(url, attempts, timeout, error) -> RuntimeError:
+    return RuntimeError(
+        f"trl-gram reward server at {url} failed {attempts} times in {timeout:g}s (last: {error}); is `trl-gram serve` "
+        "running and reachable from the workers?"
+    )
+
+
+def _post_sync(client, url, headers, payload, timeout, backoff) -> list:
     import httpx
 
-    last = None
-    for _ in range(retries + 1):
+    deadline, attempt, error = time.monotonic() + timeout, 0, None
+    while (left := deadline - time.monotonic()) > 0:
         try:
-            response = httpx.post(url, json=payload, headers=headers, timeout=timeout)
+            response = client.post(url, json=payload, headers=headers, timeout=left)
             if response.status_code == 200:
                 return response.json()["rewards"]
-            last = f"HTTP {response.status_code}: {response.text[:300]}"
-            if response.status_code < 500 and response.status_code != 429:
-                break
+            error = f"HTTP {response.status_code}: {response.text[:300]}"
+            if response.status_code not in RETRY_STATUS:
+                raise RuntimeError(f"trl-gram reward server refused the request: {error}")
         except httpx.HTTPError as e:
-            last = repr(e)
-    raise RuntimeError(f"trl-gram reward server call failed: {last}")
+            error = f"{type(e).__name__}: {e}"
+        attempt += 1
+        time.sleep(_delay(attempt - 1, backoff, deadline - time.monotonic()))
+    raise _failed(url, attempt, timeout, error)
 
 
-def compute_score(
-    data_source,
-    solution_str,
-    ground_truth,
+_CLIENTS: dict = {}  # one connection pool and concurrency limit per event loop (verl runs one per reward worker)
+
+
+def _client_for_loop(max_concurrency):
+    import httpx
+
+    loop = asyncio.get_running_loop()
+    entry = _CLIENTS.get(id(loop))
+    if entry is None or entry[0] is not loop:
+        limits = httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency)
+        entry = _CLIENTS[id(loop)] = (loop, httpx.AsyncClient(limits=limits), asyncio.Semaphore(max_concurrency))
+    return entry[1], entry[2]
+
+
+async def compute_score(
+    data_source=None,
+    solution_str=None,
+    ground_truth=None,
     extra_info=None,
     *,
     url=None,
     api_key=None,
     question_key="question",
     failure_reward=0.5,
-    timeout=300.0,
-    retries=3,
+    timeout=600.0,
+    backoff=1.0,
+    max_concurrency=1024,
     **kwargs,
 ) -> float:
-    """verl ``compute_score`` for one response: its win probability against ``ground_truth``."""
-    if not isinstance(ground_truth, str) or not ground_truth.strip():
-        raise ValueError(
-            "`compute_score` needs a reference answer in `ground_truth`; use `compute_score_batch` "
-            "to compare responses with each other."
-        )
-    endpoint, headers = _settings(url, api_key)
+    """verl reward-loop ``compute_score`` for one response.
+
+    Args:
+        data_source, solution_str, ground_truth, extra_info: What verl passes (``ground_truth``: reference answer or
+            empty; ``extra_info[question_key]``: the question).
+        url (`str`): The server (``custom_reward_function.reward_kwargs.url``), else ``TRL_GRAM_URL``.
+        api_key (`str`, *optional*): Else ``TRL_GRAM_API_KEY``.
+        failure_reward (`float`): Reward for a response the server could not score (the reason is in its answer).
+        timeout (`float`): Time budget of the call, retries included.
+        max_concurrency (`int`): Requests in flight at once per reward worker. Groups form from the requests in
+            flight, so keep it well above ``rollout.n`` (verl sends a prompt's responses one after the other).
+    """
+    base, headers = _settings(url, api_key)
+    reference = ground_truth if isinstance(ground_truth, str) and has_reference(ground_truth) else None
     payload = {
         "prompts": [_question(extra_info, question_key)],
-        "completions": [solution_str],
-        "references": [ground_truth],
+        "completions": [solution_str if isinstance(solution_str, str) else str(solution_str)],
+        "references": [reference],
     }
-    reward = _post(endpoint, headers, payload, timeout, retries)[0]
-    return failure_reward if reward is None else float(reward)
+    import httpx
+
+    client, semaphore = _client_for_loop(max_concurrency)
+    deadline, attempt, error = time.monotonic() + timeout, 0, None
+    async with semaphore:
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                response = await client.post(base + "/reward", json=payload, headers=headers, timeout=left)
+                if response.status_code == 200:
+                    reward = response.json()["rewards"][0]
+                    return failure_reward if reward is None else float(reward)
+                error = f"HTTP {response.status_code}: {response.text[:300]}"
+                if response.status_code not in RETRY_STATUS:
+                    raise RuntimeError(f"trl-gram reward server refused the request: {error}")
+            except httpx.HTTPError as e:
+                error = f"{type(e).__name__}: {e}"
+            attempt += 1
+            await asyncio.sleep(_delay(attempt - 1, backoff, deadline - time.monotonic()))
+    raise _failed(base, attempt, timeout, error)
+
+
+def server_limits(url=None, api_key=None, timeout=10.0) -> dict:
+    """The server's limits (``/ready``): ``max_pairs_per_request``, ``max_request_bytes``, ``group_size``..."""
+    import httpx
+
+    base, headers = _settings(url, api_key)
+    try:
+        response = httpx.get(base + "/ready", headers=headers, timeout=timeout)
+        if response.status_code == 200:
+            return response.json().get("limits") or {}
+    except httpx.HTTPError:
+        pass
+    return {}
+
+
+def split_step(questions, references, reference="group", max_pairs=4096, max_items=None) -> list[list[int]]:
+    """Requests for one step: lists of indices, each prompt's group whole, at most ``max_pairs`` comparisons (and
+    ``max_items`` responses) per request."""
+    referenced = [i for i in range(len(questions)) if has_reference(references[i])]
+    rest = [i for i in range(len(questions)) if not has_reference(references[i])]
+    units = [([i], 1) for i in referenced]
+    for g in groups(questions, rest):
+        n = len(g)
+        cost = n * (n - 1) // 2 if reference == "group" else n - 1
+        if cost > max_pairs:
+            raise ValueError(
+                f"A group of {n} responses to one question needs {cost} comparisons, more than the server's "
+                f"{max_pairs} per request: use reference='pivot' or raise the server's --max_pairs_per_request."
+            )
+        units.append((g, cost))
+    chunks, cur, cost_now = [], [], 0
+    for idx, cost in units:
+        if cur and (cost_now + cost > max_pairs or (max_items and len(cur) + len(idx) > max_items)):
+            chunks.append(cur)
+            cur, cost_now = [], 0
+        cur, cost_now = cur + idx, cost_now + cost
+    return chunks + ([cur] if cur else [])
 
 
 def compute_score_batch(
@@ -93,16 +191,45 @@ def compute_score_batch(
     question_key="question",
     reference="group",
     failure_reward=0.5,
-    timeout=600.0,
-    retries=3,
+    timeout=1800.0,
+    backoff=1.0,
+    max_concurrency=8,
+    max_pairs_per_request=None,
     **kwargs,
 ) -> list[float]:
-    """verl ``compute_score`` for the batch reward manager: against references when every row has one, otherwise
-    within groups of the same question."""
-    endpoint, headers = _settings(url, api_key)
-    questions = [_question(info, question_key, i) for i, info in enumerate(extra_infos)]
-    payload = {"prompts": questions, "completions": list(solution_strs), "reference": reference}
-    if ground_truths is not None and all(isinstance(g, str) and g.strip() for g in ground_truths):
-        payload["references"] = list(ground_truths)
-    rewards = _post(endpoint, headers, payload, timeout, retries)
-    return [failure_reward if r is None else float(r) for r in rewards]
+    """verl ``compute_score`` for the legacy ``batch`` reward manager: one step, split into requests.
+
+    Args:
+        data_sources, solution_strs, ground_truths, extra_infos: What the batch manager passes.
+        url, api_key, question_key, failure_reward: As for [`compute_score`].
+        reference (`str`): ``"group"`` or ``"pivot"`` within a question's responses.
+        timeout (`float`): Time budget of each request, retries included.
+        max_concurrency (`int`): Requests in flight at once.
+        max_pairs_per_request (`int`, *optional*): Comparisons per request (default: the server's limit).
+    """
+    import httpx
+
+    base, headers = _settings(url, api_key)
+    n = len(solution_strs)
+    questions = [_question(info, question_key, f"extra_infos[{i}]") for i, info in enumerate(extra_infos)]
+    refs = [g if isinstance(g, str) and has_reference(g) else None for g in (ground_truths or [None] * n)]
+    limit = max_pairs_per_request or server_limits(url, api_key).get("max_pairs_per_request") or 4096
+    chunks = split_step(questions, refs, reference, limit)
+    out = [failure_reward] * n
+
+    def send(idx):
+        payload = {
+            "prompts": [questions[i] for i in idx],
+            "completions": [solution_strs[i] for i in idx],
+            "references": [refs[i] for i in idx],
+            "reference": reference,
+            "group_across_requests": False,
+        }
+        rewards = _post_sync(client, base + "/reward", headers, payload, timeout, backoff)
+        for i, r in zip(idx, rewards):
+            out[i] = failure_reward if r is None else float(r)
+
+    with httpx.Client() as client, ThreadPoolExecutor(max_workers=max_concurrency) as pool:
+        for future in [pool.submit(send, idx) for idx in chunks]:
+            future.result()
+    return out

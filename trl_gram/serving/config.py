@@ -1,0 +1,149 @@
+"""Settings of the reward server ([`ServeConfig`]) and of the judge it loads ([`ServeJudgeArguments`]); both are read
+by ``trl-gram serve`` with TRL's ``TrlParser`` (flags or ``--config serve.yaml``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .. import pairing
+
+DEFAULT_STRIP_TOKENS = [
+    "<|endoftext|>",
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|end_of_text|>",
+    "<|end|>",
+    "</s>",
+    "<pad>",
+    "<|pad|>",
+    "<eos>",
+    "<end_of_turn>",
+]
+
+
+@dataclass
+class ServeConfig:
+    """Settings of the reward server.
+
+    Args:
+        host (`str`): Interface to listen on (``0.0.0.0`` to accept other machines).
+        port (`int`): TCP port.
+        api_key_env (`str`, *optional*): Name of an environment variable holding the key clients must send (read at
+            start; the key itself never goes on a command line).
+        api_key (`str`, *optional*): The key itself, for programmatic use (``trl-gram serve`` refuses it).
+        group_size (`int`, *optional*): Responses per prompt for clients that send one sample per request (OpenRLHF's
+            ``--n_samples_per_prompt``, verl's ``rollout.n``): a group closes as soon as that many arrived. ``None``:
+            groups close at ``group_timeout_s``.
+        group_timeout_s (`float`): Deadline of a group formed across requests, from its first response; an incomplete
+            group is judged with what arrived. ``0`` turns grouping across requests off.
+        max_request_bytes (`int`): Largest request body accepted (413 above).
+        max_pairs_per_request (`int`): Most comparisons one request may ask for (413 above).
+        max_generated_tokens_per_request (`int`): Cap on the tokens one request may make the judge generate (reason
+            mode: comparisons x orders x votes x ``max_new_tokens``; 413 above).
+        allow_overrides (`bool`): Let ``/judge`` requests choose ``mode`` and ``swap`` (off: a value other than the
+            server's is refused, so no caller can start a long generation on a direct-mode server).
+        batch_window_ms (`float`): How long the batcher waits for concurrent requests to join a batch.
+        max_batch_pairs (`int`): Pairs per judge call; large requests are judged a share at a time, round-robin.
+        reference (`str`): How completions without a reference are compared within their prompt group: ``"group"``
+            (all pairs) or ``"pivot"`` (each with the group's first).
+        output (`str`): Reward scale: ``"prob"``, ``"logit"`` or ``"centered"`` (see [`~pairing.transform`]).
+        failure_reward (`float`, *optional*): Reward sent to OpenRLHF for responses that could not be scored
+            (``None``: neutral, 0.5 for ``prob`` and 0 otherwise). ``/reward`` returns ``null`` instead.
+        strip_tokens (`list[str]`): Special-token strings removed from OpenRLHF queries and prompts before judging.
+    """
+
+    host: str = field(default="127.0.0.1", metadata={"help": "Interface (0.0.0.0 accepts other machines)."})
+    port: int = field(default=8000, metadata={"help": "TCP port."})
+    api_key_env: str | None = field(
+        default=None, metadata={"help": "Environment variable holding the key clients must send."}
+    )
+    api_key: str | None = field(default=None, metadata={"help": "Programmatic use only; use api_key_env."})
+    group_size: int | None = field(
+        default=None,
+        metadata={"help": "Responses per prompt of per-sample clients (OpenRLHF n_samples_per_prompt, verl rollout.n)."},
+    )
+    group_timeout_s: float = field(
+        default=60.0, metadata={"help": "Deadline of a group formed across requests (0: no grouping across requests)."}
+    )
+    max_request_bytes: int = field(default=8 * 2**20, metadata={"help": "Largest request body (413 above)."})
+    max_pairs_per_request: int = field(default=4096, metadata={"help": "Most comparisons per request (413 above)."})
+    max_generated_tokens_per_request: int = field(
+        default=2**20, metadata={"help": "Most tokens one request may make the judge generate (413 above)."}
+    )
+    allow_overrides: bool = field(default=False, metadata={"help": "Let /judge requests choose mode and swap."})
+    batch_window_ms: float = field(default=10.0, metadata={"help": "Wait for concurrent requests to join a batch."})
+    max_batch_pairs: int = field(default=512, metadata={"help": "Pairs per judge call (shared round-robin)."})
+    reference: str = field(
+        default="group", metadata={"help": "Comparison within a prompt group.", "choices": list(pairing.REFERENCES)}
+    )
+    output: str = field(default="prob", metadata={"help": "Reward scale.", "choices": list(pairing.OUTPUTS)})
+    failure_reward: float | None = field(
+        default=None, metadata={"help": "Reward for unscorable responses on /get_reward (default: neutral)."}
+    )
+    strip_tokens: list[str] = field(
+        default_factory=lambda: list(DEFAULT_STRIP_TOKENS),
+        metadata={"help": "Special-token strings removed from OpenRLHF queries and prompts."},
+    )
+
+    def __post_init__(self):
+        if self.reference not in pairing.REFERENCES:
+            raise ValueError(f"`reference` must be one of {pairing.REFERENCES}, got {self.reference!r}.")
+        if self.output not in pairing.OUTPUTS:
+            raise ValueError(f"`output` must be one of {pairing.OUTPUTS}, got {self.output!r}.")
+        for name in ("max_request_bytes", "max_pairs_per_request", "max_batch_pairs", "max_generated_tokens_per_request"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
+        if self.group_size is not None and self.group_size < 1:
+            raise ValueError(f"`group_size` must be positive, got {self.group_size}.")
+        if self.group_timeout_s < 0:
+            raise ValueError(f"`group_timeout_s` must be >= 0, got {self.group_timeout_s}.")
+        if self.api_key_env and self.api_key is None:
+            self.api_key = os.environ.get(self.api_key_env) or None
+            if self.api_key is None:
+                raise ValueError(f"`api_key_env={self.api_key_env}`: that environment variable is empty or unset.")
+        if self.api_key is not None and not self.api_key:
+            raise ValueError("`api_key` is empty.")
+
+    def __repr__(self):  # never print the key
+        fields = {k: v for k, v in self.__dict__.items() if k != "api_key"}
+        return f"ServeConfig({', '.join(f'{k}={v!r}' for k, v in fields.items())}, api_key={'***' if self.api_key else None})"
+
+
+@dataclass
+class ServeJudgeArguments:
+    """The judge ``trl-gram serve`` loads.
+
+    Args:
+        model (`str`, *optional*): Judge model folder or Hub id (default: the embedded SmolLM2 judge).
+        adapter (`str`, *optional*): PEFT adapter to put on the model.
+        backend (`str`): ``"transformers"`` or ``"vllm"``.
+        mode (`str`): ``"reason"`` or ``"direct"``.
+        template (`str`, *optional*): Judge template name.
+        swap (`str`): Orders judged per pair.
+        max_new_tokens (`int`): Rationale length cap (reason mode).
+        max_length (`int`): Prompt length cap in tokens.
+        token_budget (`int`): Rows x padded length per judge batch.
+        engine (`str`): transformers engine (``auto``, ``fast``, ``plain``).
+        dtype (`str`): Model dtype.
+        device (`str`, *optional*): Device of the model.
+        load_in_4bit (`bool`): Load in 4 bits (bitsandbytes).
+        tensor_parallel_size (`int`): vLLM backend only.
+        gpu_memory_utilization (`float`): vLLM backend only.
+    """
+
+    model: str | None = field(default=None, metadata={"help": "Judge model folder or Hub id (default: embedded)."})
+    adapter: str | None = field(default=None, metadata={"help": "PEFT adapter to put on the model."})
+    backend: str = field(default="transformers", metadata={"help": "Backend.", "choices": ["transformers", "vllm"]})
+    mode: str = field(default="reason", metadata={"help": "Judge mode.", "choices": ["reason", "direct"]})
+    template: str | None = field(default=None, metadata={"help": "Template (gram-r2, gram-v1, gram-r2-direct)."})
+    swap: str = field(default="both", metadata={"help": "Orders judged.", "choices": ["both", "random", "none"]})
+    max_new_tokens: int = field(default=1024, metadata={"help": "Rationale length cap."})
+    max_length: int = field(default=4096, metadata={"help": "Prompt length cap (tokens)."})
+    token_budget: int = field(default=32768, metadata={"help": "Rows x padded length per batch."})
+    engine: str = field(default="auto", metadata={"help": "Engine.", "choices": ["auto", "fast", "plain"]})
+    dtype: str = field(default="auto", metadata={"help": "Model dtype."})
+    device: str | None = field(default=None, metadata={"help": "Device."})
+    load_in_4bit: bool = field(default=False, metadata={"help": "Load in 4 bits."})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM backend only."})
+    gpu_memory_utilization: float = field(default=0.85, metadata={"help": "vLLM backend only."})
