@@ -139,12 +139,57 @@ def test_verl_reward_functions(url, judge, monkeypatch):
     local = GenerativeRewardFunction(judge, reference="group")(prompts=PROMPTS, completions=COMPLETIONS)
     got = verl.compute_score_batch(["hh"] * 8, COMPLETIONS, [""] * 8, infos, url=url)
     assert got == pytest.approx(local, abs=1e-5)
+    # Split under a small limit (3 comparisons per request): same rewards.
+    assert verl.split_step(PROMPTS, [None] * 8, "group", 3) == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    got = verl.compute_score_batch(["hh"] * 8, COMPLETIONS, [None] * 8, infos, url=url, max_pairs_per_request=3)
+    assert got == pytest.approx(local, abs=1e-5)
     refs = ["5"] * 8
     local = GenerativeRewardFunction(judge)(prompts=PROMPTS, completions=COMPLETIONS, references=refs)
     monkeypatch.setenv("TRL_GRAM_URL", url)
-    assert verl.compute_score("hh", COMPLETIONS[1], "5", infos[1]) == pytest.approx(local[1], abs=1e-5)
+    one = asyncio.run(verl.compute_score("hh", COMPLETIONS[1], "5", infos[1]))
+    assert one == pytest.approx(local[1], abs=1e-5)
     assert verl.compute_score_batch(["hh"] * 8, COMPLETIONS, refs, infos) == pytest.approx(local, abs=1e-5)
     with pytest.raises(ValueError, match="question"):
-        verl.compute_score("hh", "x", "5", {})
-    with pytest.raises(ValueError, match="ground_truth"):
-        verl.compute_score("hh", "x", "", infos[0])
+        asyncio.run(verl.compute_score("hh", "x", "5", {}))
+    with pytest.raises(ValueError, match="extra_infos\\[1\\]"):
+        verl.compute_score_batch(["hh"] * 2, ["a", "b"], ["", ""], [infos[0], {}])
+
+
+def test_verl_retries_with_backoff_then_a_clear_error(monkeypatch):
+    from trl_gram.serving import verl
+
+    sleeps, real_sleep = [], time.sleep
+    monkeypatch.setattr(verl.time, "sleep", lambda s: sleeps.append(s) or real_sleep(s))
+    dead = f"http://127.0.0.1:{_free_port()}"
+    with pytest.raises(RuntimeError, match="failed .* times"):
+        verl.compute_score_batch(["hh"], ["a"], [""], [{"question": "q"}], url=dead, timeout=2.0,
+                                 max_pairs_per_request=10, backoff=0.5)
+    # Delays between attempts (0.25-0.75 s, then 0.5-1.5 s, ...), the last one cut to the budget left.
+    assert len(sleeps) >= 2 and 0.25 <= sleeps[0] <= 0.75 and all(s >= 0 for s in sleeps)
+
+
+def test_time_budget_outlasts_a_restart_and_no_rewards_is_loud(judge, caplog):
+    """A server still loading its judge answers 503 for about a second: the retry budget outlasts it. A step where
+    the server never answers gets a warning and the metric `no_rewards` = 1."""
+    import logging
+
+    def slow_factory():
+        time.sleep(1.0)
+        return judge
+
+    app = create_app(config=ServeConfig(), judge_factory=slow_factory)
+    with BackgroundServer(app) as url:
+        remote = RemoteGenerativeRewardFunction(url, timeout=30.0, backoff=0.05, max_completions_per_request=100)
+        got = asyncio.run(remote(prompts=PROMPTS, completions=COMPLETIONS))
+    assert all(isinstance(r, float) for r in got)
+
+    dead = RemoteGenerativeRewardFunction(f"http://127.0.0.1:{_free_port()}", timeout=0.5, backoff=0.05)
+    logged = {}
+    trl_gram_logger = logging.getLogger("trl_gram")
+    trl_gram_logger.addHandler(caplog.handler)
+    try:
+        out = asyncio.run(dead(prompts=PROMPTS, completions=COMPLETIONS, log_metric=logged.__setitem__))
+    finally:
+        trl_gram_logger.removeHandler(caplog.handler)
+    assert out == [None] * len(COMPLETIONS) and logged["gram_remote_reward/no_rewards"] == 1.0
+    assert any("no completion of this step got a reward" in r.getMessage() for r in caplog.records)

@@ -13,9 +13,10 @@ import pytest
 import torch
 from tiny_models import tiny_llama
 
+from trl_gram import pairing
 from trl_gram.judge import GramJudge
 from trl_gram.serving import scoring
-from trl_gram.serving.server import BackgroundServer, ServeConfig, create_app, split_openrlhf
+from trl_gram.serving.server import BackgroundServer, ServeConfig, create_app
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -34,7 +35,9 @@ def judge(tokenizer):
 
 @pytest.fixture(scope="module")
 def server(judge):
-    app = create_app(judge, ServeConfig(batch_window_ms=30, max_request_bytes=200_000, max_pairs_per_request=50))
+    config = ServeConfig(batch_window_ms=30, max_request_bytes=200_000, max_pairs_per_request=50, group_timeout_s=0.5)
+    config.allow_overrides = True
+    app = create_app(judge, config)
     with BackgroundServer(app) as url:
         yield url, app
 
@@ -46,15 +49,16 @@ def _flat():
 
 
 def _local_rewards(judge, prompts, completions, references=None, reference="group"):
-    comparisons = scoring.plan(prompts, completions, references, reference)
+    comparisons = pairing.plan(prompts, completions, references, reference)
     judgments = judge.judge([c[1] for c in comparisons], [c[2] for c in comparisons], [c[3] for c in comparisons])
-    return scoring.aggregate(len(completions), comparisons, judgments)[0]
+    return pairing.aggregate(len(completions), comparisons, judgments).probs
 
 
 def test_health_ready_and_stats(server):
     url, _ = server
     assert httpx.get(f"{url}/health").json()["status"] == "ok"
-    assert httpx.get(f"{url}/ready").json() == {"ready": True}
+    ready = httpx.get(f"{url}/ready").json()
+    assert ready["ready"] is True and ready["limits"]["max_pairs_per_request"] == 50
     assert "batcher" in httpx.get(f"{url}/stats").json()
 
 
@@ -78,14 +82,17 @@ def test_reward_endpoint_matches_local_scoring(server, judge):
     prompts, completions = _flat()
     got = httpx.post(f"{url}/reward", json={"prompts": prompts, "completions": completions}).json()
     assert got["rewards"] == pytest.approx(_local_rewards(judge, prompts, completions), abs=1e-5)
-    assert got["stats"]["pairs"] == 6
+    assert got["compared"] == [2] * 6 and got["failures"] == [None] * 6
     refs = ["5"] * len(completions)
     got = httpx.post(f"{url}/reward", json={"prompts": prompts, "completions": completions, "references": refs}).json()
     assert got["rewards"] == pytest.approx(_local_rewards(judge, prompts, completions, refs), abs=1e-5)
     pivot = httpx.post(f"{url}/reward", json={"prompts": prompts, "completions": completions, "reference": "pivot"})
-    assert pivot.json()["stats"]["pairs"] == 4
+    assert pivot.json()["compared"] == [2, 1, 1, 2, 1, 1]  # the pivot of each group of 3 meets the other two
+    before = httpx.get(f"{url}/stats").json()["items"]["nothing_to_compare"]
     lone = httpx.post(f"{url}/reward", json={"prompts": ["q"], "completions": ["only one"]}).json()
-    assert lone["rewards"] == [None]  # nothing to compare with
+    assert lone["rewards"] == [None] and lone["compared"] == [0]  # nothing to compare with, and it says so
+    assert "nothing to compare with" in lone["failures"][0]
+    assert httpx.get(f"{url}/stats").json()["items"]["nothing_to_compare"] == before + 1
 
 
 def test_openrlhf_get_reward(server, judge):
@@ -94,7 +101,8 @@ def test_openrlhf_get_reward(server, judge):
     chat = [f"<|im_start|>user\n{p}<|im_end|>\n<|im_start|>assistant\n" for p in prompts]
     queries = [f"<pad><pad>{c}{r}<|im_end|>" for c, r in zip(chat, completions)]
     got = httpx.post(f"{url}/get_reward", json={"query": queries, "prompts": chat}).json()
-    questions, responses = split_openrlhf(queries, chat, ServeConfig().strip_tokens)
+    split = [scoring.split_query(q, c, ServeConfig().strip_tokens, i) for i, (q, c) in enumerate(zip(queries, chat))]
+    questions, responses = [s[0] for s in split], [s[1] for s in split]
     assert responses == completions
     assert got["rewards"] == pytest.approx(_local_rewards(judge, questions, responses), abs=1e-5)
     assert got["scores"] == got["rewards"]
@@ -122,7 +130,8 @@ def test_openrlhf_get_reward(server, judge):
             "reference",
         ),
         ("/get_reward", json.dumps({"query": ["abc"]}).encode(), 400, "prompts"),
-        ("/get_reward", json.dumps({"query": ["abc"], "prompts": ["zzz"]}).encode(), 400, "does not contain"),
+        ("/get_reward", json.dumps({"query": ["abc"], "prompts": ["zzz", "y"]}).encode(), 400, "prompts"),
+        ("/reward", json.dumps({"prompts": "q", "completions": ["a"]}).encode(), 400, "prompts"),
         (
             "/judge",
             json.dumps({"question": "q" * 300_000, "response_a": "a", "response_b": "b"}).encode(),
@@ -144,17 +153,60 @@ def test_malformed_requests_get_clear_4xx(server, path, body, status, message):
     assert message in response.json()["error"]
 
 
-def test_bearer_token(judge):
+def test_api_key_in_header_query_or_path(judge):
     app = create_app(judge, ServeConfig(api_key="s3cret"))
     body = {"question": "q", "response_a": "a", "response_b": "b"}
     with BackgroundServer(app) as url:
         assert httpx.get(f"{url}/health").status_code == 200  # health and readiness stay open
-        missing = httpx.post(f"{url}/judge", json=body)
-        assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+        assert httpx.get(f"{url}/ready").status_code == 200
+        for method, path in [("GET", "/stats"), ("GET", "/docs"), ("GET", "/openapi.json"), ("POST", "/judge"),
+                             ("POST", "/reward"), ("POST", "/get_reward"), ("GET", "/nope")]:
+            missing = httpx.request(method, url + path, json=body if method == "POST" else None)
+            assert missing.status_code == 401, path
+            assert missing.headers["www-authenticate"] == "Bearer" and "s3cret" not in missing.text
         wrong = httpx.post(f"{url}/judge", json=body, headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401
+        assert httpx.post(f"{url}/key/nope/judge", json=body).status_code == 401
         ok = httpx.post(f"{url}/judge", json=body, headers={"Authorization": "Bearer s3cret"})
         assert ok.status_code == 200 and 0.0 <= ok.json()["prob"] <= 1.0
+        assert httpx.post(f"{url}/judge?api_key=s3cret", json=body).status_code == 200
+        assert httpx.post(f"{url}/key/s3cret/judge", json=body).status_code == 200
+        assert httpx.get(f"{url}/key/s3cret/stats").status_code == 200
+        assert httpx.get(f"{url}/openapi.json?api_key=s3cret").status_code == 200
+
+
+def test_api_key_is_removed_from_what_logs_see():
+    from trl_gram.serving.auth import KeyMiddleware
+
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append((scope["path"], scope["raw_path"], scope["query_string"]))
+
+    middleware = KeyMiddleware(app, "s3cret")
+    for path, query in [("/key/s3cret/get_reward", b""), ("/reward", b"api_key=s3cret&x=1")]:
+        scope = {"type": "http", "path": path, "raw_path": path.encode(), "query_string": query, "headers": []}
+        asyncio.run(middleware(scope, None, None))
+        # uvicorn's access log reads this same scope dict after the app ran.
+        assert b"s3cret" not in scope["raw_path"] + scope["query_string"] and "s3cret" not in scope["path"]
+    assert seen == [("/get_reward", b"/get_reward", b""), ("/reward", b"/reward", b"x=1")]
+
+
+def test_limits_protect_other_callers(judge):
+    app = create_app(judge, ServeConfig(max_generated_tokens_per_request=10))
+    body = {"question": "q", "response_a": "a", "response_b": "b"}
+    with BackgroundServer(app) as url:
+        refused = httpx.post(f"{url}/judge", json={**body, "mode": "reason"})  # a direct-mode server
+        assert refused.status_code == 403 and "allow_overrides" in refused.json()["error"]
+        assert httpx.post(f"{url}/judge", json={**body, "mode": "direct"}).status_code == 200  # the server's own
+    judge.config.mode = "reason"  # a reasoning server: 2 orders x 1024 new tokens per pair > 10
+    try:
+        with BackgroundServer(create_app(judge, ServeConfig(max_generated_tokens_per_request=10))) as url:
+            capped = httpx.post(f"{url}/judge", json=body)
+            assert capped.status_code == 413 and "max_generated_tokens_per_request" in capped.json()["error"]
+            assert httpx.get(f"{url}/ready").json()["limits"]["max_pairs_per_request"] == 1
+    finally:
+        judge.config.mode = "direct"
 
 
 def test_not_ready_until_loaded(judge):
@@ -229,16 +281,26 @@ def test_bounded_load(server, capsys):
         )
 
 
-def test_serve_command_is_registered(monkeypatch):
+def test_serve_command_uses_trl_parser(monkeypatch, tmp_path):
     from trl_gram.cli import build_parser
-    from trl_gram.serving.cli import build_config
+    from trl_gram.serving.cli import parse_serve_args
 
-    args = build_parser().parse_args(["serve", "--port", "9001", "--api-key-env", "TG_KEY", "--output", "logit"])
+    args = build_parser().parse_args(["serve"])
+    assert args._raw is True
     monkeypatch.setenv("TG_KEY", "abc")
-    config = build_config(args)
-    assert config.port == 9001 and config.api_key == "abc" and config.output == "logit"
+    judge_args, config = parse_serve_args(
+        ["--port", "9001", "--api_key_env", "TG_KEY", "--output", "logit", "--mode", "direct", "--group_size", "4"]
+    )
+    assert config.port == 9001 and config.api_key == "abc" and config.output == "logit" and config.group_size == 4
+    assert judge_args.mode == "direct" and "abc" not in repr(config)
+    yaml = tmp_path / "serve.yaml"
+    yaml.write_text("group_timeout_s: 5\nreference: pivot\nmode: direct\n")
+    judge_args, config = parse_serve_args(["--config", str(yaml)])
+    assert config.group_timeout_s == 5 and config.reference == "pivot" and judge_args.mode == "direct"
+    with pytest.raises(ValueError, match="api_key_env"):
+        parse_serve_args(["--api_key", "abc"])
     monkeypatch.delenv("TG_KEY")
     with pytest.raises(ValueError, match="TG_KEY"):
-        build_config(args)
+        parse_serve_args(["--api_key_env", "TG_KEY"])
     with pytest.raises(ValueError, match="output"):
         ServeConfig(output="score")
