@@ -132,7 +132,7 @@ class RemoteGenerativeRewardFunction:
                 error = f"{type(e).__name__}: {e}"
             if self.retries is not None and attempt >= self.retries:
                 break
-            delay = min(self.max_backoff, self.backoff * 2**attempt) * (0.5 + random.random())
+            delay = min(self.max_backoff, self.backoff * 2 ** min(attempt, 16)) * (0.5 + random.random())
             delay = min(delay, max(0.0, deadline - time.monotonic()))
             attempt += 1
             logger.info(f"Reward request failed ({error}); retry {attempt} in {delay:.1f}s.")

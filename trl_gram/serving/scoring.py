@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..pairing import has_reference
+from ..pairing import has_reference, prompt_key
 
 
 @dataclass
@@ -28,12 +28,15 @@ class Item:
         completion: The response to score.
         reference: What to compare it with (``None``: within its prompt's group).
         error: Why the item cannot be scored (then it gets the failure value), else ``None``.
+        key: Its prompt's group key when the prompt could be read (also for an item with an error: a batched
+            request's group that lost a sample is still whole in that request).
     """
 
     prompt: object = None
     completion: object = None
     reference: object = None
     error: str | None = None
+    key: str | None = None
 
 
 class ItemError(ValueError):
@@ -106,6 +109,7 @@ def reward_items(body: dict) -> list[Item]:
         item = Item()
         try:
             item.prompt = text_or_messages(prompts[i], f"prompts[{i}]")
+            item.key = prompt_key(item.prompt)
             if completions[i] is None:
                 raise ItemError(f"`completions[{i}]` is null.")
             item.completion = text_or_messages(completions[i], f"completions[{i}]")
@@ -179,6 +183,8 @@ def openrlhf_items(body: dict, tokens) -> list[Item]:
     items = []
     for i in range(len(queries)):
         item = Item()
+        if isinstance(prompts[i], str):
+            item.key = prompt_key(strip_tokens(prompts[i], tokens).strip())
         try:
             item.prompt, item.completion = split_query(queries[i], prompts[i], tokens, i)
             if labels is not None:

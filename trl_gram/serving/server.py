@@ -174,8 +174,11 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
         grouped = [i for i, it in enumerate(items) if scoring.is_grouped(it)]
         cross = []  # groups of this request too small to judge alone: they wait for the other requests
         if across and config.group_timeout_s > 0:
+            in_request = {}  # items per prompt in this request, bad or referenced ones included
+            for it in items:
+                in_request[it.key] = in_request.get(it.key, 0) + 1
             for members in pairing.groups(prompts, grouped):
-                if not collector().complete_in(len(members)):
+                if not collector().complete_in(in_request.get(items[members[0]].key, len(members))):
                     cross.append(members)
         waiting = {i for m in cross for i in m}
         comparisons = pairing.plan(prompts, completions, references, reference, skip=bad | waiting)

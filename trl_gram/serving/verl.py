@@ -44,7 +44,7 @@ def _question(extra_info, key, where="extra_info") -> object:
 
 
 def _delay(attempt, backoff, left) -> float:
-    return max(0.0, min(min(15.0, backoff * 2**attempt) * (0.5 + random.random()), left))
+    return max(0.0, min(min(15.0, backoff * 2 ** min(attempt, 16)) * (0.5 + random.random()), left))
 
 
 def _failed(url, attempts, timeout, error) -> RuntimeError:
