@@ -240,3 +240,14 @@ def test_verl_legacy_batch_1024_x_5_step():
         for i in range(n):
             want = sum(len(group[i]) / (len(group[i]) + len(group[j])) for j in range(n) if j != i) / (n - 1)
             assert math.isclose(got[g * n + i], want, abs_tol=TOL)
+
+
+def test_openrlhf_current_with_the_key_in_its_url(judge, tokenizer):
+    """OpenRLHF sends JSON only (no headers): the key goes in `--reward.remote_url` as /key/<key>/get_reward."""
+    prompt = chat_prompt(tokenizer, QUESTIONS[0])
+    samples = [(openrlhf_query(tokenizer, prompt, r), prompt, "") for r in RESPONSES[0]]
+    with BackgroundServer(create_app(judge, ServeConfig(api_key="k3y", group_size=N))) as url:
+        refused = httpx.post(f"{url}/get_reward", json={"query": [samples[0][0]], "prompts": [prompt], "labels": [""]})
+        assert refused.status_code == 401
+        got = [a[0] for a in asyncio.run(openrlhf_current_client(f"{url}/key/k3y/get_reward", samples))]
+    assert got == pytest.approx(expected_group_rewards(judge, judge_question(prompt), RESPONSES[0]), abs=TOL)
