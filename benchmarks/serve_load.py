@@ -93,10 +93,10 @@ async def measure(url, data, n, clients, rounds):
             lat, t = [], time.perf_counter()
             for _ in range(rounds):
                 if name == "per_sample":
-                    rewards, l = await per_sample_round(http, url, data, n, clients)
+                    rewards, got = await per_sample_round(http, url, data, n, clients)
                 else:
-                    rewards, l = await batched_round(http, url, data)
-                lat += l
+                    rewards, got = await batched_round(http, url, data)
+                lat += got
             seconds = time.perf_counter() - t
             out[name] = {
                 "rewards": rewards,

@@ -69,7 +69,9 @@ def expected_group_rewards(judge, question, responses):
 
 
 def chat_prompt(tokenizer, question):
-    return tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+    )
 
 
 def judge_question(prompt):
@@ -215,7 +217,9 @@ class LengthJudge:
         out = []
         for a, b in zip(first, second):
             p = len(a) / (len(a) + len(b))
-            out.append(PairJudgment(prob=p, label="A" if p >= 0.5 else "B", agreement=None, runs=[JudgeRun("AB", p, "A")]))
+            out.append(
+                PairJudgment(prob=p, label="A" if p >= 0.5 else "B", agreement=None, runs=[JudgeRun("AB", p, "A")])
+            )
         return out
 
 

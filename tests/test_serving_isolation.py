@@ -48,16 +48,27 @@ def client():
 
 
 text = st.text(max_size=12) | st.sampled_from(["\ud800", "a\udfffb", "", "  ", "<|im_end|>", "<pad>q"])
-message = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant"])}, optional={"content": text | st.none()})
+message = st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "assistant"])}, optional={"content": text | st.none()}
+)
 value = st.one_of(
-    text, st.integers(), st.floats(allow_nan=False), st.booleans(), st.none(), st.lists(message, max_size=2),
+    text,
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.none(),
+    st.lists(message, max_size=2),
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
 column = st.lists(value, max_size=5) | value
 bodies = st.fixed_dictionaries(
     {},
     optional={
-        "query": column, "prompts": column, "labels": column, "completions": column, "references": column,
+        "query": column,
+        "prompts": column,
+        "labels": column,
+        "completions": column,
+        "references": column,
         "reference": st.sampled_from(["group", "pivot", "nope"]) | st.integers(),
         "group_across_requests": st.booleans() | st.integers(),
     },

@@ -159,8 +159,15 @@ def test_api_key_in_header_query_or_path(judge):
     with BackgroundServer(app) as url:
         assert httpx.get(f"{url}/health").status_code == 200  # health and readiness stay open
         assert httpx.get(f"{url}/ready").status_code == 200
-        for method, path in [("GET", "/stats"), ("GET", "/docs"), ("GET", "/openapi.json"), ("POST", "/judge"),
-                             ("POST", "/reward"), ("POST", "/get_reward"), ("GET", "/nope")]:
+        for method, path in [
+            ("GET", "/stats"),
+            ("GET", "/docs"),
+            ("GET", "/openapi.json"),
+            ("POST", "/judge"),
+            ("POST", "/reward"),
+            ("POST", "/get_reward"),
+            ("GET", "/nope"),
+        ]:
             missing = httpx.request(method, url + path, json=body if method == "POST" else None)
             assert missing.status_code == 401, path
             assert missing.headers["www-authenticate"] == "Bearer" and "s3cret" not in missing.text

@@ -25,7 +25,9 @@ def parse_serve_args(argv: list[str] | None = None) -> tuple[ServeJudgeArguments
     parser = TrlParser((ServeJudgeArguments, ServeConfig), prog="trl-gram serve")
     flags = {a.split("=", 1)[0] for a in argv}
     if "--api_key" in flags or "--api-key" in flags:
-        raise ValueError("Pass the key through an environment variable: `--api_key_env NAME` (never on the command line).")
+        raise ValueError(
+            "Pass the key through an environment variable: `--api_key_env NAME` (never on the command line)."
+        )
     judge_args, config = parser.parse_args_and_config(argv)
     return judge_args, config
 

@@ -61,7 +61,9 @@ class ServeConfig:
     api_key: str | None = field(default=None, metadata={"help": "Programmatic use only; use api_key_env."})
     group_size: int | None = field(
         default=None,
-        metadata={"help": "Responses per prompt of per-sample clients (OpenRLHF n_samples_per_prompt, verl rollout.n)."},
+        metadata={
+            "help": "Responses per prompt of per-sample clients (OpenRLHF n_samples_per_prompt, verl rollout.n)."
+        },
     )
     group_timeout_s: float = field(
         default=60.0, metadata={"help": "Deadline of a group formed across requests (0: no grouping across requests)."}
@@ -91,7 +93,12 @@ class ServeConfig:
             raise ValueError(f"`reference` must be one of {pairing.REFERENCES}, got {self.reference!r}.")
         if self.output not in pairing.OUTPUTS:
             raise ValueError(f"`output` must be one of {pairing.OUTPUTS}, got {self.output!r}.")
-        for name in ("max_request_bytes", "max_pairs_per_request", "max_batch_pairs", "max_generated_tokens_per_request"):
+        for name in (
+            "max_request_bytes",
+            "max_pairs_per_request",
+            "max_batch_pairs",
+            "max_generated_tokens_per_request",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
         if self.group_size is not None and self.group_size < 1:

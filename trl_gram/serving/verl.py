@@ -31,7 +31,9 @@ RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 def _settings(url, api_key):
     url = url or os.environ.get("TRL_GRAM_URL")
     if not url:
-        raise ValueError("No reward server URL: pass `url=` (custom_reward_function.reward_kwargs) or set TRL_GRAM_URL.")
+        raise ValueError(
+            "No reward server URL: pass `url=` (custom_reward_function.reward_kwargs) or set TRL_GRAM_URL."
+        )
     api_key = api_key or os.environ.get("TRL_GRAM_API_KEY")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     return url.rstrip("/"), headers
