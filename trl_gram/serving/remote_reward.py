@@ -1,4 +1,4 @@
-"""``RemoteGenerativeRewardFunction``: a GRAM judge served over HTTP (``trl-gram serve``) as an async TRL reward.
+"""[`RemoteGenerativeRewardFunction`]: a GRAM judge served over HTTP (``trl-gram serve``) as an async TRL reward.
 
 For ``GRPOTrainer`` / ``RLOOTrainer`` (TRL runs async reward functions concurrently on its event loop): the batch is
 split into requests that keep each group of completions of one prompt together (equal prompts, [`~pairing.groups`]),

@@ -257,16 +257,17 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
     async def judge_endpoint(request: Request):
         body = await body_of(request)
         mode, swap = body.get("mode"), body.get("swap")
+        own = dict(zip(("mode", "swap"), options(None, None)))
         for name, value in (("mode", mode), ("swap", swap)):
             if value is None:
                 continue
             if not isinstance(value, str):
                 raise RequestError(400, f"Field `{name}` must be a string.")
-            if not config.allow_overrides and value != options(None, None)[name == "swap"]:
+            if not config.allow_overrides and value != own[name]:
                 raise RequestError(
                     403,
-                    f"This server judges with {name}={options(None, None)[name == 'swap']!r}; per-request `{name}` "
-                    "is off (start it with `--allow_overrides`).",
+                    f"This server judges with {name}={own[name]!r}; per-request `{name}` is off (start it with "
+                    "`--allow_overrides`).",
                 )
         batched = "pairs" in body
         pairs = body["pairs"] if batched else [body]
