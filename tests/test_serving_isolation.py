@@ -164,3 +164,26 @@ def test_concurrent_requests_each_get_their_own_results():
     batcher.stop()
     for k in range(6):
         assert [jd.prob for jd in results[k]] == pytest.approx([(k + 1) / (k + 2)] * (k + 1))
+
+
+def test_judge_errors_name_the_clients_fields(tokenizer):
+    """The real judge rejects a question without a user turn naming `questions[k]`; the client reads `prompts[1]`."""
+    from tiny_models import tiny_llama
+
+    from trl_gram.judge import GramJudge
+    from trl_gram.serving.server import rename_judge_args
+
+    assert rename_judge_args("`responses_2[7]` is bad", "prompts[0]", "completions[0]", "references[0]") == (
+        "`references[0]` is bad"
+    )
+    judge = GramJudge(tiny_llama(tokenizer), tokenizer, mode="direct", cache_size=0)
+    app = create_app(judge, ServeConfig(group_timeout_s=0))
+    with TestClient(app) as c:
+        body = {
+            "prompts": ["q", [{"role": "system", "content": "only a system turn"}]],
+            "completions": ["a", "b"],
+            "references": ["r", "r"],
+        }
+        answer = c.post("/reward", json=body).json()
+    assert answer["rewards"][0] is not None and answer["rewards"][1] is None
+    assert "`prompts[1]`" in answer["failures"][1] and "questions[" not in answer["failures"][1]

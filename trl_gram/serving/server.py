@@ -22,6 +22,7 @@ clients that only take a URL.
 import asyncio
 import contextlib
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +39,15 @@ from .grouping import GroupCollector
 logger = logging.get_logger(__name__)
 
 __all__ = ["BackgroundServer", "RequestError", "ServeConfig", "create_app"]
+
+
+_JUDGE_ARG = re.compile(r"`?(questions|responses_1|responses_2)\[\d+\]`?")
+
+
+def rename_judge_args(message: str, question: str, first: str, second: str) -> str:
+    """A judge error about its own arguments (``responses_2[0]``) told in the client's field names."""
+    names = {"questions": question, "responses_1": first, "responses_2": second}
+    return _JUDGE_ARG.sub(lambda m: f"`{names[m.group(1)]}`", message)
 
 
 class RequestError(Exception):
@@ -162,7 +172,7 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
             )
         return state["collector"]
 
-    async def score(items, reference, across: bool = True):
+    async def score(items, reference, across: bool = True, fields=("prompts", "completions", "references")):
         """``(probs, failures, compared)`` for the items: errors, references, groups in the request, groups that
         form across requests."""
         n = len(items)
@@ -186,6 +196,11 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
         async def local():
             judgments = await judge_pairs(*([c[k] for c in comparisons] for k in (1, 2, 3)))
             result = pairing.aggregate(n, comparisons, judgments)
+            raised = {}  # judge errors, told in the client's field names
+            for (i, _, _, _, j), jd in zip(comparisons, judgments):
+                if jd is not None and not jd.runs and jd.failure and i not in raised:
+                    other = f"{fields[2]}[{i}]" if j is None else f"{fields[1]}[{j}]"
+                    raised[i] = rename_judge_args(jd.failure, f"{fields[0]}[{i}]", f"{fields[1]}[{i}]", other)
             for i in range(n):
                 if i in bad or i in waiting:
                     continue
@@ -193,7 +208,7 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
                 if probs[i] is None:
                     first = result.first[i]
                     failures[i] = (
-                        f"every comparison failed: {first.failure}"
+                        f"every comparison failed: {raised.get(i, first.failure)}"
                         if first is not None
                         else "nothing to compare with: no other response to this prompt and no reference"
                     )
@@ -325,7 +340,7 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
             items = scoring.openrlhf_items(body, config.strip_tokens)
         except ValueError as e:
             raise RequestError(400, str(e)) from None
-        probs, failures, compared = await score(items, config.reference)
+        probs, failures, compared = await score(items, config.reference, fields=("prompts", "query", "labels"))
         fallback = pairing.neutral(config.output) if config.failure_reward is None else config.failure_reward
         rewards = [fallback if p is None else pairing.transform(p, config.output) for p in probs]
         return {"rewards": rewards, "scores": rewards, "failures": failures, "compared": compared}
