@@ -23,8 +23,11 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from transformers.utils import logging
+
 from ..pairing import groups, has_reference
 
+logger = logging.get_logger(__name__)
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
@@ -56,7 +59,24 @@ def _failed(url, attempts, timeout, error) -> RuntimeError:
     )
 
 
-def _post_sync(client, url, headers, payload, timeout, backoff) -> list:
+def _reference(ground_truth):
+    """verl's ``ground_truth`` as a reference: text or a number; empty or ``None`` means "compare within the group"."""
+    if isinstance(ground_truth, bool) or ground_truth is None:
+        return None
+    if isinstance(ground_truth, (int, float)):
+        return str(ground_truth)
+    return ground_truth if not isinstance(ground_truth, str) or has_reference(ground_truth) else None
+
+
+def _warn_unscored(failures, count) -> None:
+    reasons = [f for f in failures if f]
+    if reasons:
+        logger.warning(
+            f"The reward server could not score {count} response(s), given the failure reward: {reasons[0]}"
+        )
+
+
+def _post_sync(client, url, headers, payload, timeout, backoff) -> dict:
     import httpx
 
     deadline, attempt, error = time.monotonic() + timeout, 0, None
@@ -64,7 +84,7 @@ def _post_sync(client, url, headers, payload, timeout, backoff) -> list:
         try:
             response = client.post(url, json=payload, headers=headers, timeout=left)
             if response.status_code == 200:
-                return response.json()["rewards"]
+                return response.json()
             error = f"HTTP {response.status_code}: {response.text[:300]}"
             if response.status_code not in RETRY_STATUS:
                 raise RuntimeError(f"trl-gram reward server refused the request: {error}")
@@ -117,7 +137,7 @@ async def compute_score(
             flight, so keep it well above ``rollout.n`` (verl sends a prompt's responses one after the other).
     """
     base, headers = _settings(url, api_key)
-    reference = ground_truth if isinstance(ground_truth, str) and has_reference(ground_truth) else None
+    reference = _reference(ground_truth)
     payload = {
         "prompts": [_question(extra_info, question_key)],
         "completions": [solution_str if isinstance(solution_str, str) else str(solution_str)],
@@ -132,7 +152,10 @@ async def compute_score(
             try:
                 response = await client.post(base + "/reward", json=payload, headers=headers, timeout=left)
                 if response.status_code == 200:
-                    reward = response.json()["rewards"][0]
+                    answer = response.json()
+                    reward = answer["rewards"][0]
+                    if reward is None:
+                        _warn_unscored(answer.get("failures") or [], 1)
                     return failure_reward if reward is None else float(reward)
                 error = f"HTTP {response.status_code}: {response.text[:300]}"
                 if response.status_code not in RETRY_STATUS:
@@ -214,7 +237,7 @@ def compute_score_batch(
     base, headers = _settings(url, api_key)
     n = len(solution_strs)
     questions = [_question(info, question_key, f"extra_infos[{i}]") for i, info in enumerate(extra_infos)]
-    refs = [g if isinstance(g, str) and has_reference(g) else None for g in (ground_truths or [None] * n)]
+    refs = [_reference(g) for g in (list(ground_truths) if ground_truths is not None else [None] * n)]
     limit = max_pairs_per_request or server_limits(url, api_key).get("max_pairs_per_request") or 4096
     chunks = split_step(questions, refs, reference, limit)
     out = [failure_reward] * n
@@ -227,7 +250,10 @@ def compute_score_batch(
             "reference": reference,
             "group_across_requests": False,
         }
-        rewards = _post_sync(client, base + "/reward", headers, payload, timeout, backoff)
+        answer = _post_sync(client, base + "/reward", headers, payload, timeout, backoff)
+        rewards = answer["rewards"]
+        if any(r is None for r in rewards):
+            _warn_unscored(answer.get("failures") or [], sum(r is None for r in rewards))
         for i, r in zip(idx, rewards):
             out[i] = failure_reward if r is None else float(r)
 
