@@ -51,6 +51,7 @@ class GroupCollector:
         self.reference = reference
         self._open: dict[str, _Group] = {}
         self._tasks: set = set()
+        self._hinted = False
         self.stats = {"groups": 0, "complete": 0, "at_deadline": 0, "nothing_to_compare": 0, "pending": 0}
 
     def complete_in(self, count: int) -> bool:
@@ -81,6 +82,12 @@ class GroupCollector:
         group.timer.cancel()
         self.stats["groups"] += 1
         self.stats["complete" if why == "complete" else "at_deadline"] += 1
+        if why == "deadline" and self.group_size is None and not self._hinted:
+            self._hinted = True
+            logger.warning(
+                f"Groups of per-sample requests close only at their {self.timeout_s:g} s deadline: start the server "
+                "with `--group_size` = the client's samples per prompt so complete groups are judged at once."
+            )
         self.stats["pending"] = sum(len(g.futures) for g in self._open.values())
         task = asyncio.get_running_loop().create_task(self._judge(group, why))
         self._tasks.add(task)
