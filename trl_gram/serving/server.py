@@ -198,9 +198,12 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
             result = pairing.aggregate(n, comparisons, judgments)
             raised = {}  # judge errors, told in the client's field names
             for (i, _, _, _, j), jd in zip(comparisons, judgments):
-                if jd is not None and not jd.runs and jd.failure and i not in raised:
+                if jd is not None and not jd.runs and jd.failure:
                     other = f"{fields[2]}[{i}]" if j is None else f"{fields[1]}[{j}]"
-                    raised[i] = rename_judge_args(jd.failure, f"{fields[0]}[{i}]", f"{fields[1]}[{i}]", other)
+                    told = rename_judge_args(jd.failure, f"{fields[0]}[{i}]", f"{fields[1]}[{i}]", other)
+                    for k in (i, j):
+                        if k is not None:
+                            raised.setdefault(k, told)
             for i in range(n):
                 if i in bad or i in waiting:
                     continue
@@ -216,12 +219,12 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
                         counters["nothing_to_compare"] += 1
                         logger.warning("A response had nothing to compare with.")
 
-        async def across(members):
+        async def wait_for_group(members):
             out = await collector().add([prompts[i] for i in members], [completions[i] for i in members])
             for i, (p, info) in zip(members, out):
                 probs[i], compared[i], failures[i] = p, info["compared"], info["failure"]
 
-        await asyncio.gather(local(), *(across(m) for m in cross))
+        await asyncio.gather(local(), *(wait_for_group(m) for m in cross))
         counters["items"] += n
         counters["item_errors"] += len(bad)
         counters["unscored"] += sum(p is None for p in probs)
