@@ -114,7 +114,8 @@ class ServeConfig:
 
     def __repr__(self):  # never print the key
         fields = {k: v for k, v in self.__dict__.items() if k != "api_key"}
-        return f"ServeConfig({', '.join(f'{k}={v!r}' for k, v in fields.items())}, api_key={'***' if self.api_key else None})"
+        shown = ", ".join(f"{k}={v!r}" for k, v in fields.items())
+        return f"ServeConfig({shown}, api_key={'***' if self.api_key else None})"
 
 
 @dataclass

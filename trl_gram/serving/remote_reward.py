@@ -29,21 +29,23 @@ class RemoteGenerativeRewardFunction:
     """Async TRL reward function calling a trl-gram reward server ([`~serving.server.create_app`]).
 
     Args:
-        url (`str`): The server, e.g. ``"http://judge-host:8000"`` (``/reward`` is appended unless the URL already ends with
-            an endpoint path).
+        url (`str`): The server, e.g. ``"http://judge-host:8000"`` (``/reward`` is appended unless the URL already
+            ends with an endpoint path).
         api_key (`str`, *optional*): Bearer token, if the server was started with one.
-        reference (`str`): ``"group"`` (every pair within a prompt's completions) or ``"pivot"`` (each against the first);
-            ignored when references are given.
-        reference_column (`str`, *optional*): Dataset column holding one reference response per completion (else ``references=`` passed
-            by the trainer, else ``reference``).
-        timeout (`float`): Time budget of one request in seconds, retries included: attempts go on (each limited to the time
-            left) until it is spent.
-        retries (`int`, *optional*): Optional cap on extra attempts after a failed one (``None``: as many as ``timeout`` allows).
-        backoff (`float`): First retry delay in seconds; doubled at each retry (with jitter), at most ``max_backoff``.
+        reference (`str`): ``"group"`` (every pair within a prompt's completions) or ``"pivot"`` (each against the
+            first); ignored when references are given.
+        reference_column (`str`, *optional*): Dataset column holding one reference response per completion (else
+            ``references=`` passed by the trainer, else ``reference``).
+        timeout (`float`): Time budget of one request in seconds, retries included: attempts go on (each limited to
+            the time left) until it is spent.
+        retries (`int`, *optional*): Cap on extra attempts after a failed one (``None``: as many as ``timeout``
+            allows).
+        backoff (`float`): First retry delay in seconds; doubled at each retry (with jitter), at most
+            ``max_backoff``.
         max_backoff (`float`): Longest delay between two attempts.
         max_concurrency (`int`): Requests in flight at once.
-        max_completions_per_request (`int`): Requests are cut at group boundaries to hold at most this many completions
-            (a larger group still goes whole).
+        max_completions_per_request (`int`): Requests are cut at group boundaries to hold at most this many
+            completions (a larger group still goes whole).
         name (`str`): The reward's name in TRL logs.
     """
 

@@ -158,7 +158,8 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
                 raise RequestError(
                     413,
                     f"{len(q)} comparisons could generate {tokens} tokens: more than "
-                    f"`max_generated_tokens_per_request`={config.max_generated_tokens_per_request}; split the request.",
+                    f"`max_generated_tokens_per_request`={config.max_generated_tokens_per_request}; "
+                    "split the request.",
                 )
         return await state["batcher"].judge_async(q, a, b, mode=mode, swap=swap)
 

@@ -54,7 +54,8 @@ def _delay(attempt, backoff, left) -> float:
 
 def _failed(url, attempts, timeout, error) -> RuntimeError:
     return RuntimeError(
-        f"trl-gram reward server at {url} failed {attempts} times in {timeout:g}s (last: {error}); is `trl-gram serve` "
+        f"trl-gram reward server at {url} failed {attempts} times in {timeout:g}s (last: {error}); "
+        "is `trl-gram serve` "
         "running and reachable from the workers?"
     )
 
