@@ -290,8 +290,8 @@ def _read_rewardbench2(rec, row, ctx):
 
 def _read_rmbench(rec, row, ctx):
     q = _text(rec, "prompt", kind="the prompt")
-    domain = _text(rec, "domain", kind="the domain (chat, math, code, safety-refuse, safety-response)")
     chosen, rejected = _texts(rec, "chosen", 3), _texts(rec, "rejected", 3)
+    domain = _text(rec, "domain", kind="the domain (chat, math, code, safety-refuse, safety-response)")
     comps = [_pair(q, c, r, 0, row, domain, (i, j)) for i, c in enumerate(chosen) for j, r in enumerate(rejected)]
     return comps, {"domain": domain}
 
