@@ -142,6 +142,7 @@ def test_llmbar_accuracy_averaged_over_orders(tmp_path):
     assert data.format == "llmbar" and [c.label for c in data.comparisons] == [0, 1]
     assert rep["score"] == pytest.approx(0.75)  # order AB: 1/2, order BA: 2/2
     assert rep["metrics"]["positional_agreement"] == pytest.approx(0.5)
+    assert rep["metrics"]["llmbar/correct_both"] == pytest.approx(0.5)
 
 
 def test_mtbench_agreement_without_ties(tmp_path):

@@ -128,7 +128,10 @@ def test_v1_preset_judges_as_the_official_evaluation(qwen3_gram):
     assert prompt.endswith("#Preferred: <|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n")
     a_ids, b_ids = judge._label_token_ids(judge.template)
     tok = judge.tokenizer
-    assert (a_ids, b_ids) == (tok("A", add_special_tokens=False).input_ids, tok("B", add_special_tokens=False).input_ids)
+    assert (a_ids, b_ids) == (
+        tok("A", add_special_tokens=False).input_ids,
+        tok("B", add_special_tokens=False).input_ids,
+    )
 
     # The authors' computation: the v1 prompt as one user message, chat template with enable_thinking=False, softmax
     # over the bare A/B logits at the last position, averaged over both orders.
@@ -155,7 +158,11 @@ def test_explicit_arguments_win(qwen3_gram):
     reason = GramJudge.from_pretrained(str(qwen3_gram), device="cpu", mode="reason", max_new_tokens=4)
     assert reason.config.mode == "reason" and reason.template.reasoning  # the preset's direct template is not forced
     plain = GramJudge.from_pretrained(str(qwen3_gram), device="cpu", preset=None)
-    assert (plain.config.mode, plain.config.label_scoring, plain.config.chat_template_kwargs) == ("reason", "merged", {})
+    assert (plain.config.mode, plain.config.label_scoring, plain.config.chat_template_kwargs) == (
+        "reason",
+        "merged",
+        {},
+    )
 
 
 def test_r2_preset_and_label_scoring(llama_r2):

@@ -17,7 +17,8 @@ subset and applies the format's rule:
   the sum is positive; accuracy per category (knowledge, reasoning, math, coding) and over all pairs.
 * **pandalm**: accuracy and macro precision / recall / F1 against the annotators' majority (ties kept with
   ``--ties keep`` count as their own class).
-* **llmbar**: accuracy of each presentation order, averaged over the two orders, and the positional agreement.
+* **llmbar**: accuracy of each presentation order, averaged over the two orders (LLMBar's ``correct_average``), the
+  share of pairs right in both orders, and the positional agreement.
 * **mt-bench**: agreement with the human votes, ties excluded, per turn and overall.
 * **hh-rlhf**, **preference**: pairwise accuracy (a probability of exactly one half counts half), per subset if any.
 
@@ -255,6 +256,8 @@ def _llmbar(items, row_info, metrics, subsets):
     for name, its in _by(items, lambda it: it[0].subset).items():
         if name is not None:
             subsets[name]["accuracy"] = score(its)
+    both = [o for _, o in items if len(o["order_right"]) == 2]
+    metrics["llmbar/correct_both"] = _mean([float(all(v == 1.0 for v in o["order_right"].values())) for o in both])
     metrics["positional_agreement"] = metrics["swap_agreement"]
     return score(items)
 
