@@ -73,6 +73,23 @@ def test_rmbench_hard_normal_easy(tmp_path):
     assert m["safety/average"] == pytest.approx(0.5)  # safety-refuse and safety-response together
     assert (m["hard"], m["normal"], m["easy"]) == pytest.approx((0.25, 5 / 12, 0.75))
     assert rep["score"] == pytest.approx((4 / 9 + 0.5) / 2)
+    # GRAM's flattened copy (one row per cell, matrix_id "i-j") gives the same figures.
+    flat = [
+        {
+            "id": k,
+            "prompt": "p",
+            "chosen": r["chosen"][i],
+            "rejected": r["rejected"][j],
+            "domain": r["domain"],
+            "matrix_id": f"{i}-{j}",
+        }
+        for k, r in enumerate(rows)
+        for i in range(3)
+        for j in range(3)
+    ]
+    data, flat_rep = _eval(tmp_path, flat, name="flat.jsonl")
+    assert data.format == "rm-bench" and flat_rep["score"] == pytest.approx(rep["score"])
+    assert flat_rep["metrics"]["hard"] == pytest.approx(0.25)
 
 
 def test_judgebench_counts_decisions_of_both_orders(tmp_path):

@@ -204,9 +204,20 @@ def run_eval(args) -> int:
     )
     from .report import format_table, plot_reports
 
+    cfg = judge.config
+    settings = {
+        "judge_model": a.judge_model or "embedded SmolLM2-135M-Instruct",
+        "mode": cfg.mode,
+        "template": cfg.template if isinstance(cfg.template, str) or cfg.template is None else "custom",
+        "chat_template_kwargs": cfg.chat_template_kwargs,
+        "label_scoring": cfg.label_scoring,
+        "swap": a.swap,
+        "votes": a.votes,
+    }
+    print("Judge: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
     reports = {}
     for data in files:
-        reports[data.path] = evaluate_file(judge, data, swap=a.swap, show_progress=True)
+        reports[data.path] = {**evaluate_file(judge, data, swap=a.swap, show_progress=True), "judge": settings}
         print(format_table(data.path, reports[data.path]))
     if a.output_json:
         Path(a.output_json).write_text(json.dumps(reports, indent=2, default=str) + "\n")

@@ -31,7 +31,8 @@ FORMATS: dict[str, tuple[str, str]] = {
         '{"id": "7", "prompt": "2+2?", "chosen": ["4"], "rejected": ["5", "3", "22"], "subset": "Math"}',
     ),
     "rm-bench": (
-        "prompt, chosen and rejected (3 strings each: concise, detailed plain, detailed markdown), domain",
+        "prompt, chosen and rejected (3 strings each: concise, detailed plain, detailed markdown), domain; or GRAM's "
+        "flattened copy: one row per cell with chosen, rejected strings, id and matrix_id 'i-j'",
         '{"id": 1, "prompt": "2+2?", "chosen": ["4", "It is 4.", "**4**"], "rejected": ["5", "It is 5.", "**5**"], '
         '"domain": "math"}',
     ),
@@ -183,6 +184,8 @@ def detect_format(records: list[dict]) -> str:
         return "mt-bench"
     if {"response_A", "response_B", "label"} <= keys or ({"pair_id", "source", "chosen", "rejected"} <= keys):
         return "judgebench"
+    if {"chosen", "rejected", "domain", "matrix_id"} <= keys:
+        return "rm-bench"
     if {"chosen", "rejected"} <= keys:
         chosen = first.get("chosen")
         if isinstance(chosen, list) and chosen and all(isinstance(c, str) for c in chosen):
@@ -290,6 +293,14 @@ def _read_rewardbench2(rec, row, ctx):
 
 def _read_rmbench(rec, row, ctx):
     q = _text(rec, "prompt", kind="the prompt")
+    if "matrix_id" in rec:  # GRAM's flattened copy: one row per (chosen style, rejected style) cell, "i-j"
+        m = re.fullmatch(r"\s*([0-2])-([0-2])\s*", str(rec["matrix_id"]))
+        if m is None:
+            raise _Bad("matrix_id", f"is {rec['matrix_id']!r:.20}; expected 'i-j' with i, j in 0..2")
+        domain = _text(rec, "domain", kind="the domain (chat, math, code, safety-refuse, safety-response)")
+        key = (int(m.group(1)), int(m.group(2)))
+        comp = _pair(q, _text(rec, "chosen"), _text(rec, "rejected"), 0, row, domain, key)
+        return [comp], {"domain": domain, "group": ("id", str(rec.get("id", q)))}
     chosen, rejected = _texts(rec, "chosen", 3), _texts(rec, "rejected", 3)
     domain = _text(rec, "domain", kind="the domain (chat, math, code, safety-refuse, safety-response)")
     comps = [_pair(q, c, r, 0, row, domain, (i, j)) for i, c in enumerate(chosen) for j, r in enumerate(rejected)]

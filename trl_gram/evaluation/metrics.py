@@ -191,8 +191,9 @@ def _rewardbench2(items, row_info, metrics, subsets):
 
 def _rmbench(items, row_info, metrics, subsets):
     per_domain = defaultdict(lambda: {"hard": [], "normal": [], "easy": []})
-    for row, its in _row_scores(items).items():
-        domain = str(row_info[row]["domain"])
+    groups = _by(items, lambda it: row_info[it[0].row].get("group", it[0].row))
+    for its in groups.values():
+        domain = str(row_info[its[0][0].row]["domain"])
         group = next((d for d in RM_BENCH_DOMAINS if domain.startswith(d)), domain)
         cells = {c.key: float(o["win"]) for c, o in its}
         m = per_domain[group]
