@@ -222,3 +222,21 @@ def test_end_to_end_on_a_tiny_model(tmp_path, capsys):
     m = doc[str(rm)]
     assert m["comparisons"] == 9 and {"hard", "normal", "easy", "math/average"} <= set(m["metrics"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert r["judge"]["mode"] == "direct" and r["judge"]["label_scoring"] == "merged"  # no preset for this folder
+    # Reasoning mode: the rationale is generated and parsed; unreadable outputs are counted, not fatal.
+    rc, out = _run(
+        [
+            "--data",
+            str(rb),
+            "--judge_model",
+            str(tmp_path / "tiny"),
+            "--max_new_tokens",
+            "4",
+            "--output_json",
+            str(report),
+        ],
+        capsys,
+    )
+    assert rc == 0, out.err
+    r = json.loads(report.read_text())[str(rb)]
+    assert r["judge"]["mode"] == "reason" and 0.0 <= r["metrics"]["parse_failure_rate"] <= 1.0

@@ -180,3 +180,20 @@ def test_r2_preset_and_label_scoring(llama_r2):
         assert m_ids[0] == o_ids[0] + spaced
     with pytest.raises(ValueError, match="label_scoring"):
         GramJudge(judge.model, tok, label_scoring="sum")
+
+
+def test_eval_command_uses_the_preset(qwen3_gram, tmp_path, capsys):
+    from trl_gram import cli
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps({"prompt": "What is 2 + 3?", "chosen": "5", "rejected": "6"}) + "\n")
+    out = tmp_path / "out.json"
+    assert cli.main(["eval", "--data", str(data), "--judge_model", str(qwen3_gram), "--output_json", str(out)]) == 0
+    judge = json.loads(out.read_text())[str(data)]["judge"]
+    assert (judge["mode"], judge["template"], judge["chat_template_kwargs"], judge["label_scoring"]) == (
+        "direct",
+        "gram-v1",
+        {"enable_thinking": False},
+        "official",
+    )
+    assert "label_scoring=official" in capsys.readouterr().out
