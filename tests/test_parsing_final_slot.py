@@ -64,22 +64,23 @@ def test_rationale_of_quoting_output_is_the_think_block():
     assert v.rationale == "The format is <answer>A or B</answer>. B wins."
 
 
-def _time(text, number=5):
+def _time(text, number=1):
     return min(timeit.repeat(lambda: parse_verdict(text), number=number, repeat=5))
 
 
-def test_unclosed_answer_tags_are_linear():
-    """10,000 unclosed ``<answer>`` tags in 100k characters: 10x the input costs far less than the 100x of a quadratic
-    parser (ratio, not a wall-clock bound)."""
-    small, large = "<answer>x " * 1000, "<answer>x " * 10000
-    assert len(large) == 100_000
-    assert parse_verdict(large).failure == UNRECOGNIZED_ANSWER
-    assert _time(large) / _time(small) < 30
-    closes = "</answer>x" * 10000
-    assert _time(closes) / _time("</answer>x" * 1000) < 30
-    mixed = ("<think><answer>A " * 5000) + "</think><answer>B"
-    assert parse_verdict(mixed).label == "B"
-    assert _time(mixed) / _time(("<think><answer>A " * 500) + "</think><answer>B") < 30
+@pytest.mark.parametrize("unit", ["<answer>x ", "</answer>x", "<think><answer>A "])
+def test_tag_floods_are_linear(unit):
+    """10,000 unclosed ``<answer>`` tags in 100k characters (the issue's case) against ten times as many: linear
+    costs about 10x, quadratic 100x (a ratio, not a wall-clock bound; the old parser took 51 s on the first)."""
+    small, large = unit * 10_000, unit * 100_000
+    assert parse_verdict(small).label in (None, "A")
+    assert _time(large) / _time(small) < 40
+
+
+def test_issue_flood_is_read():
+    text = "<answer>x " * 10_000
+    assert len(text) == 100_000 and parse_verdict(text).failure == UNRECOGNIZED_ANSWER
+    assert parse_verdict(("<think><answer>A " * 5000) + "</think><answer>B").label == "B"
 
 
 _words = st.lists(st.sampled_from(["response", "the", "is", "better", "a", "good", "one", "I", "think", "so", "x"]))
