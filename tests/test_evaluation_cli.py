@@ -240,3 +240,17 @@ def test_end_to_end_on_a_tiny_model(tmp_path, capsys):
     assert rc == 0, out.err
     r = json.loads(report.read_text())[str(rb)]
     assert r["judge"]["mode"] == "reason" and 0.0 <= r["metrics"]["parse_failure_rate"] <= 1.0
+
+
+def test_saved_dataset_folder(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    rows = [{"input": "i", "output_1": "a", "output_2": "b", "label": 2}]
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "one"))
+    assert read_eval_file(str(tmp_path / "one")).format == "llmbar"
+    DatasetDict({"dev": Dataset.from_list(rows), "test": Dataset.from_list(rows * 2)}).save_to_disk(
+        str(tmp_path / "two")
+    )
+    with pytest.raises(DataError, match="pick one with --split"):
+        read_eval_file(str(tmp_path / "two"))
+    assert len(read_eval_file(str(tmp_path / "two"), split="test").comparisons) == 2

@@ -20,7 +20,7 @@ EVAL_HELP = "Evaluate a judge on a benchmark file (RewardBench 1/2, RM-Bench, Ju
 
 def _description() -> str:
     lines = [
-        "Judge every pair of one or more benchmark files and print each benchmark's official aggregate, a table",
+        "Judge every pair of one or more benchmark files (or save_to_disk folders, Hub ids) and print each benchmark's official aggregate, a table",
         "per subset, and the rows skipped (by reason, with row numbers). The format is detected from the columns",
         "of the first row, or forced with --format. Files: .json (a list), .jsonl, .csv, .parquet, optionally .gz.",
         "",
@@ -47,6 +47,7 @@ class EvalArguments:
 
     data: list[str] = field(default_factory=list, metadata={"help": "Benchmark file(s) (see the formats above)."})
     format: str = field(default="auto", metadata={"help": "Force a format.", "choices": ["auto", *FORMATS]})
+    split: str | None = field(default=None, metadata={"help": "Split of a save_to_disk folder or Hub dataset."})
     select: str | None = field(default=None, metadata={"help": "Rows 'start:stop' of every file."})
     max_samples: int | None = field(default=None, metadata={"help": "Judge at most this many rows per file."})
     ties: str = field(
@@ -168,6 +169,7 @@ def run_eval(args) -> int:
                 select=a.select,
                 max_samples=a.max_samples,
                 label_words=words,
+                split=a.split,
             )
             for path in a.data
         ]

@@ -137,12 +137,37 @@ class EvalData:
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def read_records(path: str) -> list[dict]:
+def _from_datasets(path: str, split: str | None) -> list[dict]:
+    """Rows of a ``save_to_disk`` folder, or of a Hub dataset (needs network)."""
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(path) if Path(path).is_dir() else datasets.load_dataset(path)
+    except Exception as e:  # noqa: BLE001  (any loading failure is reported as the user's to fix)
+        what = f"not a data file, a saved dataset or a reachable Hub dataset ({e})"
+        raise DataError(path, [(None, None, what)]) from None
+    if isinstance(loaded, datasets.DatasetDict):
+        names = list(loaded)
+        if split is None and len(names) > 1:
+            raise DataError(path, [(None, None, f"has the splits {names}; pick one with --split")])
+        if split is not None and split not in loaded:
+            raise DataError(path, [(None, None, f"has no split {split!r}; it has {names}")])
+        loaded = loaded[split or names[0]]
+    return loaded.to_list()
+
+
+def read_records(path: str, split: str | None = None) -> list[dict]:
     """The rows of a ``.json`` (list), ``.jsonl``, ``.csv`` (every value a string) or ``.parquet`` file, optionally
-    gzipped. A malformed file raises a [`DataError`] naming the line."""
+    gzipped; of a ``save_to_disk`` folder; or of a Hub dataset id (``split`` picks its split). A malformed file raises
+    a [`DataError`] naming the line."""
     p = Path(path)
+    if p.is_dir():
+        return _from_datasets(path, split)
     if not p.is_file():
-        raise DataError(path, [(None, None, "no such file")])
+        looks_like_file = path.startswith((".", "/")) or p.suffix in (".json", ".jsonl", ".gz", ".csv", ".parquet")
+        if looks_like_file or path.count("/") != 1:
+            raise DataError(path, [(None, None, "no such file")])
+        return _from_datasets(path, split)
     name = p.name.lower()
     base = name[:-3] if name.endswith(".gz") else name
     if base.endswith(".parquet"):
@@ -426,6 +451,7 @@ def read_eval_file(
     select: str | None = None,
     max_samples: int | None = None,
     label_words: tuple[str, str] = ("A", "B"),
+    split: str | None = None,
 ) -> EvalData:
     """Read and validate a whole benchmark file.
 
@@ -438,12 +464,13 @@ def read_eval_file(
         select (`str`, *optional*): Rows ``"start:stop"`` to keep (before validation).
         max_samples (`int`, *optional*): Keep at most this many rows.
         label_words (`tuple[str, str]`): The label words of a ``response_a``/``response_b``/``label`` file.
+        split (`str`, *optional*): The split of a saved or Hub dataset with several.
     """
     if format != "auto" and format not in READERS:
         raise DataError(
             path, [(None, None, f"unknown --format {format!r}; expected auto or one of {sorted(READERS)}")]
         )
-    records = read_records(path)
+    records = read_records(path, split)
     start = 0
     if select:
         try:
