@@ -204,13 +204,14 @@ def run_eval(args) -> int:
         seed=a.seed,
         show_progress=True,
     )
+    from ..templates import TEMPLATES
     from .report import format_table, plot_reports
 
     cfg = judge.config
     settings = {
         "judge_model": a.judge_model or "embedded SmolLM2-135M-Instruct",
         "mode": cfg.mode,
-        "template": cfg.template if isinstance(cfg.template, str) or cfg.template is None else "custom",
+        "template": next((n for n, t in TEMPLATES.items() if t == judge.template), "custom"),
         "chat_template_kwargs": cfg.chat_template_kwargs,
         "label_scoring": cfg.label_scoring,
         "swap": a.swap,
