@@ -259,7 +259,8 @@ class GramJudge(FastJudgingMixin):
                 folder name or config ([`~trl_gram.presets.detect_preset`]); a preset name forces one; ``None``
                 applies none. A preset only fills fields not given in ``config_fields`` (and none when ``config`` is
                 passed).
-            **config_fields: Fields of :class:`GramJudgeConfig`.
+            **config_fields: Fields of :class:`GramJudgeConfig` (a ``None`` value means the field's default, or the
+                preset's).
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
