@@ -78,9 +78,9 @@ def test_train_then_eval(files, tmp_path, capsys):
         ]
     )
     assert rc == 0
-    metrics = json.loads(report.read_text())[str(files / "eval.json")]
-    assert metrics["num_pairs"] == 6 and metrics["even/num_pairs"] == 3
-    assert {"accuracy", "swap_agreement", "parse_failure_rate", "ties"} <= set(metrics)
+    doc = json.loads(report.read_text())[str(files / "eval.json")]
+    assert doc["comparisons"] == 6 and doc["subsets"]["even"]["num_pairs"] == 3
+    assert {"accuracy", "swap_agreement", "parse_failure_rate"} <= set(doc["metrics"]) and doc["skipped"] == {}
     assert "accuracy" in capsys.readouterr().out
 
 

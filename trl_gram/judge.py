@@ -58,6 +58,9 @@ class GramJudgeConfig:
             steer a small zero-shot model into the format); part of the output that is parsed. Empty for released
             GRAM-R² checkpoints, which write the tags themselves.
         chat_template_kwargs: Extra keyword arguments for ``apply_chat_template`` (e.g. ``enable_thinking=False``).
+        label_scoring: Which label tokens give the probability: ``"merged"`` sums the bare word and its spaced
+            spelling (``A`` and `` A``) when both are single tokens; ``"official"`` reads the bare tokens only, as the
+            GRAM authors' evaluation does (the presets of [`~trl_gram.presets.PRESETS`] set it).
         show_progress: tqdm bar over batches (``None``: when there is more than one batch).
         engine: ``"fast"``: shared-prefix reuse and a lean decoding loop (:mod:`trl_gram.fast_engine`; same
             probabilities up to float rounding, much less work on batches that share template, question or responses);
@@ -83,6 +86,7 @@ class GramJudgeConfig:
     system_prompt: str | None = None
     reason_prefix: str = ""
     chat_template_kwargs: dict = field(default_factory=dict)
+    label_scoring: str = "merged"
     show_progress: bool | None = None
     engine: str = "auto"
     cache_size: int = 1024
@@ -90,6 +94,7 @@ class GramJudgeConfig:
     def __post_init__(self):
         _check_choice("mode", self.mode, MODES)
         _check_choice("engine", self.engine, ENGINES)
+        _check_choice("label_scoring", self.label_scoring, ("official", "merged"))
         if not isinstance(self.cache_size, int) or self.cache_size < 0:
             raise ValueError(f"`cache_size` must be a non-negative integer, got {self.cache_size!r}.")
         _check_choice("swap", self.swap, SWAPS)
@@ -238,6 +243,7 @@ class GramJudge(FastJudgingMixin):
         device: str | torch.device | None = None,
         config: GramJudgeConfig | None = None,
         model_kwargs: dict | None = None,
+        preset: str | None = "auto",
         **config_fields,
     ) -> GramJudge:
         """Load a judge from a local folder, a Hub id (needs network), or ``None`` for the embedded default
@@ -249,7 +255,12 @@ class GramJudge(FastJudgingMixin):
             dtype: Torch dtype or ``"auto"``.
             device: Where to put the model (``None``: CUDA if available, else CPU).
             model_kwargs: Extra keyword arguments for ``AutoModelForCausalLM.from_pretrained``.
-            **config_fields: Fields of :class:`GramJudgeConfig`.
+            preset: ``"auto"`` applies the preset of a released GRAM / GRAM-R² checkpoint recognised from its id,
+                folder name or config ([`~trl_gram.presets.detect_preset`]); a preset name forces one; ``None``
+                applies none. A preset only fills fields not given in ``config_fields`` (and none when ``config`` is
+                passed).
+            **config_fields: Fields of :class:`GramJudgeConfig` (a ``None`` value means the field's default, or the
+                preset's).
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -278,6 +289,17 @@ class GramJudge(FastJudgingMixin):
 
             model = PeftModel.from_pretrained(model, adapter)
         model.eval()
+        config_fields = {k: v for k, v in config_fields.items() if v is not None}  # None: the default
+        if config is None:
+            from .presets import resolve_preset
+
+            chosen = resolve_preset(preset, model_name_or_path, getattr(model, "config", None))
+            if chosen is not None:
+                fields = chosen.judge_fields()
+                if config_fields.get("mode", chosen.mode) != chosen.mode:
+                    fields.pop("template")  # another mode than the checkpoint's: that mode's default template
+                config_fields = {**fields, **config_fields}
+                logger.info(f"Judge preset {chosen.name!r}: {fields} (explicit arguments win).")
         return cls(model, tokenizer, config=config, **config_fields)
 
     # ---------------------------------------------------------------------------------------------------------------
@@ -313,7 +335,8 @@ class GramJudge(FastJudgingMixin):
                         "single tokens so the label probability can be read from one position."
                     )
                 spaced = self.tokenizer.encode(" " + word, add_special_tokens=False)
-                groups.append(ids + (spaced if len(spaced) == 1 and spaced != ids else []))
+                merged = self.config.label_scoring == "merged" and len(spaced) == 1 and spaced != ids
+                groups.append(ids + (spaced if merged else []))
             if set(groups[0]) & set(groups[1]):
                 raise ValueError(f"Label words {words!r} share a token for this tokenizer.")
             self._label_ids[words] = (groups[0], groups[1])

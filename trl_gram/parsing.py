@@ -1,8 +1,24 @@
-"""Reading a judge's output: the label between ``<answer>`` and ``</answer>``, the rationale, and why it failed.
+"""Reading a judge's output: the label in the final answer slot, the rationale, and why it failed.
 
-:func:`parse_verdict` never raises on a string and costs a few regular-expression scans. It accepts the usual
-variants of a well-formed answer (case, spaces, ``Response A``, ``[[A]]``, ``**A**``, a missing closing tag at the very
-end) and rejects what cannot be read with confidence (both letters, answers that disagree).
+[`parse_verdict`] never raises on a string and runs in time linear in the length of the output: one scan finds every
+tag, each character of the text is looked at a bounded number of times afterwards. It reads the verdict a careful human
+would:
+
+* Only the answer slot that follows the rationale counts. An ``<answer>…</answer>`` quoted inside ``<think>…</think>``
+  (e.g. the model restating the format, ``"the format is <answer>A or B</answer>"``) is ignored as soon as an answer
+  slot exists outside the rationale; answers inside the rationale are read only when there is no other.
+* Inside the slot, the usual variants of a well-formed answer are accepted (case, spaces, ``Response A``, ``[[A]]``,
+  ``**A**``, ``The better response is B.``, a missing closing tag at the very end).
+* Negated labels never become the verdict: ``Not B`` is a failure (``negated_answer``), not ``B``; ``A, not B`` is
+  ``A``. Articles and filler words are never read as labels: ``I choose a response`` names no label.
+* What cannot be read with confidence is rejected: both labels (``A or B``, ``both``), final slots that disagree.
+
+**Difference from the official routine.** The released GRAM-R² usage code (NiuTrans/GRAM,
+``extensions/GRAM-RR/README.md``) keeps the text *after* the last ``</answer>`` and says "response 1" when it starts
+with ``A``, else "response 2". A well-formed output ends with ``</answer>``, so that text is empty and the official
+routine answers "response 2" for every well-formed output, whatever the slot says; text written after the slot decides
+instead of the slot. We read the slot itself and make no attempt to reproduce that behaviour. (The probabilities that
+[`~trl_gram.GramJudge`] reports come from the label-token logits at the slot and do not depend on this parser.)
 """
 
 from __future__ import annotations
@@ -15,11 +31,20 @@ from functools import lru_cache
 NO_ANSWER = "no_answer"  # no answer tag and no [[X]] verdict anywhere
 EMPTY_ANSWER = "empty_answer"  # an answer slot with nothing in it
 AMBIGUOUS_ANSWER = "ambiguous_answer"  # one answer naming both labels ("A or B", "both")
-CONFLICTING_ANSWERS = "conflicting_answers"  # several answers that disagree
+CONFLICTING_ANSWERS = "conflicting_answers"  # several final answers that disagree
 UNRECOGNIZED_ANSWER = "unrecognized_answer"  # an answer that names no label
+NEGATED_ANSWER = "negated_answer"  # an answer that only names a label to negate it ("Not B")
 NOT_TEXT = "not_text"  # the output was not a string
 
-FAILURE_REASONS = (NO_ANSWER, EMPTY_ANSWER, AMBIGUOUS_ANSWER, CONFLICTING_ANSWERS, UNRECOGNIZED_ANSWER, NOT_TEXT)
+FAILURE_REASONS = (
+    NO_ANSWER,
+    EMPTY_ANSWER,
+    AMBIGUOUS_ANSWER,
+    CONFLICTING_ANSWERS,
+    UNRECOGNIZED_ANSWER,
+    NEGATED_ANSWER,
+    NOT_TEXT,
+)
 
 
 @dataclass(frozen=True)
@@ -27,9 +52,12 @@ class Verdict:
     """One parsed judge output.
 
     Attributes:
-        label: The label word read (``"A"``/``"B"`` with the default words), or ``None``.
-        rationale: The reasoning text (inside ``<think>…</think>`` when present, else what precedes the answer).
-        failure: Why no label could be read (one of :data:`FAILURE_REASONS`), ``None`` on success.
+        label (`str` or `None`):
+            The label word read (``"A"``/``"B"`` with the default words), or ``None``.
+        rationale (`str`):
+            The reasoning text (inside ``<think>…</think>`` when present, else what precedes the answer).
+        failure (`str` or `None`):
+            Why no label could be read (one of [`FAILURE_REASONS`]), ``None`` on success.
     """
 
     label: str | None
@@ -42,96 +70,165 @@ class Verdict:
 
 
 # Words that may surround a label inside the answer slot ("Response A", "The better one is B.").
-_FILLER = (
-    "the",
-    "response",
-    "responses",
-    "assistant",
-    "answer",
-    "output",
-    "option",
-    "choice",
-    "model",
-    "candidate",
-    "final",
-    "verdict",
-    "is",
-    "better",
-    "best",
-    "one",
-    "preferred",
-    "winner",
-    "chosen",
-    "i",
-    "choose",
-    "select",
-    "pick",
-    "prefer",
+_FILLER = frozenset(
+    "the response responses assistant answer output option choice model candidate final verdict is are was better "
+    "best one preferred winner chosen choose select pick prefer my i'd would say think that this "
+    "clearly definitely overall so therefore thus".split()
 )
-_BOTH_WORDS = re.compile(r"\b(both|neither|tie|equal|equally)\b", re.IGNORECASE)
-_STRIP_CHARS = " \t\r\n*_`'\"“”‘’.,:;!()[]{}<>#-=|"
+# Lower-case spellings that are English words before they are labels ("a response", "I think").
+_WORD_LIKE = frozenset({"a", "i", "an"})
+_NEGATIONS = frozenset(
+    "not no never neither nor isn't aren't wasn't isnt doesn't don't cannot can't without except nope non".split()
+)
+_BOTH_WORDS = frozenset({"both", "neither", "tie", "tied", "equal", "equally"})
+# After an upper-case "A", these words make it a label ("A is better"); any other lower-case word makes it the article
+# ("A better response is the second").
+_PREDICATES = frozenset(
+    "is was wins won seems appears does did has provides gives answers performs follows and or vs versus over than "
+    "clearly definitely".split()
+)
+_STRIP_CHARS = " \t\r\n*_`'\"“”‘’.,:;!?()[]{}<>#-=|"
+_CLAUSE = re.compile(r"[,;.!?\n]+")
+_WORD = re.compile(r"[^\s,;.!?]+")
 
 
 @dataclass(frozen=True)
 class _Patterns:
-    block: re.Pattern
-    unclosed: re.Pattern
-    think: re.Pattern
+    tags: re.Pattern
     bracket: re.Pattern
-    label_any_case: tuple[re.Pattern, re.Pattern]
-    label_upper: tuple[re.Pattern, re.Pattern]
+    kinds: dict
 
 
 @lru_cache(maxsize=32)
 def _patterns(answer_open: str, answer_close: str, think_open: str, think_close: str, labels: tuple[str, str]):
-    o, c = re.escape(answer_open), re.escape(answer_close)
-    to, tc = re.escape(think_open), re.escape(think_close)
-
-    def word(w, flags):
-        return re.compile(r"(?<![A-Za-z0-9])" + re.escape(w) + r"(?![A-Za-z0-9])", flags)
-
+    kinds = {}
+    for kind, tag in (("ao", answer_open), ("ac", answer_close), ("to", think_open), ("tc", think_close)):
+        kinds.setdefault(tag.lower(), kind)
+    # Longest tags first, so "</answer>" is never read as a shorter tag it contains.
+    alternatives = sorted(kinds, key=len, reverse=True)
     return _Patterns(
-        block=re.compile(o + r"(.*?)" + c, re.IGNORECASE | re.DOTALL),
-        unclosed=re.compile(o + r"((?:(?!" + o + r").)*)\Z", re.IGNORECASE | re.DOTALL),
-        think=re.compile(to + r"(.*?)(?:" + tc + r"|\Z)", re.IGNORECASE | re.DOTALL),
+        tags=re.compile("|".join(re.escape(t) for t in alternatives), re.IGNORECASE),
         bracket=re.compile(r"\[\[\s*(" + "|".join(re.escape(w) for w in labels) + r")\s*\]\]", re.IGNORECASE),
-        label_any_case=(word(labels[0], re.IGNORECASE), word(labels[1], re.IGNORECASE)),
-        label_upper=(word(labels[0], 0), word(labels[1], 0)),
+        kinds=kinds,
     )
 
 
-def _read_slot(content: str, labels: tuple[str, str], pats: _Patterns) -> tuple[str | None, str | None]:
+def _match_label(token: str, labels: tuple[str, str], alone: bool) -> int | None:
+    """Index of the label ``token`` spells, or ``None``. Inside a sentence, a lower-case token that is an English word
+    (``a``, ``i``) is that word, not the label (``"I choose a response"``)."""
+    for i, w in enumerate(labels):
+        if token == w:
+            return i
+        if token.lower() == w.lower() and (alone or token.lower() not in _WORD_LIKE):
+            return i
+    return None
+
+
+def _mentions(words: list[str], labels: tuple[str, str], skip_filler: bool) -> set[int]:
+    """Labels a clause names, with the article rule: an upper-case ``A`` followed by a lower-case word that is not a
+    predicate is the article. With ``skip_filler``, filler words ("one", "answer", ...) are not labels even when a
+    label word spells the same."""
+    found = set()
+    for k, raw in enumerate(words):
+        token = raw.strip(_STRIP_CHARS)
+        if token.endswith("'s"):
+            token = token[:-2]
+        if skip_filler and token.lower() in _FILLER:
+            continue
+        idx = _match_label(token, labels, alone=False)
+        if idx is None:
+            continue
+        if token.lower() in _WORD_LIKE and raw == token and k + 1 < len(words):
+            nxt = words[k + 1].strip(_STRIP_CHARS)
+            if nxt[:1].islower() and nxt.lower() not in _PREDICATES and _match_label(nxt, labels, False) is None:
+                continue  # "A better response ...": the article
+        found.add(idx)
+    return found
+
+
+def _read_slot(content: str, labels: tuple[str, str]) -> tuple[str | None, str | None]:
     """The label named by the content of one answer slot, or a failure reason."""
     text = content.strip(_STRIP_CHARS)
     if not text:
         return None, EMPTY_ANSWER
-    lowered = [w.lower() for w in labels]
     # The common case: exactly a label word, maybe wrapped in brackets, quotes or markdown.
-    if text.lower() in lowered:
-        return labels[lowered.index(text.lower())], None
-    # "Response A", "The better response is B." ...: drop filler words and punctuation, look again.
-    words = [w.strip(_STRIP_CHARS) for w in re.split(r"\s+", text)]
-    core = [w for w in words if w and w.lower() not in _FILLER]
-    if len(core) == 1 and core[0].lower() in lowered:
-        return labels[lowered.index(core[0].lower())], None
-    if _BOTH_WORDS.search(text):
+    idx = _match_label(text, labels, alone=True)
+    if idx is not None:
+        return labels[idx], None
+    lowered_labels = {w.lower() for w in labels}
+    clauses = [_WORD.findall(c) for c in _CLAUSE.split(text)]
+    plains = [[w.strip(_STRIP_CHARS).lower() for w in words] for words in clauses]
+    negative = [any(w in _NEGATIONS or w.endswith("n't") for w in plain) for plain in plains]
+    both_seen = any(w in _BOTH_WORDS and w not in lowered_labels for plain in plains for w in plain)
+    for skip_filler in (True, False):  # filler words count as labels only when nothing else names one
+        affirmed, negated = set(), set()
+        for words, neg in zip(clauses, negative):
+            (negated if neg else affirmed).update(_mentions(words, labels, skip_filler))
+        if affirmed or negated:
+            break
+    negation_seen = any(negative)
+    if both_seen and len(affirmed) != 1:
         return None, AMBIGUOUS_ANSWER
-    # Free text: a label written as a standalone capital letter (so the article "a" does not count).
-    hits = [bool(p.search(text)) for p in pats.label_upper]
-    if all(hits):
+    if len(affirmed) > 1:
         return None, AMBIGUOUS_ANSWER
-    if any(hits):
-        return labels[hits.index(True)], None
-    if all(bool(p.search(text)) for p in pats.label_any_case):
+    if len(affirmed) == 1:
+        (idx,) = affirmed
+        if idx in negated:
+            return None, AMBIGUOUS_ANSWER  # "A. Not A."
+        if both_seen:
+            return None, AMBIGUOUS_ANSWER
+        return labels[idx], None
+    if negation_seen and negated:
+        return None, NEGATED_ANSWER
+    if both_seen:
         return None, AMBIGUOUS_ANSWER
     return None, UNRECOGNIZED_ANSWER
 
 
-def _rationale(text: str, pats: _Patterns, answer_start: int) -> str:
-    m = pats.think.search(text)
-    if m and m.start() < answer_start:
-        return m.group(1).strip()
+def _scan(text: str, pats: _Patterns):
+    """One pass over the tags: the think regions and the answer slots (start, content, inside-think flag)."""
+    kinds = pats.kinds
+    think_regions: list[tuple[int, int, int]] = []  # (tag start, content start, content end)
+    slots: list[tuple[int, str, bool]] = []
+    think_start = think_content = None
+    open_at = open_content = None
+    open_inside = False
+    for m in pats.tags.finditer(text):
+        kind = kinds[m.group(0).lower()]
+        if kind == "to":
+            if think_start is None:
+                think_start, think_content = m.start(), m.end()
+        elif kind == "tc":
+            if think_start is not None:
+                think_regions.append((think_start, think_content, m.start()))
+                think_start = None
+        elif kind == "ao":
+            open_at, open_content, open_inside = m.start(), m.end(), think_start is not None
+        elif kind == "ac" and open_at is not None:
+            slots.append((open_at, text[open_content : m.start()], open_inside))
+            open_at = None
+    if open_at is not None:  # an answer left open at the very end (generation stopped early)
+        slots.append((open_at, text[open_content:], open_inside))
+    if think_start is not None:  # an unclosed rationale runs to the end
+        think_regions.append((think_start, think_content, len(text)))
+    return think_regions, slots
+
+
+def _rationale(text: str, think_regions, answer_start: int) -> str:
+    for start, content_start, content_end in think_regions:
+        if start < answer_start:
+            return text[content_start:content_end].strip()
+        break
     return text[:answer_start].strip()
+
+
+def _decide(readings: list[tuple[str | None, str | None]]) -> tuple[str | None, str | None]:
+    found = {label for label, _ in readings if label is not None}
+    if len(found) > 1:
+        return None, CONFLICTING_ANSWERS
+    if found:
+        return found.pop(), None
+    return None, readings[-1][1]
 
 
 def parse_verdict(
@@ -142,42 +239,54 @@ def parse_verdict(
     think_open: str = "<think>",
     think_close: str = "</think>",
 ) -> Verdict:
-    """Parse one judge output into a :class:`Verdict`. Never raises; a non-string gives ``failure="not_text"``."""
+    """Parse one judge output into a [`Verdict`].
+
+    Args:
+        text (`str`):
+            The judge's output. Anything else gives ``failure="not_text"``; nothing raises.
+        label_words (`tuple[str, str]`, *optional*, defaults to ``("A", "B")``):
+            The two label words, first for the response shown first.
+        answer_open, answer_close, think_open, think_close (`str`, *optional*):
+            The tags of the answer slot and of the rationale.
+    """
     if not isinstance(text, str):
         return Verdict(None, "", NOT_TEXT)
-    labels = (str(label_words[0]), str(label_words[1]))
-    pats = _patterns(answer_open, answer_close, think_open, think_close, labels)
+    try:
+        labels = (str(label_words[0]), str(label_words[1]))
+        pats = _patterns(answer_open, answer_close, think_open, think_close, labels)
+        return _parse(text, labels, pats)
+    except Exception:  # noqa: BLE001  (a parser bug must never stop a training or evaluation run)
+        return Verdict(None, "", UNRECOGNIZED_ANSWER)
 
-    slots = [(m.start(), m.group(1)) for m in pats.block.finditer(text)]
-    last_end = max((m.end() for m in pats.block.finditer(text)), default=0)
-    tail = pats.unclosed.search(text, last_end)
-    if tail is not None:
-        slots.append((tail.start(), tail.group(1)))
 
+def _parse(text: str, labels: tuple[str, str], pats: _Patterns) -> Verdict:
+    think_regions, slots = _scan(text, pats)
     if slots:
-        results = [_read_slot(content, labels, pats) for _, content in slots]
-        rationale = _rationale(text, pats, slots[0][0])
-        found = {label for label, _ in results if label is not None}
-        if len(found) > 1:
-            return Verdict(None, rationale, CONFLICTING_ANSWERS)
-        if found:
-            return Verdict(found.pop(), rationale, None)
-        return Verdict(None, rationale, results[-1][1])
+        final = [s for s in slots if not s[2]] or slots  # answers quoted in the rationale count only when alone
+        label, failure = _decide([_read_slot(content, labels) for _, content, _ in final])
+        return Verdict(label, _rationale(text, think_regions, final[0][0]), failure)
 
-    # No answer tag: accept the "[[A]]" verdict style when it is unambiguous.
+    # No answer tag: accept the "[[A]]" verdict style when it is unambiguous (outside the rationale first).
     brackets = list(pats.bracket.finditer(text))
     if brackets:
-        found = {m.group(1).lower() for m in brackets}
-        rationale = _rationale(text, pats, brackets[0].start())
+        ends = [end for _, _, end in think_regions]
+        starts = [start for start, _, _ in think_regions]
+
+        def inside(pos):
+            return any(s <= pos < e for s, e in zip(starts, ends))
+
+        outside = [m for m in brackets if not inside(m.start())] or brackets
+        found = {m.group(1).lower() for m in outside}
+        rationale = _rationale(text, think_regions, outside[0].start())
         if len(found) > 1:
             return Verdict(None, rationale, CONFLICTING_ANSWERS)
         word = found.pop()
         return Verdict(next(w for w in labels if w.lower() == word), rationale, None)
-    return Verdict(None, _rationale(text, pats, len(text)), NO_ANSWER)
+    return Verdict(None, _rationale(text, think_regions, len(text)), NO_ANSWER)
 
 
 def parse_with_template(text: object, template) -> Verdict:
-    """:func:`parse_verdict` with the tags and label words of a :class:`~trl_gram.templates.JudgeTemplate`."""
+    """[`parse_verdict`] with the tags and label words of a [`~trl_gram.templates.JudgeTemplate`]."""
     return parse_verdict(
         text,
         template.label_words,
@@ -190,7 +299,7 @@ def parse_with_template(text: object, template) -> Verdict:
 
 def format_verdict(rationale: str, label: str, template=None) -> str:
     """The canonical judge output for a rationale and a label (what the judge is trained to write): the inverse of
-    :func:`parse_verdict` for rationales without tags. ``template`` gives the tags (GRAM-R²'s by default)."""
+    [`parse_verdict`] for rationales without tags. ``template`` gives the tags (GRAM-R²'s by default)."""
     if template is None:
         from .templates import GRAM_R2_TEMPLATE as template
     t = template

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from ..evaluation.cli import EVAL_HELP, EvalArguments  # noqa: F401  (``trl-gram eval`` lives there)
 
 TRAIN_HELP = "Train a generative judge (reason / direct / pretrain) on preference pairs."
 SELF_TRAIN_HELP = "Run the GRAM-R² pipeline: prover, initial judge, self-training rounds, final fine-tune."
-EVAL_HELP = "Evaluate a judge on pairwise data: accuracy, swap agreement, parse failures (per subset)."
 
 
 @dataclass
@@ -51,33 +51,6 @@ class SelfTrainScriptArguments:
     seed_select: str | None = field(default=None, metadata={"help": "Rows 'start:stop' of seed_data."})
     eval_data: str | None = field(default=None, metadata={"help": "Held-out labeled pairs."})
     eval_select: str | None = field(default=None, metadata={"help": "Rows 'start:stop' of eval_data."})
-
-
-@dataclass
-class EvalArguments:
-    """Options of ``trl-gram eval``."""
-
-    data: list[str] = field(default_factory=list, metadata={"help": "Pairwise data file(s)/folder(s)/Hub ids."})
-    select: str | None = field(default=None, metadata={"help": "Rows 'start:stop' of every data set."})
-    max_samples: int | None = field(default=None, metadata={"help": "Judge at most this many pairs per data set."})
-    ties: str = field(
-        default="drop", metadata={"help": "PandaLM ties: drop, or keep and report.", "choices": ["drop", "keep"]}
-    )
-    judge_model: str | None = field(
-        default=None, metadata={"help": "Judge model path/id (default: embedded SmolLM2)."}
-    )
-    adapter: str | None = field(default=None, metadata={"help": "PEFT adapter on the judge."})
-    load_in_4bit: bool = field(default=False, metadata={"help": "Load the judge in 4 bits (bitsandbytes NF4)."})
-    mode: str = field(default="reason", metadata={"help": "Judge mode.", "choices": ["reason", "direct"]})
-    template: str | None = field(default=None, metadata={"help": "Template name (gram-r2, gram-v1, gram-r2-direct)."})
-    swap: str = field(default="both", metadata={"help": "Orders judged.", "choices": ["both", "random", "none"]})
-    votes: int = field(default=1, metadata={"help": "Rationales per order (1: greedy)."})
-    max_new_tokens: int = field(default=512, metadata={"help": "Rationale length cap."})
-    max_length: int = field(default=4096, metadata={"help": "Prompt length cap (responses are cut to fit)."})
-    token_budget: int = field(default=32768, metadata={"help": "rows x padded length per batch."})
-    reason_prefix: str = field(default="", metadata={"help": "Text prefilled at the start of the judge's reply."})
-    seed: int = field(default=0, metadata={"help": "Seed (sampling, swap='random')."})
-    output_json: str | None = field(default=None, metadata={"help": "Write the metrics to this JSON file."})
 
 
 def add_parser(subparsers) -> None:
@@ -203,42 +176,6 @@ def run_self_train(args) -> int:
 
 
 def run_eval(args) -> int:
-    from ..judge import GramJudge
-    from .data import validate_pairs
-    from .datasets import load_pairs
-    from .evaluation import format_metrics, judge_metrics
+    from ..evaluation.cli import run_eval as run
 
-    (eargs,) = _parse((EvalArguments,), args.argv, "trl-gram eval")
-    if not eargs.data:
-        raise ValueError("Pass at least one `--data` file.")
-    judge = GramJudge.from_pretrained(
-        eargs.judge_model,
-        adapter=eargs.adapter,
-        load_in_4bit=eargs.load_in_4bit,
-        mode=eargs.mode,
-        template=eargs.template,
-        swap=eargs.swap,
-        votes=eargs.votes,
-        max_new_tokens=eargs.max_new_tokens,
-        max_length=eargs.max_length,
-        token_budget=eargs.token_budget,
-        reason_prefix=eargs.reason_prefix,
-        seed=eargs.seed,
-        show_progress=True,
-    )
-    results = {}
-    for path in eargs.data:
-        ds, info = load_pairs(path, ties=eargs.ties, select=eargs.select)
-        if "tie" in ds.column_names:
-            ds = ds.filter(lambda row: not row["tie"])
-        if eargs.max_samples is not None:
-            ds = ds.select(range(min(eargs.max_samples, len(ds))))
-        pairs, skipped = validate_pairs(ds, label_words=judge.template.label_words, on_invalid="skip", name=path)
-        subsets = [ds[p["row"]]["subset"] for p in pairs] if "subset" in ds.column_names else None
-        metrics = judge_metrics(judge, pairs, swap=eargs.swap, subsets=subsets, show_progress=True)
-        metrics.update({"ties": info.get("ties", 0), "skipped_rows": sum(skipped.values())})
-        results[path] = metrics
-        print(f"== {path} ({info.get('format')}) ==\n{format_metrics(metrics)}")
-    if eargs.output_json:
-        Path(eargs.output_json).write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+    return run(args)

@@ -404,9 +404,13 @@ def build_judge_dataset(
     )
     too_long = len(tokenized) - sum(tokenized["fits"])
     if too_long:
+        why = {
+            "reason": "the template, question and rationale alone exceed it",
+            "direct": "the template and question alone exceed it",
+        }.get(builder.mode, "the question alone exceeds it")
         logger.warning(
-            f"{too_long} {name} example(s) do not fit `max_length` even with the responses cut (their rationale is "
-            "too long): dropped."
+            f"{too_long} {name} example(s) do not fit `max_length`={builder.max_length} even with the responses cut "
+            f"({why}): dropped."
         )
         tokenized = tokenized.filter(lambda ex: ex["fits"])
     tokenized = tokenized.remove_columns("fits")
