@@ -412,8 +412,11 @@ class GramWinRateCallback(TrainerCallback):
         self.tables[state.global_step] = rows
         self._warn_flags(summary, state.global_step)
         metrics = {self.metric_prefix + k: summary[k] for k in LOGGED if summary.get(k) is not None}
-        # `Trainer.log` itself, not the trainer's override: GRPO/PPO overrides would flush their training metrics here
+        # `Trainer.log` itself, not the trainer's override (GRPO's and PPO's would flush their training metrics here);
+        # and the trainer's own logging due at this step still happens (`on_log` clears `should_log`)
+        should_log = self.trainer.control.should_log
         Trainer.log(self.trainer, metrics)
+        self.trainer.control.should_log = should_log
         self._write_table(rows, state.global_step)
         return summary
 

@@ -10,8 +10,8 @@ sent to the judge. [`summarize`] turns a list of [`PairResult`] into the logged 
 * ``swap_agreement``: share of judged pairs whose two orders prefer the same completion; ``parse_failure_rate``:
   share of judge runs whose verdict could not be parsed (reason mode);
 * ``completion_length`` / ``reference_length``: mean length in tokens; ``identical_rate``: share of ties;
-* length drift: ``length_win_correlation`` (Pearson correlation of ``P - 0.5`` with the length difference over the
-  judged pairs) and ``length_matched_win_rate`` (win rate among pairs of about equal length);
+* length drift: ``length_win_correlation`` (Pearson correlation of ``P - 0.5`` with the log length ratio
+  ``log((current + 1) / (reference + 1))`` over the judged pairs) and ``length_matched_win_rate`` (win rate among pairs of about equal length);
 * against the first evaluation with judged pairs (the baseline): ``swap_agreement_drop`` and
   ``parse_failure_increase``, and 0/1 flags ``flag_length_drift``, ``flag_swap_agreement``, ``flag_parse_failures``.
 """
@@ -120,7 +120,8 @@ def summarize(
     out["identical_rate"] = _mean([0.0 if r.judged else 1.0 for r in results])
 
     pairs = [r for r in judged if r.prob is not None]
-    corr = _pearson([r.prob - 0.5 for r in pairs], [float(r.current_length - r.reference_length) for r in pairs])
+    log_ratios = [math.log((r.current_length + 1) / (r.reference_length + 1)) for r in pairs]
+    corr = _pearson([r.prob - 0.5 for r in pairs], log_ratios)
     out["length_win_correlation"] = corr
     matched = [
         r.prob
@@ -138,8 +139,8 @@ def summarize(
             increase = out["parse_failure_rate"] - baseline["parse_failure_rate"]
     out["swap_agreement_drop"] = drop
     out["parse_failure_increase"] = increase
-    out["flag_swap_agreement"] = float(drop is not None and drop >= t.swap_agreement_drop)
-    out["flag_parse_failures"] = float(increase is not None and increase >= t.parse_failure_increase)
+    out["flag_swap_agreement"] = float(drop is not None and drop >= t.swap_agreement_drop - 1e-9)
+    out["flag_parse_failures"] = float(increase is not None and increase >= t.parse_failure_increase - 1e-9)
     return out
 
 

@@ -37,7 +37,7 @@ class LengthJudge:
 EVAL = Dataset.from_dict(
     {
         "prompt": ["What is 2 + 3?", "Name a colour.", "Say hello.", "Count to three.", "Write a poem."],
-        "reference": ["5", "a fairly long reference answer", "hi", "one two three", ""],
+        "reference": ["5", "a fairly long reference answer", "hi", "one two three", "ok"],
     }
 )
 
