@@ -420,6 +420,25 @@ class GramWinRateCallback(TrainerCallback):
         self._write_table(rows, state.global_step)
         return summary
 
+    def describe(self) -> list[str]:
+        """Lines for a printed summary: the win rate at each evaluation, and the flags that fired."""
+        if not self.history:
+            return ["win rate: not evaluated"]
+        against = f"column {self.reference_column!r}" if self.reference_column else "the starting policy"
+        lines = [f"{self.metric_prefix.replace('_', '/')}win_rate vs {against} on {len(self.prompts)} prompts (greedy):"]
+        for h in self.history:
+            stderr = h["win_rate_stderr"] or 0.0
+            extra = [f"identical {h['identical_rate']:.2f}"]
+            if h["swap_agreement"] is not None:
+                extra.append(f"swap agreement {h['swap_agreement']:.2f}")
+            if h["parse_failure_rate"] is not None:
+                extra.append(f"parse failures {h['parse_failure_rate']:.3f}")
+            extra.append(f"length {h['completion_length']:.1f} vs {h['reference_length']:.1f} tokens")
+            lines.append(f"    step {h['step']:>5}: {h['win_rate']:.3f} ± {stderr:.3f}  ({', '.join(extra)})")
+        fired = sorted({flag for h in self.history for flag in FLAG_MESSAGES if h.get(flag)})
+        lines.append("    reward-hacking flags: " + (", ".join(fired) if fired else "none"))
+        return lines
+
     def _warn_flags(self, summary: dict, step: int) -> None:
         for flag, message in FLAG_MESSAGES.items():
             if summary.get(flag) and flag not in self._warned:
