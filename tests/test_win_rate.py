@@ -14,9 +14,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
 from datasets import Dataset
-from tiny_models import tiny_llama, tiny_tokenizer
+from tiny_models import tiny_llama
 from transformers import TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))
@@ -88,13 +87,17 @@ def test_swap_agreement_and_parse_failure_flags_against_the_first_evaluation():
 
     first = summarize(results([True] * 10, [0.0] * 10))
     steady = summarize(results([True] * 9 + [False], [0.0] * 9 + [0.5]), baseline=first)
-    assert steady["swap_agreement_drop"] == pytest.approx(0.1) and steady["parse_failure_increase"] == pytest.approx(0.05)
+    assert steady["swap_agreement_drop"] == pytest.approx(0.1) and steady["parse_failure_increase"] == pytest.approx(
+        0.05
+    )
     assert steady["flag_swap_agreement"] == 1.0 and steady["flag_parse_failures"] == 0.0
     worse = summarize(results([False] * 5 + [True] * 5, [1.0] * 3 + [0.0] * 7), baseline=first)
     assert worse["swap_agreement_drop"] == pytest.approx(0.5) and worse["flag_swap_agreement"] == 1.0
     assert worse["parse_failure_increase"] == pytest.approx(0.3) and worse["flag_parse_failures"] == 1.0
     lenient = HackingThresholds(swap_agreement_drop=0.6, parse_failure_increase=0.5)
-    assert summarize(results([False] * 5 + [True] * 5, [1.0] * 3 + [0.0] * 7), first, lenient)["flag_swap_agreement"] == 0
+    assert (
+        summarize(results([False] * 5 + [True] * 5, [1.0] * 3 + [0.0] * 7), first, lenient)["flag_swap_agreement"] == 0
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -132,6 +135,7 @@ def _logged(trainer, key="eval_win_rate"):
 def test_grpo_logs_at_start_every_eval_steps_and_at_end(tmp_path, tokenizer):
     trainer = _grpo(tmp_path, tokenizer)
     every_two = GramWinRateCallback(trainer, judge=LengthJudge(), dataset=EVAL, eval_steps=2)
+
     class Second(GramWinRateCallback):  # (a second instance of one class draws a warning from transformers)
         pass
 
@@ -163,7 +167,9 @@ class WordJudge:
         for a, b in zip(responses_1, responses_2):
             ca, cb = a.count(self.word), b.count(self.word)
             p = 0.9 if ca > cb else 0.1 if ca < cb else 0.5
-            out.append(PairJudgment(p, "A" if p >= 0.5 else "B", True, [JudgeRun("AB", p, "A"), JudgeRun("BA", 1 - p, "B")]))
+            out.append(
+                PairJudgment(p, "A" if p >= 0.5 else "B", True, [JudgeRun("AB", p, "A"), JudgeRun("BA", 1 - p, "B")])
+            )
         return out
 
 
@@ -241,7 +247,11 @@ def test_real_tiny_judge_ppo_win_rate_follows_the_judge(tmp_path, tokenizer, rea
     trainer.add_callback(callback)
     callback.eval_steps = 1
     trainer.train()
-    assert _logged(trainer) == [(0, 0.5), (1, pytest.approx(ratings[best], abs=1e-4)), (2, pytest.approx(ratings[best], abs=1e-4))]
+    assert _logged(trainer) == [
+        (0, 0.5),
+        (1, pytest.approx(ratings[best], abs=1e-4)),
+        (2, pytest.approx(ratings[best], abs=1e-4)),
+    ]
     assert callback.history[-1]["swap_agreement"] is not None and callback.history[-1]["parse_failure_rate"] == 0.0
 
 
@@ -327,7 +337,7 @@ def test_bad_arguments_are_named(tmp_path, tokenizer):
     with pytest.raises(ValueError, match="`eval_steps` must be positive"):
         GramWinRateCallback(trainer, judge=LengthJudge(), eval_steps=0)
     with pytest.raises(ValueError, match="`judge` must be"):
-        GramWinRateCallback(trainer, judge=42).judge
+        GramWinRateCallback(trainer, judge=42)
     sample = GramWinRateCallback(trainer, judge=LengthJudge(), num_prompts=3)  # no eval set: a seeded train sample
     assert len(sample.prompts) == 3 and set(sample.prompts) <= set(PROMPTS)
     assert sample.prompts == GramWinRateCallback(trainer, judge=LengthJudge(), num_prompts=3).prompts

@@ -23,7 +23,7 @@ import os
 import random
 
 import torch
-from accelerate.utils import gather_object, is_trackio_available, is_wandb_available
+from accelerate.utils import gather_object
 from transformers import GenerationConfig, Trainer, TrainerCallback
 from transformers.utils import logging
 from trl.models.utils import unwrap_model_for_generation
@@ -31,38 +31,22 @@ from trl.models.utils import unwrap_model_for_generation
 from .ppo.modeling import PolicyAndValueModel, is_peft_model
 from .ppo.rollout import completion_mask, generate_completions, stop_token_ids, tokenize_prompts
 from .templates import question_to_text, response_to_text
-from .win_rate import HackingThresholds, PairResult, RemoteJudge, judge_pairs, summarize
+from .win_rate import (
+    LOGGED,
+    HackingThresholds,
+    PairResult,
+    RemoteJudge,
+    describe_history,
+    flag_message,
+    flags_fired,
+    judge_pairs,
+    summarize,
+    write_table,
+)
 
 logger = logging.get_logger(__name__)
 
 REFERENCE_FILE = "reference.json"
-LOGGED = (
-    "win_rate",
-    "win_rate_stderr",
-    "win_fraction",
-    "swap_agreement",
-    "parse_failure_rate",
-    "completion_length",
-    "reference_length",
-    "identical_rate",
-    "length_win_correlation",
-    "length_matched_win_rate",
-    "swap_agreement_drop",
-    "parse_failure_increase",
-    "flag_length_drift",
-    "flag_swap_agreement",
-    "flag_parse_failures",
-)
-FLAG_MESSAGES = {
-    "flag_length_drift": "the win rate tracks the length difference (length_win_correlation={:.2f})",
-    "flag_swap_agreement": "the judge's swap agreement fell by {:.2f} since the first evaluation",
-    "flag_parse_failures": "the judge's parse failures rose by {:.2f} since the first evaluation",
-}
-FLAG_VALUES = {
-    "flag_length_drift": "length_win_correlation",
-    "flag_swap_agreement": "swap_agreement_drop",
-    "flag_parse_failures": "parse_failure_increase",
-}
 
 
 class GramWinRateCallback(TrainerCallback):
@@ -139,6 +123,9 @@ class GramWinRateCallback(TrainerCallback):
         )
         self.batch_size = batch_size or args.per_device_eval_batch_size
         self.prompts, self.references = self._select_prompts(dataset, num_prompts, seed)
+        usable = judge is None or isinstance(judge, str) or callable(getattr(judge, "judge", None))
+        if not usable and not callable(getattr(getattr(judge, "judge", None), "judge", None)):
+            raise ValueError(f"`judge` must be a GramJudge, a reward function, a URL, a path or None; got {judge!r}.")
         self._judge_spec = judge
         self._judge = None
         self.reference_completions: list[str] | None = None
@@ -203,10 +190,8 @@ class GramWinRateCallback(TrainerCallback):
                 self._judge = GramJudge.from_pretrained(spec, **kwargs)
             elif callable(getattr(spec, "judge", None)):
                 self._judge = spec
-            elif hasattr(spec, "judge") and callable(getattr(spec.judge, "judge", None)):  # a reward function
+            else:  # a reward function: its judge
                 self._judge = spec.judge
-            else:
-                raise ValueError(f"`judge` must be a GramJudge, a reward function, a URL, a path or None; got {spec!r}.")
         return self._judge
 
     @property
@@ -422,55 +407,21 @@ class GramWinRateCallback(TrainerCallback):
 
     def describe(self) -> list[str]:
         """Lines for a printed summary: the win rate at each evaluation, and the flags that fired."""
-        if not self.history:
-            return ["win rate: not evaluated"]
         against = f"column {self.reference_column!r}" if self.reference_column else "the starting policy"
-        lines = [f"{self.metric_prefix.replace('_', '/')}win_rate vs {against} on {len(self.prompts)} prompts (greedy):"]
-        for h in self.history:
-            stderr = h["win_rate_stderr"] or 0.0
-            extra = [f"identical {h['identical_rate']:.2f}"]
-            if h["swap_agreement"] is not None:
-                extra.append(f"swap agreement {h['swap_agreement']:.2f}")
-            if h["parse_failure_rate"] is not None:
-                extra.append(f"parse failures {h['parse_failure_rate']:.3f}")
-            extra.append(f"length {h['completion_length']:.1f} vs {h['reference_length']:.1f} tokens")
-            lines.append(f"    step {h['step']:>5}: {h['win_rate']:.3f} ± {stderr:.3f}  ({', '.join(extra)})")
-        fired = sorted({flag for h in self.history for flag in FLAG_MESSAGES if h.get(flag)})
-        lines.append("    reward-hacking flags: " + (", ".join(fired) if fired else "none"))
-        return lines
+        header = (
+            f"{self.metric_prefix.replace('_', '/')}win_rate vs {against} on {len(self.prompts)} prompts (greedy):"
+        )
+        return describe_history(self.history, header)
 
     def _warn_flags(self, summary: dict, step: int) -> None:
-        for flag, message in FLAG_MESSAGES.items():
-            if summary.get(flag) and flag not in self._warned:
+        for flag in flags_fired([summary]):
+            if flag not in self._warned:
                 self._warned.add(flag)
                 logger.warning(
-                    f"GramWinRateCallback, step {step}: possible reward hacking: "
-                    + message.format(summary[FLAG_VALUES[flag]])
+                    f"GramWinRateCallback, step {step}: possible reward hacking: {flag_message(summary, flag)}"
                 )
 
     def _write_table(self, rows: list[dict], step: int) -> None:
-        if not self.trainer.accelerator.is_main_process:
-            return
-        args = self.trainer.args
-        folder = os.path.join(args.output_dir, "win_rate")
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, f"completions_{step:05d}.jsonl"), "w") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        report_to = list(args.report_to or [])
-        backends = []
-        if "wandb" in report_to and is_wandb_available():
-            import wandb
-
-            if wandb.run is not None:
-                backends.append(wandb)
-        if "trackio" in report_to and is_trackio_available():
-            import trackio
-
-            backends.append(trackio)
-        if backends:
-            import pandas as pd
-
-            frame = pd.DataFrame(rows)
-            for backend in backends:
-                backend.log({"win_rate_completions": backend.Table(dataframe=frame)})
+        if self.trainer.accelerator.is_main_process:
+            args = self.trainer.args
+            write_table(rows, os.path.join(args.output_dir, "win_rate"), step, list(args.report_to or []))

@@ -18,15 +18,47 @@ sent to the judge. [`summarize`] turns a list of [`PairResult`] into the logged 
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import random
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from accelerate.utils import is_trackio_available, is_wandb_available
 from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
+
+# The summary keys the callback logs (with its prefix, `eval_` by default)
+LOGGED = (
+    "win_rate",
+    "win_rate_stderr",
+    "win_fraction",
+    "swap_agreement",
+    "parse_failure_rate",
+    "completion_length",
+    "reference_length",
+    "identical_rate",
+    "length_win_correlation",
+    "length_matched_win_rate",
+    "swap_agreement_drop",
+    "parse_failure_increase",
+    "flag_length_drift",
+    "flag_swap_agreement",
+    "flag_parse_failures",
+)
+FLAG_MESSAGES = {
+    "flag_length_drift": "the win rate tracks the length difference (length_win_correlation={:.2f})",
+    "flag_swap_agreement": "the judge's swap agreement fell by {:.2f} since the first evaluation",
+    "flag_parse_failures": "the judge's parse failures rose by {:.2f} since the first evaluation",
+}
+FLAG_VALUES = {
+    "flag_length_drift": "length_win_correlation",
+    "flag_swap_agreement": "swap_agreement_drop",
+    "flag_parse_failures": "parse_failure_increase",
+}
 
 
 @dataclass
@@ -186,9 +218,7 @@ def judge_pairs(judge, prompts, current, reference, current_lengths, reference_l
         )
         if len(judgments) != len(todo):
             raise RuntimeError(f"The judge returned {len(judgments)} verdicts for {len(todo)} pairs.")
-        scored = _as_pair_results(
-            judgments, [current_lengths[i] for i in todo], [reference_lengths[i] for i in todo]
-        )
+        scored = _as_pair_results(judgments, [current_lengths[i] for i in todo], [reference_lengths[i] for i in todo])
         for i, res in zip(todo, scored):
             results[i] = res
     return results  # type: ignore[return-value]
@@ -246,8 +276,10 @@ class RemoteJudge:
                         return results
                     error = f"malformed answer {response.text[:200]!r}"
                 elif response.status_code not in self.RETRY_STATUS:
-                    raise RuntimeError(f"The judge server at {self.url} refused the request "
-                                       f"({response.status_code}): {response.text[:300]}")
+                    raise RuntimeError(
+                        f"The judge server at {self.url} refused the request "
+                        f"({response.status_code}): {response.text[:300]}"
+                    )
                 else:
                     error = f"HTTP {response.status_code}"
             except (httpx.TransportError, httpx.TimeoutException, ValueError) as e:
@@ -270,3 +302,60 @@ class RemoteJudge:
                 chunk = pairs[start : start + self.max_pairs_per_request]
                 out.extend(self._post(client, {"pairs": chunk, "swap": swap}))
         return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Reporting
+# ----------------------------------------------------------------------------------------------------------------------
+def flags_fired(history: Sequence[dict]) -> list[str]:
+    """The reward-hacking flags raised in any of the summaries."""
+    return [flag for flag in FLAG_MESSAGES if any(h.get(flag) for h in history)]
+
+
+def flag_message(summary: dict, flag: str) -> str:
+    return FLAG_MESSAGES[flag].format(summary[FLAG_VALUES[flag]])
+
+
+def describe_history(history: Sequence[dict], header: str) -> list[str]:
+    """Printable lines: one per evaluation (win rate ± standard error, ties, swap agreement, parse failures, lengths),
+    then the flags that fired."""
+    if not history:
+        return [header, "    not evaluated"]
+    lines = [header]
+    for h in history:
+        extra = [f"identical {h['identical_rate']:.2f}"]
+        if h["swap_agreement"] is not None:
+            extra.append(f"swap agreement {h['swap_agreement']:.2f}")
+        if h["parse_failure_rate"] is not None:
+            extra.append(f"parse failures {h['parse_failure_rate']:.3f}")
+        extra.append(f"length {h['completion_length']:.1f} vs {h['reference_length']:.1f} tokens")
+        stderr = h["win_rate_stderr"] or 0.0
+        lines.append(f"    step {h['step']:>5}: {h['win_rate']:.3f} ± {stderr:.3f}  ({', '.join(extra)})")
+    fired = flags_fired(history)
+    lines.append("    reward-hacking flags: " + (", ".join(fired) if fired else "none"))
+    return lines
+
+
+def write_table(rows: list[dict], folder: str, step: int, report_to: Sequence[str] = ()) -> None:
+    """The completions table of one evaluation: ``folder/completions_{step:05d}.jsonl`` always, and a table logged to
+    wandb / trackio when they are in ``report_to`` (as TRL's trainers log their completions)."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"completions_{step:05d}.jsonl"), "w") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    backends = []
+    if "wandb" in report_to and is_wandb_available():
+        import wandb
+
+        if wandb.run is not None:
+            backends.append(wandb)
+    if "trackio" in report_to and is_trackio_available():
+        import trackio
+
+        backends.append(trackio)
+    if backends:
+        import pandas as pd
+
+        frame = pd.DataFrame(rows)
+        for backend in backends:
+            backend.log({"win_rate_completions": backend.Table(dataframe=frame)})

@@ -65,6 +65,10 @@ if __name__ == "__main__":
     trainer.add_callback(callback)
     trainer.train()
     rank = trainer.accelerator.process_index
-    result = {"seen": judge.seen, "history": callback.history, "tables": {str(k): v for k, v in callback.tables.items()}}
+    result = {
+        "seen": judge.seen,
+        "history": callback.history,
+        "tables": {str(k): v for k, v in callback.tables.items()},
+    }
     result["world"] = trainer.accelerator.num_processes
     (out / f"rank{rank}.json").write_text(json.dumps(result))
