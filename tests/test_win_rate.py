@@ -23,6 +23,7 @@ from win_rate_two_ranks import EVAL, LengthJudge  # noqa: E402
 
 from trl_gram.callbacks import GramWinRateCallback  # noqa: E402
 from trl_gram.judge import GramJudge, JudgeRun, PairJudgment  # noqa: E402
+from trl_gram.reward import GenerativeRewardFunction  # noqa: E402
 from trl_gram.win_rate import HackingThresholds, PairResult, judge_pairs, summarize  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -338,6 +339,8 @@ def test_bad_arguments_are_named(tmp_path, tokenizer):
         GramWinRateCallback(trainer, judge=LengthJudge(), eval_steps=0)
     with pytest.raises(ValueError, match="`judge` must be"):
         GramWinRateCallback(trainer, judge=42)
+    stub = LengthJudge()
+    assert GramWinRateCallback(trainer, judge=GenerativeRewardFunction(stub)).judge is stub  # a reward's judge
     sample = GramWinRateCallback(trainer, judge=LengthJudge(), num_prompts=3)  # no eval set: a seeded train sample
     assert len(sample.prompts) == 3 and set(sample.prompts) <= set(PROMPTS)
     assert sample.prompts == GramWinRateCallback(trainer, judge=LengthJudge(), num_prompts=3).prompts
@@ -358,6 +361,12 @@ def test_remote_judge_through_the_reward_server(tmp_path, tokenizer, real_judge)
     )
     assert [r["p_current_better"] for r in rows] == pytest.approx([r.prob for r in local], abs=1e-4)
     assert callback.history[0]["swap_agreement"] == pytest.approx(summarize(local)["swap_agreement"])
+    # A remote reward function points the callback at the same server's /judge endpoint
+    from trl_gram.serving.remote_reward import RemoteGenerativeRewardFunction
+
+    remote = RemoteGenerativeRewardFunction(url + "/reward", api_key="token")
+    judge = GramWinRateCallback(trainer, judge=remote, dataset=EVAL).judge
+    assert (judge.url, judge.api_key) == (url + "/judge", "token")
 
 
 # ----------------------------------------------------------------------------------------------------------------------

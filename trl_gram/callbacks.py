@@ -30,6 +30,7 @@ from trl.models.utils import unwrap_model_for_generation
 
 from .ppo.modeling import PolicyAndValueModel, is_peft_model
 from .ppo.rollout import completion_mask, generate_completions, stop_token_ids, tokenize_prompts
+from .reward import GenerativeRewardFunction
 from .templates import question_to_text, response_to_text
 from .win_rate import (
     LOGGED,
@@ -64,8 +65,9 @@ class GramWinRateCallback(TrainerCallback):
             datasets and arguments).
         judge ([`~trl_gram.judge.GramJudge`], [`~trl_gram.reward.GenerativeRewardFunction`], `str` or `None`):
             The judge: a loaded judge, a reward function (its judge is used), the URL of a trl-gram reward server
-            (``"http://host:8000"``, its ``/judge`` endpoint), a model path, or `None` for the embedded default
-            (both loaded on this process's device at train start).
+            (``"http://host:8000"``, its ``/judge`` endpoint) or a
+            [`~trl_gram.serving.remote_reward.RemoteGenerativeRewardFunction`] (the same server), a model path, or
+            `None` for the embedded default (both loaded on this process's device at first use).
         dataset ([`~datasets.Dataset`] or `list`, *optional*):
             The prompts (a dataset with a `"prompt"` column, or a list of prompts). Default: the trainer's evaluation
             dataset, else a seeded sample of `num_prompts` train prompts.
@@ -123,8 +125,9 @@ class GramWinRateCallback(TrainerCallback):
         )
         self.batch_size = batch_size or args.per_device_eval_batch_size
         self.prompts, self.references = self._select_prompts(dataset, num_prompts, seed)
-        usable = judge is None or isinstance(judge, str) or callable(getattr(judge, "judge", None))
-        if not usable and not callable(getattr(getattr(judge, "judge", None), "judge", None)):
+        usable = judge is None or isinstance(judge, (str, GenerativeRewardFunction))
+        usable = usable or callable(getattr(judge, "judge", None)) or isinstance(getattr(judge, "url", None), str)
+        if not usable:
             raise ValueError(f"`judge` must be a GramJudge, a reward function, a URL, a path or None; got {judge!r}.")
         self._judge_spec = judge
         self._judge = None
@@ -189,10 +192,15 @@ class GramWinRateCallback(TrainerCallback):
 
                 kwargs = {"device": self.trainer.accelerator.device, **self.judge_kwargs}
                 self._judge = GramJudge.from_pretrained(spec, **kwargs)
+            elif isinstance(spec, GenerativeRewardFunction):
+                self._judge = spec.judge
             elif callable(getattr(spec, "judge", None)):
                 self._judge = spec
-            else:  # a reward function: its judge
-                self._judge = spec.judge
+            elif isinstance(getattr(spec, "url", None), str):  # a remote reward: the same server's /judge endpoint
+                base = spec.url.rstrip("/")
+                base = base.rsplit("/", 1)[0] if base.rsplit("/", 1)[-1] in ("reward", "get_reward") else base
+                kwargs = {"api_key": getattr(spec, "api_key", None), **self.judge_kwargs}
+                self._judge = RemoteJudge(base, **kwargs)
         return self._judge
 
     @property
