@@ -153,6 +153,10 @@ class GramWinRateCallback(TrainerCallback):
             dataset, source = self.trainer.train_dataset, "the trainer's train_dataset"
             if dataset is None:
                 raise ValueError("No prompts: pass `dataset`, or give the trainer an eval or train dataset.")
+            if not hasattr(dataset, "__len__"):
+                raise ValueError(
+                    f"{source} is an iterable dataset: pass the prompts as `dataset` (a list or Dataset)."
+                )
             num_prompts = num_prompts or 32
             rows = list(range(len(dataset)))
             random.Random(seed).shuffle(rows)
