@@ -8,7 +8,10 @@ debiased win probability; `reference="pivot"` compares each with the group's fir
 `--reference_column COL` compares each with a dataset column (e.g. a reference answer).
 
 With no arguments it runs a short offline GRPO on CPU: the embedded SmolLM2-135M-Instruct as policy and judge (direct
-mode), 8 built-in prompts, 4 steps of 4 completions for one prompt, then prints the reward per step:
+mode), 8 built-in prompts, 4 steps of 4 completions for one prompt, then prints the reward per step and the win rate
+against the starting policy at start and end ([`GramWinRateCallback`], logged as `eval_win_rate`, shown as
+`eval/win_rate` by `report_to`). The group reward averages 0.5 in every group by construction: it trains, the win
+rate tells progress.
 
     accelerate launch examples/grpo_with_gram.py
 
@@ -23,6 +26,7 @@ import torch
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser
 from trl.trainer.utils import get_peft_config
 
+from trl_gram.callbacks import GramWinRateCallback
 from trl_gram.ppo.script_utils import (
     JudgeArguments,
     PromptArguments,
@@ -64,6 +68,9 @@ class GRPOScriptArguments:
     reference_column: str | None = field(
         default=None, metadata={"help": "Judge each completion against this dataset column instead of its group."}
     )
+    win_rate_steps: int | None = field(
+        default=None, metadata={"help": "Win rate vs the starting policy every N steps (default: at start and end)."}
+    )
 
 
 def main(script_args, prompt_args, judge_args, training_args, model_args):
@@ -85,6 +92,8 @@ def main(script_args, prompt_args, judge_args, training_args, model_args):
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
+    win_rate = GramWinRateCallback(trainer, judge=judge, eval_steps=script_args.win_rate_steps)
+    trainer.add_callback(win_rate)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
@@ -99,6 +108,7 @@ def main(script_args, prompt_args, judge_args, training_args, model_args):
         print("  reward per step: " + " ".join(f"{r:+.4f}" for r in rewards))
         if failures:
             print(f"  judge parse-failure rate: {sum(failures) / len(failures):.3f}")
+        print("\n".join("  " + line for line in win_rate.describe()))
         print(f"  policy saved to: {training_args.output_dir}")
         print("=" * 80, flush=True)
     return trainer

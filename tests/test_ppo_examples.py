@@ -89,6 +89,10 @@ def test_ppo_example_end_to_end_lora_4bit(tiny_paths, tmp_path):
     assert "PPO with a GRAM generative reward: summary" in stdout
     assert "4 optimizer steps, 2 per rollout of 4 prompts" in stdout
     assert "judge parse-failure rate: 0.000" in stdout
+    # The win rate against the starting policy (the adapter-disabled base) at start and end
+    assert "eval/win_rate vs the starting policy on 9 prompts (greedy):" in stdout
+    assert "step     0: 0.500 ± 0.000  (identical 1.00" in stdout and "step     4: " in stdout
+    assert {p.name for p in (out / "win_rate").iterdir()} >= {"completions_00000.jsonl", "completions_00004.jsonl"}
     assert (out / "adapter_model.safetensors").is_file() and (out / "value_head.safetensors").is_file()
     assert list((out / "completions").glob("*.parquet"))
 
@@ -103,9 +107,17 @@ def test_ppo_example_two_processes_checkpoint_and_resume(tiny_paths, tmp_path):
     assert (ckpt / "model.safetensors").is_file() and (ckpt / "optimizer.pt").is_file()
     assert (ckpt / "rng_state_0.pth").is_file() and (ckpt / "rng_state_1.pth").is_file()
     saved = json.loads((ckpt / "trainer_state.json").read_text())
+    # The starting policy's completions are cached for a resumed run: mark them to see that run use them
+    cache = out / "win_rate" / "reference.json"
+    reference = json.loads(cache.read_text())
+    reference["completions"] = [f"cached {i}" for i in range(len(reference["completions"]))]
+    cache.write_text(json.dumps(reference))
 
     second = _run(_accelerate(2) + common + ["--max_steps", "4", "--resume_from_checkpoint", str(ckpt)], cwd=tmp_path)
     assert "2 process(es) on cpu; 4 optimizer steps" in second
+    assert "step     2: 0.500 ± 0.000  (identical 1.00" in first and "step     4: " in second
+    rows = [json.loads(line) for line in (out / "win_rate" / "completions_00004.jsonl").open()]
+    assert [r["reference"] for r in rows] == reference["completions"]
     resumed = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
     assert resumed["global_step"] == 4
     steps = [h["step"] for h in resumed["log_history"] if "loss" in h]
@@ -132,6 +144,7 @@ def test_grpo_example_group_and_reference_column(tiny_paths, tmp_path):
     flags = [*_tiny_flags(tiny_paths, tmp_path / "grpo"), "--max_steps", "2", "--log_completions", "false"]
     stdout = _run([sys.executable, EXAMPLES / "grpo_with_gram.py", *flags], cwd=tmp_path)
     assert "GRPO with a GRAM generative reward: summary" in stdout and "reference: group; 2 steps" in stdout
+    assert "eval/win_rate vs the starting policy on 8 prompts (greedy):" in stdout and "step     2: " in stdout
     column = [
         "--dataset_name",
         tiny_paths["prompts"],

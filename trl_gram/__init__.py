@@ -35,6 +35,7 @@ _EXPORTS = {
     "GramPPOConfig": "ppo.config",
     "GramPPOTrainer": "ppo.trainer",
     "RemoteGenerativeRewardFunction": "serving.remote_reward",
+    "GramWinRateCallback": "callbacks",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
