@@ -13,7 +13,7 @@ mode), 8 built-in prompts, 4 steps of 4 completions for one prompt, then prints 
     accelerate launch examples/grpo_with_gram.py
 
 Other models, data, LoRA, 4-bit, lengths: the flags of `GRPOConfig`, TRL's `ModelConfig`, and the prompt/judge
-arguments of `trl_gram.ppo.script_utils`.
+arguments of `trl_gram.script_utils`.
 """
 
 import time
@@ -23,7 +23,7 @@ import torch
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser
 from trl.trainer.utils import get_peft_config
 
-from trl_gram.ppo.script_utils import (
+from trl_gram.script_utils import (
     JudgeArguments,
     PromptArguments,
     load_judge,

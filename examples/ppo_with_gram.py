@@ -10,7 +10,7 @@ printed summary (wall time, reward per rollout, KL, parse failures):
     accelerate launch examples/ppo_with_gram.py
 
 Flags pick everything else (`GramPPOConfig`/`TrainingArguments` fields, TRL's `ModelConfig` fields, and the prompt
-and judge arguments of `trl_gram.ppo.script_utils`), e.g. a single-GPU LoRA + 4-bit run with a reasoning judge:
+and judge arguments of `trl_gram.script_utils`), e.g. a single-GPU LoRA + 4-bit run with a reasoning judge:
 
     accelerate launch examples/ppo_with_gram.py \
         --model_name_or_path Qwen/Qwen2.5-1.5B-Instruct --use_peft --lora_r 16 --load_in_4bit \
@@ -29,7 +29,7 @@ from trl import ModelConfig, TrlParser
 from trl.trainer.utils import get_peft_config
 
 from trl_gram.ppo import GramPPOConfig, GramPPOTrainer
-from trl_gram.ppo.script_utils import (
+from trl_gram.script_utils import (
     JudgeArguments,
     PromptArguments,
     load_judge,

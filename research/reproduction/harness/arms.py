@@ -24,8 +24,6 @@ and JudgeBench samples.
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import shutil
 import time
@@ -41,23 +39,13 @@ from trl_gram.training.config import GramRewardConfig
 from trl_gram.training.data import validate_pairs
 from trl_gram.training.evaluation import judge_metrics
 from trl_gram.training.prover import PreferenceProver, ProverConfig
+from trl_gram.training.run_folder import read_json, read_jsonl, write_json, write_jsonl
 from trl_gram.training.self_training import GramSelfTrainer, SelfTrainingConfig
 
 from .config import ReproductionConfig
 from .synthetic import with_oracle_rationales
 
 logger = logging.get_logger(__name__)
-
-
-def write_json(path: Path, obj) -> None:
-    # A per-process temporary name: several `reproduce` processes may share a root (e.g. one per arm group on a GPU).
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def read_json(path: Path):
-    return json.loads(Path(path).read_text())
 
 
 @dataclass
@@ -367,11 +355,8 @@ def prove_adaptation_data(ctx: ArmContext, labeled: Dataset, out: Path) -> Datas
             for (q, a, b, lab), pr in zip(shown, proofs)
             if pr.rationale
         ]
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        os.replace(tmp, path)
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return Dataset.from_list(rows)
+        write_jsonl(path, rows)
+    return Dataset.from_list(read_jsonl(path))
 
 
 def run_adapt(ctx: ArmContext, d: Path, target_labeled: Dataset, target_test: Dataset, starts: dict) -> dict:

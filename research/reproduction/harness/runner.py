@@ -23,8 +23,9 @@ from transformers import AutoTokenizer
 from transformers.utils import logging
 
 from trl_gram.default_model import default_model_path
+from trl_gram.training.run_folder import read_json, write_json
 
-from .arms import ArmContext, arm_mode, read_json, run_adapt, run_trained, run_zero_shot, write_json
+from .arms import ArmContext, arm_mode, run_adapt, run_trained, run_zero_shot
 from .config import ReproductionConfig
 from .splits import fingerprint, load_pool, make_splits, sample_eval
 from .synthetic import synthetic_pool

@@ -12,9 +12,10 @@ from pathlib import Path
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from trl_gram.default_model import default_model_path
+from trl_gram.training.run_folder import read_json, write_json
 from trl_gram.training.trainer import GramRewardTrainer
 
-from .arms import peft_config, read_json, train_args, write_json
+from .arms import peft_config, train_args
 from .config import ReproductionConfig
 from .splits import sample_eval
 from .synthetic import make_arithmetic_pairs

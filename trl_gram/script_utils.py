@@ -1,4 +1,4 @@
-"""Shared pieces of the RL example scripts (`examples/ppo_with_gram.py`, `examples/grpo_with_gram.py`,
+"""Shared pieces of the example scripts (`examples/ppo_with_gram.py`, `examples/grpo_with_gram.py`,
 `examples/best_of_n.py`): `TrlParser` argument dataclasses for the prompts and the judge, and their loaders.
 
 Everything defaults to offline: no dataset name means a few built-in prompts, no model path means the embedded
