@@ -12,9 +12,11 @@
 #   python -m research.reproduction.harness --config research/reproduction/configs/reproduce_gpu.yaml --report-only
 #
 # Env: RECIPE (default research/reproduction/configs/reproduce_gpu.yaml), RUN (output folder, default
-#      runs/reproduce_gpu), SEEDS (default "0 1"), TASKS (default "hh synthetic"), ARM_GROUPS (the arm groups to run, default "direct reason nodenoise"),
-#      REASON_ARMS (the reason group, default "zero_shot_reason,reason,reason_st,adapt"), LIMIT_S (default 470),
-#      PYTHON (default python3). The archive is named after RUN, so two instances with different RUNs can share $OUT.
+#      runs/reproduce_gpu), SEEDS (default "0 1"), TASKS (default "hh synthetic"), ARM_GROUPS (the arm groups to
+#      run, default "direct reason nodenoise"), REASON_ARMS (the reason group, default
+#      "zero_shot_reason,reason,reason_st,adapt"), LIMIT_S (default 470), PYTHON (default python3), RESTORE (a
+#      report's results.json: its finished arms are restored into RUN first). The archive is named after RUN, so two
+#      instances with different RUNs can share $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
 PY=${PYTHON:-python3}
@@ -47,6 +49,11 @@ cfg = ReproductionConfig.from_yaml(sys.argv[1], output_dir=sys.argv[2])
 Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
 print("base model:", resolve_base(cfg, Path(cfg.output_dir)))
 PY
+
+if [ -n "${RESTORE:-}" ]; then
+  "$PY" -m research.reproduction.harness --config "$RECIPE" --output_dir "$RUN" --restore "$RESTORE" --report-only \
+    --report '' || exit 1
+fi
 
 pids=()
 for seed in $SEEDS; do

@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--results", default=None, help="With --report-only: read the results table file instead of output_dir."
     )
+    p.add_argument(
+        "--restore",
+        default=None,
+        help="Write the finished arms of a results table into output_dir first (to resume a run after them).",
+    )
     return p
 
 
@@ -69,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         args.config, output_dir=args.output_dir, seeds=args.seeds, arms=args.arms, tasks=args.tasks
     )
     command = f"{PROG} " + " ".join(shlex.quote(a) for a in argv)
+    if args.restore:
+        from .report import restore_results
+
+        print(f"Restored {restore_results(args.restore, cfg.output_dir)} finished arm(s) into {cfg.output_dir}")
     t0 = time.time()
     if not args.report_only:
         run_experiment(cfg)

@@ -14,6 +14,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from trl_gram.training.run_folder import write_json
+
 from .config import ReproductionConfig
 
 ST_ARMS = ("reason_st", "reason_st_nodenoise", "reason_oracle_st", "direct_st")
@@ -50,6 +52,23 @@ def write_results(path: str | Path, results: list[dict], speed: dict | None = No
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"results": results, "speed": speed}
     path.write_text(json.dumps(data, indent=1, sort_keys=True, default=str, ensure_ascii=False) + "\n")
+
+
+def restore_results(path: str | Path, root: str | Path) -> int:
+    """Write the finished arms of a results table back as arm folders (``result.json`` and ``DONE``) under ``root``,
+    so that a run resumes after them; returns how many were written (arm folders already there are left as they are).
+    """
+    results, _ = read_results(path)
+    written = 0
+    for r in results:
+        d = Path(root) / r["task"] / r["arm"] / f"seed{r['seed']}"
+        if (d / "DONE").is_file():
+            continue
+        d.mkdir(parents=True, exist_ok=True)
+        write_json(d / "result.json", r)
+        (d / "DONE").write_text("restored from a results table\n")
+        written += 1
+    return written
 
 
 def mean_spread(values) -> tuple[float, float, int]:

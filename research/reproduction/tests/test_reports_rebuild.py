@@ -42,3 +42,13 @@ def test_report_rebuilds_byte_identical_from_its_results_table(table, tmp_path, 
     monkeypatch.chdir(tmp_path)
     assert cli.main(argv) == 0
     assert (tmp_path / rel).read_text() == committed
+
+
+def test_restore_writes_finished_arm_folders_a_run_skips(tmp_path):
+    from research.reproduction.harness.report import load_results, read_results, restore_results
+
+    table = REPORTS / "reproduction_gpu_compare_small" / "results.json"
+    results, _ = read_results(table)
+    assert restore_results(table, tmp_path) == len(results)
+    assert restore_results(table, tmp_path) == 0  # folders already there are left alone
+    assert load_results(tmp_path) == sorted(results, key=lambda r: (r["task"], r["arm"], r["seed"]))
