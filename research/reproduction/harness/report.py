@@ -143,6 +143,24 @@ def _plt():
     return plt
 
 
+def _curve(ax, xs: list, samples: list, label: str) -> None:
+    """One accuracy curve: mean ± spread (in %) of each point's samples."""
+    ms = [mean_spread(v) for v in samples]
+    ax.errorbar(xs, [m[0] * 100 for m in ms], yerr=[m[1] * 100 for m in ms], marker="o", capsize=3, label=label)
+
+
+def _chance_and_legend(ax) -> None:
+    ax.axhline(50, color="grey", lw=0.6, ls=":")
+    ax.legend(fontsize=7)
+
+
+def _save(plt, fig, path: Path) -> bool:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def plot_rounds(results: list[dict], path: Path) -> bool:
     """Accuracy per self-training round (round 0 = the initial judge), one panel per task."""
     series = defaultdict(lambda: defaultdict(list))
@@ -161,23 +179,11 @@ def plot_rounds(results: list[dict], path: Path) -> bool:
         for arm in ST_ARMS:
             pts = sorted((rnd, v) for (a, rnd), v in data.items() if a == arm)
             if pts:
-                ms = [mean_spread(v) for _, v in pts]
-                ax.errorbar(
-                    [p[0] for p in pts],
-                    [m[0] * 100 for m in ms],
-                    yerr=[m[1] * 100 for m in ms],
-                    marker="o",
-                    capsize=3,
-                    label=arm,
-                )
+                _curve(ax, [p[0] for p in pts], [v for _, v in pts], arm)
         ax.set(title=f"{task}: accuracy per self-training round", xlabel="round", ylabel="test accuracy (%)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.axhline(50, color="grey", lw=0.6, ls=":")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+        _chance_and_legend(ax)
+    return _save(plt, fig, path)
 
 
 def plot_denoising(results: list[dict], path: Path) -> bool:
@@ -206,10 +212,7 @@ def plot_denoising(results: list[dict], path: Path) -> bool:
     ax.set_xticks(range(len(keys)), keys, fontsize=6)
     ax.set(ylabel="share of pseudo-labelled pairs", title="kept fraction and drops per denoising rule")
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1, 1))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path)
 
 
 def plot_adaptation(results: list[dict], path: Path) -> bool:
@@ -227,17 +230,10 @@ def plot_adaptation(results: list[dict], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for start, pts in sorted(curves.items()):
         xs = sorted(pts)
-        ms = [mean_spread(pts[x]) for x in xs]
-        ax.errorbar(
-            xs, [m[0] * 100 for m in ms], yerr=[m[1] * 100 for m in ms], marker="o", capsize=3, label=f"from {start}"
-        )
+        _curve(ax, xs, [pts[x] for x in xs], f"from {start}")
     ax.set(xlabel="labels of the new domain", ylabel="accuracy (%)", title="few-shot adaptation")
-    ax.axhline(50, color="grey", lw=0.6, ls=":")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    _chance_and_legend(ax)
+    return _save(plt, fig, path)
 
 
 def adaptation_table(results: list[dict]) -> str:
