@@ -153,8 +153,7 @@ class GramSelfTrainer:
 
     def _get_prover(self) -> PreferenceProver:
         if self.prover is None:
-            done = self.root / "prover" / "summary.json"
-            path = self.root / "prover" / "model" if done.is_file() else None
+            path = self.folder.stage("prover") / "model" if self.folder.is_done("prover") else None
             source = path or (Path(self.sargs.prover_model) if self.sargs.prover_model else None)
             model = self.models.load(source) if source is not None else self.models.fresh()
             cfg = ProverConfig(
