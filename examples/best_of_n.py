@@ -20,8 +20,8 @@ from accelerate import PartialState
 from trl import ModelConfig, TrlParser
 from trl.data_utils import is_conversational
 
-from trl_gram.ppo.script_utils import JudgeArguments, PromptArguments, load_judge, load_policy, load_prompt_dataset
 from trl_gram.ranking import knockout, linear_search, rank_all
+from trl_gram.script_utils import JudgeArguments, PromptArguments, load_judge, load_policy, load_prompt_dataset
 
 METHODS = {"knockout": knockout, "linear": linear_search, "all": rank_all}
 

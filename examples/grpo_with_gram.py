@@ -16,7 +16,7 @@ rate tells progress.
     accelerate launch examples/grpo_with_gram.py
 
 Other models, data, LoRA, 4-bit, lengths: the flags of `GRPOConfig`, TRL's `ModelConfig`, and the prompt/judge
-arguments of `trl_gram.ppo.script_utils`.
+arguments of `trl_gram.script_utils`.
 """
 
 import time
@@ -27,7 +27,8 @@ from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser
 from trl.trainer.utils import get_peft_config
 
 from trl_gram.callbacks import GramWinRateCallback
-from trl_gram.ppo.script_utils import (
+from trl_gram.reward import GenerativeRewardFunction
+from trl_gram.script_utils import (
     JudgeArguments,
     PromptArguments,
     load_judge,
@@ -35,7 +36,6 @@ from trl_gram.ppo.script_utils import (
     load_prompt_dataset,
     reward_curve,
 )
-from trl_gram.reward import GenerativeRewardFunction
 
 DEMO_DEFAULTS = dict(
     output_dir="outputs/grpo_with_gram",

@@ -11,7 +11,7 @@ start and end from [`GramWinRateCallback`], logged as `eval_win_rate`, shown as 
     accelerate launch examples/ppo_with_gram.py
 
 Flags pick everything else (`GramPPOConfig`/`TrainingArguments` fields, TRL's `ModelConfig` fields, and the prompt
-and judge arguments of `trl_gram.ppo.script_utils`), e.g. a single-GPU LoRA + 4-bit run with a reasoning judge:
+and judge arguments of `trl_gram.script_utils`), e.g. a single-GPU LoRA + 4-bit run with a reasoning judge:
 
     accelerate launch examples/ppo_with_gram.py \
         --model_name_or_path Qwen/Qwen2.5-1.5B-Instruct --use_peft --lora_r 16 --load_in_4bit \
@@ -31,7 +31,8 @@ from trl.trainer.utils import get_peft_config
 
 from trl_gram.callbacks import GramWinRateCallback
 from trl_gram.ppo import GramPPOConfig, GramPPOTrainer
-from trl_gram.ppo.script_utils import (
+from trl_gram.reward import GenerativeRewardFunction
+from trl_gram.script_utils import (
     JudgeArguments,
     PromptArguments,
     load_judge,
@@ -39,7 +40,6 @@ from trl_gram.ppo.script_utils import (
     load_prompt_dataset,
     reward_curve,
 )
-from trl_gram.reward import GenerativeRewardFunction
 
 # Defaults of the no-argument demo; every one can be overridden on the command line.
 DEMO_DEFAULTS = dict(

@@ -289,11 +289,10 @@ def test_bounded_load(server, capsys):
 
 
 def test_serve_command_uses_trl_parser(monkeypatch, tmp_path):
-    from trl_gram.cli import build_parser
+    from trl_gram.cli import COMMANDS
     from trl_gram.serving.cli import parse_serve_args
 
-    args = build_parser().parse_args(["serve"])
-    assert args._raw is True
+    assert (COMMANDS["serve"].module, COMMANDS["serve"].handler) == ("trl_gram.serving.cli", "run")
     monkeypatch.setenv("TG_KEY", "abc")
     judge_args, config = parse_serve_args(
         ["--port", "9001", "--api_key_env", "TG_KEY", "--output", "logit", "--mode", "direct", "--group_size", "4"]

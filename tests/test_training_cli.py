@@ -1,6 +1,7 @@
-"""The ``trl-gram`` console script: train / self-train / eval on a tiny model folder, YAML configs, pluggable
-subcommands."""
+"""The ``trl-gram`` console script: train / self-train / eval on a tiny model folder, YAML configs, the command
+table."""
 
+import importlib
 import json
 import sys
 
@@ -123,23 +124,17 @@ def test_train_help_and_missing_data(capsys):
     assert cli.main([]) == 0
 
 
-def test_other_modules_can_register_subcommands(tmp_path, monkeypatch, capsys):
-    (tmp_path / "hello_cmd.py").write_text(
-        "def add_parser(subparsers):\n"
-        "    p = subparsers.add_parser('hello', help='say hello')\n"
-        "    p.add_argument('--name', default='world')\n"
-        "def run(args):\n"
-        "    print(f'hello {args.name}')\n"
-        "    return 0\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(cli, "COMMAND_MODULES", list(cli.COMMAND_MODULES))
-    cli.register_command_module("hello_cmd")
-    assert cli.main(["hello", "--name", "gram"]) == 0
-    assert "hello gram" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        cli.main(["hello", "--unknown"])  # plain argparse commands are parsed strictly
-    # A missing optional command module is skipped.
-    cli.register_command_module("trl_gram_no_such_module")
-    assert "hello" in cli.build_parser().format_help()
-    sys.modules.pop("hello_cmd", None)
+def test_command_table_help_and_unknown_command(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("train", "self-train", "eval", "serve")) and "reproduce" not in out
+    assert cli.main(["reproduce", "--config", "x.yaml"]) == 2
+    assert "unknown command 'reproduce'" in capsys.readouterr().err
+    for name, command in cli.COMMANDS.items():  # every entry names a real handler
+        assert callable(getattr(importlib.import_module(command.module), command.handler)), name
+
+
+def test_serve_names_its_extra_when_fastapi_is_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # `import fastapi` raises ModuleNotFoundError
+    with pytest.raises(SystemExit, match=r"pip install 'trl-gram\[serve\]'"):
+        cli.main(["serve", "--port", "9001"])

@@ -53,8 +53,23 @@ def __dir__():
     return __all__
 
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:  # pragma: no cover  (every entry of _EXPORTS, for IDEs and type checkers)
+    from .default_model import default_model_path  # noqa: F401
     from .judge import GramJudge, GramJudgeConfig, PairJudgment  # noqa: F401
     from .parsing import Verdict, format_verdict, parse_verdict  # noqa: F401
+    from .ppo.config import GramPPOConfig  # noqa: F401
+    from .ppo.trainer import GramPPOTrainer  # noqa: F401
+    from .ranking import best_of_n, knockout, linear_search, rank_all  # noqa: F401
     from .reward import AsyncGenerativeRewardFunction, GenerativeRewardFunction  # noqa: F401
-    from .templates import GRAM_R2_TEMPLATE, GRAM_V1_TEMPLATE, JudgeTemplate, get_template  # noqa: F401
+    from .serving.remote_reward import RemoteGenerativeRewardFunction  # noqa: F401
+    from .templates import (  # noqa: F401
+        GRAM_R2_DIRECT_TEMPLATE,
+        GRAM_R2_TEMPLATE,
+        GRAM_V1_TEMPLATE,
+        JudgeTemplate,
+        get_template,
+    )
+    from .training.config import GramRewardConfig  # noqa: F401
+    from .training.prover import PreferenceProver  # noqa: F401
+    from .training.self_training import GramSelfTrainer, SelfTrainingConfig  # noqa: F401
+    from .training.trainer import GramRewardTrainer  # noqa: F401

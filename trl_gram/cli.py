@@ -1,13 +1,12 @@
-"""The ``trl-gram`` console script.
+"""The ``trl-gram`` console script: a plain table of the built-in commands, each dispatched to its module.
 
-Subcommands come from command modules. A command module exposes ``add_parser(subparsers)``, which registers one or
-more subparsers, and ``run(args)``, which runs the chosen one with the parsed ``argparse.Namespace`` (a module can
-also bind a handler per subparser with ``set_defaults(_run=handler)``). A subparser registered with
-``add_help=False`` and ``set_defaults(_raw=True)`` receives its unparsed tokens in ``args.argv`` instead (the
-``TrlParser``-based training commands do so, to read ``--config`` YAML files and dataclass fields).
+    trl-gram train --config recipes/gram_r2_cpu_smoke.yaml
+    trl-gram self-train --config recipes/gram_r2_task_adaptation.yaml
+    trl-gram eval --data pairs.jsonl --mode direct
+    trl-gram serve --model PATH_OR_ID --port 8000
 
-Built-in modules are listed in :data:`COMMAND_MODULES`; a missing optional module is skipped. Other packages can add
-commands through the ``trl_gram.commands`` entry-point group (each entry point names a command module).
+Every command receives its own tokens (``args.argv``, everything after the command name) and reads them with its own
+parser: [`~trl.TrlParser`] for the training commands (flags or ``--config x.yaml``).
 """
 
 from __future__ import annotations
@@ -15,76 +14,84 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from importlib.metadata import entry_points
+from dataclasses import dataclass
 
-COMMAND_MODULES: list[str] = [
-    "trl_gram.training.cli",  # train, self-train, eval
-    "trl_gram.serving.cli",  # serve (optional)
-    "trl_gram.experiments.cli",  # reproduce
-]
+from .training.cli import EVAL_HELP, SELF_TRAIN_HELP, TRAIN_HELP
 
 
-_UNAVAILABLE: dict[str, str] = {}
+@dataclass(frozen=True)
+class Command:
+    """One ``trl-gram`` command.
+
+    Args:
+        module (`str`):
+            Module holding the command's handler.
+        handler (`str`):
+            Function of `module` that runs the command: `handler(args)`, with `args.argv` the command's tokens.
+        help (`str`):
+            One line for `trl-gram --help`.
+        extra (`str`, *optional*):
+            The pip extra the command needs; its absence is reported with the install command.
+        needs (`tuple[str, ...]`, *optional*):
+            Modules of `extra` imported first: one that is missing means that `extra` is not installed.
+    """
+
+    module: str
+    handler: str
+    help: str
+    extra: str | None = None
+    needs: tuple[str, ...] = ()
 
 
-def register_command_module(name: str) -> None:
-    """Add a command module (dotted path) to the ``trl-gram`` command line of this process."""
-    if name not in COMMAND_MODULES:
-        COMMAND_MODULES.append(name)
+COMMANDS: dict[str, Command] = {
+    "train": Command("trl_gram.training.cli", "run_train", TRAIN_HELP),
+    "self-train": Command("trl_gram.training.cli", "run_self_train", SELF_TRAIN_HELP),
+    "eval": Command("trl_gram.training.cli", "run_eval", EVAL_HELP),
+    "serve": Command(
+        "trl_gram.serving.cli",
+        "run",
+        "Serve a judge over HTTP (OpenRLHF, verl, RemoteGenerativeRewardFunction).",
+        extra="serve",
+        needs=("fastapi", "uvicorn"),
+    ),
+}
 
 
-def _modules():
-    names = list(COMMAND_MODULES)
-    try:
-        names += [ep.value for ep in entry_points(group="trl_gram.commands") if ep.value not in names]
-    except Exception:  # noqa: BLE001  (broken metadata must not break the built-in commands)
-        pass
-    for name in names:
-        try:
-            yield importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name is not None and name.startswith(e.name):
-                continue  # the command module itself is absent
-            if name == COMMAND_MODULES[0]:
-                raise
-            # An optional command whose extra dependencies are missing: the other commands still work.
-            _UNAVAILABLE[name] = f"{e} (install the matching extra, e.g. `pip install trl-gram[serve]`)"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="trl-gram",
-        description="Generative reward models (GRAM-R², GRAM) for TRL: train, self-train, evaluate and serve judges.",
-        allow_abbrev=False,
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {c.help}" for name, c in COMMANDS.items()]
+    return (
+        "usage: trl-gram COMMAND [ARGS ...]\n\n"
+        "Generative reward models (GRAM-R², GRAM) for TRL: train, self-train, evaluate and serve judges.\n\n"
+        "commands:\n" + "\n".join(lines) + "\n\nRun `trl-gram COMMAND --help` for the options of a command.\n"
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _UNAVAILABLE.clear()
-    for module in _modules():
-        before = set(subparsers.choices)
-        module.add_parser(subparsers)
-        for name in set(subparsers.choices) - before:
-            sub = subparsers.choices[name]
-            if sub.get_default("_run") is None:
-                if not hasattr(module, "run"):
-                    raise TypeError(f"Command module {module.__name__} registers {name!r} but has no `run(args)`.")
-                sub.set_defaults(_run=module.run)
-    if _UNAVAILABLE:
-        parser.epilog = "Unavailable commands: " + "; ".join(f"{k}: {v}" for k, v in _UNAVAILABLE.items())
-    return parser
+
+
+def _handler(name: str):
+    command = COMMANDS[name]
+    try:
+        for dependency in command.needs:
+            importlib.import_module(dependency)
+        module = importlib.import_module(command.module)
+    except ModuleNotFoundError as e:
+        if command.extra and e.name and not e.name.startswith("trl_gram"):
+            raise SystemExit(
+                f"`trl-gram {name}` needs the `{command.extra}` extra: pip install 'trl-gram[{command.extra}]' ({e})"
+            ) from e
+        raise
+    return getattr(module, command.handler)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args, _ = parser.parse_known_args(argv)
-    if args.command is None:
-        parser.print_help()
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
         return 0
-    if getattr(args, "_raw", False):
-        args.argv = argv[argv.index(args.command) + 1 :]
-    else:
-        args = parser.parse_args(argv)
-    result = args._run(args)
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        sys.stderr.write(_usage() + f"\ntrl-gram: error: unknown command {name!r}; choose from {list(COMMANDS)}.\n")
+        return 2
+    result = _handler(name)(argparse.Namespace(command=name, argv=rest))
     return int(result or 0)
 
 

@@ -81,11 +81,6 @@ def serve_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-# The top-level command-line contract (trl_gram.cli): register `serve` and receive its raw tokens.
-def add_parser(subparsers) -> None:
-    sub = subparsers.add_parser("serve", help=SERVE_HELP, add_help=False)
-    sub.set_defaults(_raw=True, _run=run)
-
-
 def run(args) -> int:
+    """``trl-gram serve`` from the top-level command table ([`trl_gram.cli`]): ``args.argv`` holds its tokens."""
     return serve_main(args.argv)

@@ -53,20 +53,6 @@ class SelfTrainScriptArguments:
     eval_select: str | None = field(default=None, metadata={"help": "Rows 'start:stop' of eval_data."})
 
 
-def add_parser(subparsers) -> None:
-    for name, help_text, handler in (
-        ("train", TRAIN_HELP, run_train),
-        ("self-train", SELF_TRAIN_HELP, run_self_train),
-        ("eval", EVAL_HELP, run_eval),
-    ):
-        sub = subparsers.add_parser(name, help=help_text, add_help=False)
-        sub.set_defaults(_raw=True, _run=handler)
-
-
-def run(args):  # the module contract; every subparser above binds its own handler
-    return args._run(args)
-
-
 def _model_init_kwargs(model_args, training_args) -> dict:
     import torch
     from trl import get_quantization_config

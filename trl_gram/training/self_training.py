@@ -1,5 +1,9 @@
-"""``GramSelfTrainer``: the GRAM-R² pipeline (seed rationales → prover → initial judge → self-training rounds → final
+"""[`GramSelfTrainer`]: the GRAM-R² pipeline (seed rationales → prover → initial judge → self-training rounds → final
 fine-tune), resumable stage by stage.
+
+The round loop and the models live here; the run folder and its resume rule in [`~trl_gram.training.run_folder`], the
+pseudo-labels and their denoising in [`~trl_gram.training.pseudo_label`], the training in another process
+(``train_command``) in [`~trl_gram.training.train_launcher`].
 
 Layout of ``args.output_dir`` (every stage writes its ``summary.json`` last; a stage with a summary is finished and
 never recomputed; inside a stage, finished steps (predictions, kept data, checkpoint) are reused too)::
@@ -19,52 +23,33 @@ never recomputed; inside a stage, finished steps (predictions, kept data, checkp
 from __future__ import annotations
 
 import copy
-import dataclasses
+import gc
 import json
-import os
-import shlex
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
+from transformers import AutoTokenizer
+from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
 from ..judge import GramJudge, GramJudgeConfig
 from .config import GramRewardConfig, resolve_template
 from .data import render_pairs, validate_pairs
-from .denoise import Candidate, DenoiseRules, denoise, swap_label_mentions
+from .denoise import DenoiseRules
 from .evaluation import judge_metrics
 from .prover import PreferenceProver, ProverConfig
+from .pseudo_label import pair_row, pseudo_label, select
+from .run_folder import RunFolder, read_jsonl, write_json, write_jsonl
 from .self_training_config import SelfTrainingConfig
+from .stage_training import ModelSource, is_trained, keep_start, train_stage, without_eval
+from .train_launcher import launch_training, train_config
 
 __all__ = ["GramSelfTrainer", "SelfTrainingConfig"]
 
 logger = logging.get_logger(__name__)
-
-
-def _write_json(path: Path, obj):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def _write_jsonl(path: Path, rows: list[dict]):
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 class GramSelfTrainer:
@@ -131,6 +116,8 @@ class GramSelfTrainer:
         self.peft_config, self.quantization_config, self.callbacks = peft_config, quantization_config, callbacks
         self.train_config_extra = dict(train_config_extra or {})
         self.root = Path(args.output_dir)
+        self.folder = RunFolder(self.root)
+        self.models = ModelSource(model, args, quantization_config)
         self.label_words = self.template.label_words
         if self.sargs.train_command and not isinstance(model, str):
             raise ValueError("`train_command` launches training in another process: pass the model as a path.")
@@ -142,32 +129,12 @@ class GramSelfTrainer:
             limit = self.sargs.self_train_eval_max_samples
             self.eval_pairs = self.eval_pairs[:limit] if limit is not None else self.eval_pairs
         self.judge_model = None
+        self.judge_model_path: str | None = None  # the checkpoint `judge_model` was loaded from or saved to
         self.history: list[dict] = []
 
     # -----------------------------------------------------------------------------------------------------------------
     # Models
     # -----------------------------------------------------------------------------------------------------------------
-
-    def _fresh_base(self):
-        if isinstance(self.base, str):
-            kwargs = dict(self.args.model_init_kwargs or {})
-            if self.quantization_config is not None:
-                kwargs["quantization_config"] = self.quantization_config
-            return AutoModelForCausalLM.from_pretrained(self.base, **kwargs)
-        return copy.deepcopy(self.base)
-
-    def _load(self, path: Path, trainable: bool = False):
-        if (path / "adapter_config.json").is_file():
-            from peft import PeftModel
-
-            return PeftModel.from_pretrained(self._fresh_base(), str(path), is_trainable=trainable)
-        kwargs = dict(self.args.model_init_kwargs or {})
-        return AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
-
-    def _device_model(self, model):
-        if not getattr(model, "hf_device_map", None) and not getattr(model, "is_loaded_in_4bit", False):
-            model = model.to(self.args.device)
-        return model.eval()
 
     def _judge(self, model, seed: int, **overrides) -> GramJudge:
         fields = dict(
@@ -182,14 +149,13 @@ class GramSelfTrainer:
         )
         fields.update(self.args.judge_kwargs or {})
         fields.update(overrides)
-        return GramJudge(self._device_model(model), self.tokenizer, config=GramJudgeConfig(**fields))
+        return GramJudge(self.models.on_device(model), self.tokenizer, config=GramJudgeConfig(**fields))
 
     def _get_prover(self) -> PreferenceProver:
         if self.prover is None:
-            done = self.root / "prover" / "summary.json"
-            path = self.root / "prover" / "model" if done.is_file() else None
+            path = self.folder.stage("prover") / "model" if self.folder.is_done("prover") else None
             source = path or (Path(self.sargs.prover_model) if self.sargs.prover_model else None)
-            model = self._load(source) if source is not None else self._fresh_base()
+            model = self.models.load(source) if source is not None else self.models.fresh()
             cfg = ProverConfig(
                 num_samples=self.sargs.proof_samples,
                 temperature=self.sargs.proof_temperature,
@@ -202,7 +168,7 @@ class GramSelfTrainer:
                 ),
             )
             self.prover = PreferenceProver(
-                self._device_model(model), self.tokenizer, cfg, label_words=self.label_words
+                self.models.on_device(model), self.tokenizer, cfg, label_words=self.label_words
             )
         return self.prover
 
@@ -225,10 +191,8 @@ class GramSelfTrainer:
         self.root.mkdir(parents=True, exist_ok=True)
         self.history = []
         if self.eval_pairs:
-            path = self.root / "base_eval.json"
-            if not path.is_file():
-                _write_json(path, self._evaluate(self._fresh_base()))
-            self.history.append({"stage": "base", "round": None, "eval": json.loads(path.read_text())})
+            metrics = self.folder.cached(self.root / "base_eval.json", lambda: self._evaluate(self.models.fresh()))
+            self.history.append({"stage": "base", "round": None, "eval": metrics})
         seed_rows = self._seed_stage()
         if self._rationale_source() == "prover" and self.sargs.train_prover and seed_rows and not self._user_prover:
             self._prover_stage(seed_rows)
@@ -244,10 +208,9 @@ class GramSelfTrainer:
     def _seed_stage(self) -> list[dict]:
         if self.seed_data is None or self.args.mode != "reason":
             return []
-        d = self.root / "seed"
-        if (d / "summary.json").is_file():
-            return _read_jsonl(d / "seed.jsonl")
-        d.mkdir(parents=True, exist_ok=True)
+        if self.folder.is_done("seed"):
+            return read_jsonl(self.folder.stage("seed") / "seed.jsonl")
+        d = self.folder.stage("seed", create=True)
         col = self.args.rationale_column
         if col in self.seed_data.column_names:
             pairs, skipped = validate_pairs(
@@ -258,7 +221,7 @@ class GramSelfTrainer:
                 on_invalid=self.args.on_invalid_row,
                 name="seed",
             )
-            rows = [self._row(p["question"], p["first"], p["second"], p["label"], p["rationale"]) for p in pairs]
+            rows = [self._pair_row(p["question"], p["first"], p["second"], p["label"], p["rationale"]) for p in pairs]
             info = {"source": "dataset", "skipped": dict(skipped)}
         elif self.sargs.bootstrap_seed_rationales:
             pairs, _ = validate_pairs(self.seed_data, label_words=self.label_words, on_invalid="skip", name="seed")
@@ -271,27 +234,27 @@ class GramSelfTrainer:
             raise ValueError(
                 f"The seed dataset has no `{col}` column: supply human rationales or set bootstrap_seed_rationales."
             )
-        _write_jsonl(d / "seed.jsonl", rows)
-        _write_json(d / "summary.json", {"stage": "seed", "rows": len(rows), **info})
+        write_jsonl(d / "seed.jsonl", rows)
+        self.folder.finish("seed", {"stage": "seed", "rows": len(rows), **info})
         return rows
 
     def _prover_stage(self, seed_rows: list[dict]):
-        d = self.root / "prover"
-        if (d / "summary.json").is_file():
+        if self.folder.is_done("prover"):
             return
+        d = self.folder.stage("prover")
         prover = self._get_prover()
         pargs = copy.deepcopy(self.args)
         pargs.output_dir = str(d / "trainer")
         pargs.num_train_epochs = self.sargs.prover_num_train_epochs
         pargs.learning_rate = self.sargs.prover_learning_rate or self.args.learning_rate
-        self._no_eval(pargs)
+        without_eval(pargs)
         last = get_last_checkpoint(pargs.output_dir) if Path(pargs.output_dir).is_dir() else None
         pargs.resume_from_checkpoint = last
         trainer = prover.train(Dataset.from_list(seed_rows), pargs, peft_config=self.peft_config)
-        prover.model = self._device_model(trainer.accelerator.unwrap_model(trainer.model))
+        prover.model = self.models.on_device(trainer.accelerator.unwrap_model(trainer.model))
         prover.save_pretrained(str(d / "model"))
-        _write_json(
-            d / "summary.json",
+        self.folder.finish(
+            "prover",
             {
                 "stage": "prover",
                 "train_rows": len(seed_rows),
@@ -299,17 +262,8 @@ class GramSelfTrainer:
             },
         )
 
-    @staticmethod
-    def _no_eval(args):
-        args.eval_strategy = IntervalStrategy.NO
-        args.do_eval = False
-        args.load_best_model_at_end = False
-
-    def _row(self, question, first, second, label: int, rationale: str | None) -> dict:
-        row = {"prompt": question, "response_a": first, "response_b": second, "label": self.label_words[label]}
-        if rationale is not None:
-            row["rationale"] = rationale
-        return row
+    def _pair_row(self, question, first, second, label: int, rationale: str | None) -> dict:
+        return pair_row(question, first, second, label, rationale, self.label_words)
 
     def _shown(self, pairs: list[dict], seed: int | None = None):
         """Each pair in a seeded, exactly balanced random order: ``((question, first, second, label), rationale)``,
@@ -328,21 +282,23 @@ class GramSelfTrainer:
             [s[2] for s in shown],
             [self.label_words[s[3]] for s in shown],
         )
-        rows = [self._row(q, a, b, lab, pr.rationale) for (q, a, b, lab), pr in zip(shown, proofs) if pr.rationale]
+        rows = [
+            self._pair_row(q, a, b, lab, pr.rationale) for (q, a, b, lab), pr in zip(shown, proofs) if pr.rationale
+        ]
         return rows, {"no_valid_proof": len(shown) - len(rows), "kept": len(rows)}
 
     def _round(self, r: int) -> dict:
-        d = self.root / f"round_{r:02d}"
-        if (d / "summary.json").is_file():
-            return json.loads((d / "summary.json").read_text())
-        d.mkdir(parents=True, exist_ok=True)
+        name = f"round_{r:02d}"
+        if self.folder.is_done(name):
+            return self.folder.summary(name)
+        d = self.folder.stage(name, create=True)
         if (d / "kept.jsonl").is_file():
-            kept, dropped = _read_jsonl(d / "kept.jsonl"), json.loads((d / "dropped.json").read_text())
+            kept, dropped = read_jsonl(d / "kept.jsonl"), json.loads((d / "dropped.json").read_text())
         else:
             kept, dropped = self._round_data(r, d)
-            _write_json(d / "dropped.json", dropped)
-            _write_jsonl(d / "kept.jsonl", kept)
-        merged = [row for k in range(r) for row in _read_jsonl(self.root / f"round_{k:02d}" / "kept.jsonl")] + kept
+            write_json(d / "dropped.json", dropped)
+            write_jsonl(d / "kept.jsonl", kept)
+        merged = [row for k in range(r) for row in read_jsonl(self.root / f"round_{k:02d}" / "kept.jsonl")] + kept
         if self.sargs.retrain_from == "previous" and r > 0:
             init = self.root / f"round_{r - 1:02d}" / "checkpoint"
         else:
@@ -363,7 +319,7 @@ class GramSelfTrainer:
             "checkpoint": str(d / "checkpoint"),
             "eval": metrics,
         }
-        _write_json(d / "summary.json", summary)
+        self.folder.finish(name, summary)
         logger.warning(f"GRAM self-training: {json.dumps({k: v for k, v in summary.items() if k != 'checkpoint'})}")
         return summary
 
@@ -380,7 +336,7 @@ class GramSelfTrainer:
                 name="labeled",
             )
             if self.args.mode == "direct" or has_rationale:
-                rows = [self._row(*shown, rationale) for shown, rationale in self._shown(pairs)]
+                rows = [self._pair_row(*shown, rationale) for shown, rationale in self._shown(pairs)]
                 return rows, {"candidates": len(pairs), "kept": len(rows), **skipped}
             rows, dropped = self._prove(pairs, self._get_prover(), seed=self.args.seed)
             return rows, {"candidates": len(pairs), **dropped, **skipped}
@@ -395,50 +351,23 @@ class GramSelfTrainer:
 
     def _current_judge_model(self, r: int):
         """The judge of round ``r - 1`` (in memory when just trained, else loaded from its checkpoint)."""
-        path = self.root / f"round_{r - 1:02d}" / "checkpoint"
-        if self.judge_model is None or getattr(self.judge_model, "_gram_path", None) != str(path):
-            self.judge_model = self._load(path)
-            self.judge_model._gram_path = str(path)
+        path = str(self.root / f"round_{r - 1:02d}" / "checkpoint")
+        if self.judge_model is None or self.judge_model_path != path:
+            self.judge_model, self.judge_model_path = self.models.load(Path(path)), path
         return self.judge_model
 
     def _pseudo_label(self, r: int, batch: list[dict], d: Path) -> list[dict]:
-        path = d / "predictions.jsonl"
-        if path.is_file():
-            return _read_jsonl(path)
-        judge = self._judge(
-            self._current_judge_model(r),
-            seed=self.args.seed + r,
-            swap=self.sargs.pseudo_label_swap,
-            votes=self.sargs.pseudo_label_votes,
-            temperature=self.sargs.pseudo_label_temperature,
-        )
-        judgments = judge.judge(
-            [p["question"] for p in batch], [p["first"] for p in batch], [p["second"] for p in batch]
-        )
-        records = []
-        for p, j in zip(batch, judgments):
-            label = j.label
-            conf = None if j.prob != j.prob else (j.prob if label == self.label_words[0] else 1.0 - j.prob)
-            votes = [None if run.winner is None else self.label_words[run.winner - 1] for run in j.runs]
-            rationale = None
-            for run in j.runs:  # the judge's own rationale, from a run agreeing with the label, in pair order
-                if run.failure is None and run.winner is not None and self.label_words[run.winner - 1] == label:
-                    text = run.rationale
-                    rationale = swap_label_mentions(text, self.label_words) if run.order == "BA" else text
-                    break
-            records.append(
-                {
-                    "prompt": p["question"],
-                    "response_a": p["first"],
-                    "response_b": p["second"],
-                    "label": label,
-                    "confidence": conf,
-                    "votes": votes,
-                    "judge_rationale": rationale,
-                }
+        def label():
+            judge = self._judge(
+                self._current_judge_model(r),
+                seed=self.args.seed + r,
+                swap=self.sargs.pseudo_label_swap,
+                votes=self.sargs.pseudo_label_votes,
+                temperature=self.sargs.pseudo_label_temperature,
             )
-        _write_jsonl(path, records)
-        return records
+            return pseudo_label(judge, batch, self.label_words)
+
+        return self.folder.cached(d / "predictions.jsonl", label, rows=True)
 
     def _select(self, records: list[dict], batch: list[dict]) -> tuple[list[dict], dict]:
         source = self._rationale_source()
@@ -450,101 +379,30 @@ class GramSelfTrainer:
             check_support=self.sargs.check_support,
             require_rationale=source == "judge",
         )
-        cands = [
-            Candidate(
-                rec["label"], rec["confidence"], rec["votes"], rec["judge_rationale"] if source == "judge" else None
-            )
-            for rec in records
-        ]
         count = lambda t: len(self.tokenizer.encode(t, add_special_tokens=False))  # noqa: E731
-        reasons, counts = denoise(cands, rules, self.label_words, count)
-        keep = [i for i, reason in enumerate(reasons) if reason is None]
-        rows = []
-        if source == "prover" and keep:
-            proofs = self._get_prover().prove(
-                [records[i]["prompt"] for i in keep],
-                [records[i]["response_a"] for i in keep],
-                [records[i]["response_b"] for i in keep],
-                [records[i]["label"] for i in keep],
-            )
-            counts["no_valid_proof"] = 0
-            for i, proof in zip(keep, proofs):
-                if proof.rationale is None:
-                    reasons[i] = "no_valid_proof"
-                    counts["no_valid_proof"] += 1
-                else:
-                    rows.append(
-                        {
-                            **self._row(
-                                records[i]["prompt"],
-                                records[i]["response_a"],
-                                records[i]["response_b"],
-                                self.label_words.index(records[i]["label"]),
-                                proof.rationale,
-                            )
-                        }
-                    )
-        else:
-            for i in keep:
-                rec = records[i]
-                rows.append(
-                    self._row(
-                        rec["prompt"],
-                        rec["response_a"],
-                        rec["response_b"],
-                        self.label_words.index(rec["label"]),
-                        rec["judge_rationale"] if source == "judge" else None,
-                    )
-                )
-        counts["kept"] = len(rows)
-        counts["candidates"] = len(records)
-        return rows, counts
+        prove = (lambda *a: self._get_prover().prove(*a)) if source == "prover" else None
+        return select(records, rules, self.label_words, count, source, prove=prove)
 
     # -----------------------------------------------------------------------------------------------------------------
     # Training and evaluation
     # -----------------------------------------------------------------------------------------------------------------
 
     def _train(self, rows: list[dict], d: Path, init: Path | None):
-        ckpt = d / "checkpoint"
-        if (ckpt / ".done").is_file():
-            model = self._load(ckpt)
-        elif not rows:
-            # Nothing survived (e.g. every proof was cut off): no training; the stage keeps its starting model so
-            # the folder layout, evaluation and later rounds stay as usual.
+        """The judge of stage ``d``: its finished checkpoint, or trained now (here or by ``train_command``)."""
+        if is_trained(d):
+            model = self.models.load(d / "checkpoint")
+        elif not rows:  # e.g. every proof was cut off: the stage keeps its starting model
             logger.warning(f"GRAM self-training: no training rows for {d.name}; keeping its starting model.")
-            model = self._load(init) if init is not None else self._fresh_base()
-            model.save_pretrained(str(ckpt))
-            self.tokenizer.save_pretrained(str(ckpt))
-            (ckpt / ".done").write_text("no rows: starting model kept\n")
+            model = keep_start(self.models.load(init) if init is not None else self.models.fresh(), self.tokenizer, d)
         elif self.sargs.train_command:
             self._train_subprocess(rows, d, init)
-            model = self._load(ckpt)
+            model = self.models.load(d / "checkpoint")
         else:
-            from .trainer import GramRewardTrainer
-
-            start = self._load(init, trainable=True) if init is not None else self._fresh_base()
-            targs = copy.deepcopy(self.args)
-            targs.output_dir = str(d / "trainer")
-            targs.check_rationale_label = self._check_rationale_label()
-            self._no_eval(targs)
-            peft = self.peft_config if not hasattr(start, "peft_config") else None
-            trainer = GramRewardTrainer(
-                start,
-                targs,
-                train_dataset=Dataset.from_list(rows),
-                processing_class=self.tokenizer,
-                template=self.template,
-                peft_config=peft,
-                callbacks=self.callbacks,
-            )
-            last = get_last_checkpoint(targs.output_dir) if Path(targs.output_dir).is_dir() else None
-            trainer.train(resume_from_checkpoint=last)
-            trainer.save_model(str(ckpt))
-            self.tokenizer.save_pretrained(str(ckpt))
-            model = trainer.accelerator.unwrap_model(trainer.model)
-            (ckpt / ".done").write_text("finished\n")
-        model._gram_path = str(ckpt)
-        self.judge_model = model
+            start = self.models.load(init, trainable=True) if init is not None else self.models.fresh()
+            args = copy.deepcopy(self.args)
+            args.check_rationale_label = self._check_rationale_label()
+            model = train_stage(start, rows, d, args, self.tokenizer, self.template, self.peft_config, self.callbacks)
+        self.judge_model, self.judge_model_path = model, str(d / "checkpoint")
         return model
 
     def _check_rationale_label(self) -> bool:
@@ -554,56 +412,17 @@ class GramSelfTrainer:
 
     def _release_models(self):
         """Free the loop's models before a training process needs the accelerators (reloaded lazily)."""
-        self.judge_model = None
-        if self.prover is not None and getattr(self.prover, "_owned", False):
-            self.prover = None
-        import gc
-
+        self.judge_model = self.judge_model_path = None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
     def _train_subprocess(self, rows: list[dict], d: Path, init: Path | None):
-        import yaml
-
         self._release_models()
-
-        _write_jsonl(d / "train.jsonl", rows)
-        defaults = {
-            f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            for f in dataclasses.fields(GramRewardConfig)
-            if f.init
-        }
-        skip = ("output_dir", "logging_dir", "hub_token", "resume_from_checkpoint")
-        values = self.args.to_dict()
-        values.update({k: getattr(self.args, k) for k in values if k.endswith("_token")})  # to_dict masks these
-        chosen = {
-            k: v
-            for k, v in values.items()
-            if k in defaults and v != defaults[k] and k not in skip and not k.startswith("_")
-        }
-        config = {
-            **chosen,
-            **self.train_config_extra,
-            "model_name_or_path": str(init or self.base),
-            "dataset_name": str(d / "train.jsonl"),
-            "output_dir": str(d / "checkpoint"),
-            "eval_strategy": "no",
-            "check_rationale_label": self._check_rationale_label(),
-        }
-        if isinstance(self.args.template, str) or self.args.template is None:
-            config["template"] = self.args.template
-        (d / "train.yaml").write_text(yaml.safe_dump(config, sort_keys=True))
-        cmd = shlex.split(self.sargs.train_command) + [
-            "-m",
-            "trl_gram.cli",
-            "train",
-            "--config",
-            str(d / "train.yaml"),
-        ]
-        logger.warning(f"Launching: {' '.join(cmd)}")
-        subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-        (d / "checkpoint" / ".done").write_text("finished\n")
+        config = train_config(
+            self.args, init or self.base, d, self._check_rationale_label(), extra=self.train_config_extra
+        )
+        launch_training(self.sargs.train_command, rows, d, config)
 
     def _evaluate(self, model) -> dict:
         if not self.eval_pairs:
@@ -612,16 +431,12 @@ class GramSelfTrainer:
         return judge_metrics(judge, self.eval_pairs, swap="both")
 
     def _eval_stage(self, d: Path, model) -> dict:
-        path = d / "eval.json"
-        if not path.is_file():
-            _write_json(path, self._evaluate(model))
-        return json.loads(path.read_text())
+        return self.folder.cached(d / "eval.json", lambda: self._evaluate(model))
 
     def _final_stage(self, seed_rows: list[dict]) -> dict:
-        d = self.root / "final"
-        if (d / "summary.json").is_file():
-            return json.loads((d / "summary.json").read_text())
-        d.mkdir(parents=True, exist_ok=True)
+        if self.folder.is_done("final"):
+            return self.folder.summary("final")
+        d = self.folder.stage("final", create=True)
         last = self.root / f"round_{self.sargs.rounds:02d}" / "checkpoint"
         model = self._train(seed_rows, d, last)
         summary = {
@@ -631,11 +446,10 @@ class GramSelfTrainer:
             "checkpoint": str(d / "checkpoint"),
             "eval": self._eval_stage(d, model),
         }
-        _write_json(d / "summary.json", summary)
-        return summary
+        return self.folder.finish("final", summary)
 
     def _write_summary(self):
-        _write_jsonl(self.root / "summary.jsonl", self.history)
+        write_jsonl(self.root / "summary.jsonl", self.history)
         if self.sargs.plot:
             from .plotting import plot_self_training
 
@@ -644,6 +458,6 @@ class GramSelfTrainer:
     @property
     def final_model_path(self) -> str | None:
         for name in ["final"] + [f"round_{r:02d}" for r in range(self.sargs.rounds, -1, -1)]:
-            if (self.root / name / "summary.json").is_file():
+            if self.folder.is_done(name):
                 return str(self.root / name / "checkpoint")
         return None
