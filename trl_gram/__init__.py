@@ -36,6 +36,8 @@ _EXPORTS = {
     "GramPPOTrainer": "ppo.trainer",
     "RemoteGenerativeRewardFunction": "serving.remote_reward",
     "GramWinRateCallback": "callbacks",
+    "GramPreset": "presets",
+    "get_preset": "presets",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -54,11 +56,13 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # pragma: no cover  (every entry of _EXPORTS, for IDEs and type checkers)
+    from .callbacks import GramWinRateCallback  # noqa: F401
     from .default_model import default_model_path  # noqa: F401
     from .judge import GramJudge, GramJudgeConfig, PairJudgment  # noqa: F401
     from .parsing import Verdict, format_verdict, parse_verdict  # noqa: F401
     from .ppo.config import GramPPOConfig  # noqa: F401
     from .ppo.trainer import GramPPOTrainer  # noqa: F401
+    from .presets import GramPreset, get_preset  # noqa: F401
     from .ranking import best_of_n, knockout, linear_search, rank_all  # noqa: F401
     from .reward import AsyncGenerativeRewardFunction, GenerativeRewardFunction  # noqa: F401
     from .serving.remote_reward import RemoteGenerativeRewardFunction  # noqa: F401
