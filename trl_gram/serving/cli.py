@@ -34,7 +34,7 @@ def add_parser(subparsers) -> None:
     judge.add_argument("--device", default=None)
     judge.add_argument("--load-in-4bit", action="store_true")
     judge.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM backend only")
-    judge.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vLLM backend only")
+    judge.add_argument("--gpu-memory-utilization", type=float, default=None, help="vLLM backend only")
     server = p.add_argument_group("server")
     server.add_argument("--host", default="127.0.0.1", help="use 0.0.0.0 to accept other machines")
     server.add_argument("--port", type=int, default=8000)
@@ -66,9 +66,9 @@ def judge_factory(args):
 
     def load():
         if args.backend == "vllm":
-            from ..backends.vllm_backend import VLLMGramJudge
+            from ..judge import GramJudge
 
-            return VLLMGramJudge.from_pretrained(
+            return GramJudge.from_vllm(
                 args.model,
                 tensor_parallel_size=args.tensor_parallel_size,
                 gpu_memory_utilization=args.gpu_memory_utilization,

@@ -78,6 +78,11 @@ class EvalArguments:
     reason_prefix: str = field(default="", metadata={"help": "Text prefilled at the start of the judge's reply."})
     seed: int = field(default=0, metadata={"help": "Seed (sampling, swap='random')."})
     output_json: str | None = field(default=None, metadata={"help": "Write the metrics to this JSON file."})
+    backend: str = field(
+        default="transformers",
+        metadata={"help": "Judge engine (vllm: `vllm.LLM`).", "choices": ["auto", "transformers", "vllm"]},
+    )
+    tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs one vLLM engine is split over."})
 
 
 def add_parser(subparsers) -> None:
@@ -203,7 +208,7 @@ def run_self_train(args) -> int:
 
 
 def run_eval(args) -> int:
-    from ..judge import GramJudge
+    from ..judge import load_judge
     from .data import validate_pairs
     from .datasets import load_pairs
     from .evaluation import format_metrics, judge_metrics
@@ -211,10 +216,13 @@ def run_eval(args) -> int:
     (eargs,) = _parse((EvalArguments,), args.argv, "trl-gram eval")
     if not eargs.data:
         raise ValueError("Pass at least one `--data` file.")
-    judge = GramJudge.from_pretrained(
+    vllm_only = dict(tensor_parallel_size=eargs.tensor_parallel_size) if eargs.backend == "vllm" else {}
+    judge = load_judge(
         eargs.judge_model,
+        backend=eargs.backend,
         adapter=eargs.adapter,
         load_in_4bit=eargs.load_in_4bit,
+        **vllm_only,
         mode=eargs.mode,
         template=eargs.template,
         swap=eargs.swap,

@@ -143,6 +143,16 @@ class GramSelfTrainer:
             self.eval_pairs = self.eval_pairs[:limit] if limit is not None else self.eval_pairs
         self.judge_model = None
         self.history: list[dict] = []
+        self._vllm = None
+        if self.sargs.judge_backend == "vllm":
+            from .vllm_engines import VLLMEngines
+
+            self._vllm = VLLMEngines(
+                self.sargs.vllm_tensor_parallel_size,
+                self.sargs.vllm_gpu_memory_utilization,
+                dtype=(self.args.model_init_kwargs or {}).get("dtype", "auto"),
+                load_base=self._fresh_base,
+            )
 
     # -----------------------------------------------------------------------------------------------------------------
     # Models
@@ -182,14 +192,32 @@ class GramSelfTrainer:
         )
         fields.update(self.args.judge_kwargs or {})
         fields.update(overrides)
+        if self._vllm is not None:
+            return self._vllm.judge(self._model_path(model), GramJudgeConfig(**fields))
         return GramJudge(self._device_model(model), self.tokenizer, config=GramJudgeConfig(**fields))
 
-    def _get_prover(self) -> PreferenceProver:
-        if self.prover is None:
-            done = self.root / "prover" / "summary.json"
-            path = self.root / "prover" / "model" if done.is_file() else None
-            source = path or (Path(self.sargs.prover_model) if self.sargs.prover_model else None)
-            model = self._load(source) if source is not None else self._fresh_base()
+    def _prover_source(self) -> Path | None:
+        done = self.root / "prover" / "summary.json"
+        path = self.root / "prover" / "model" if done.is_file() else None
+        return path or (Path(self.sargs.prover_model) if self.sargs.prover_model else None)
+
+    def _generating_prover(self) -> PreferenceProver:
+        """The prover that writes proofs: with `judge_backend="vllm"`, its checkpoint on a vLLM engine."""
+        if self._vllm is None or self._user_prover:
+            return self._get_prover()
+        source = self._prover_source() or self._model_path(None)
+        return self._vllm.prover(source, self._get_prover(config_only=True), self.label_words)
+
+    def _model_path(self, model) -> str:
+        """The checkpoint folder a vLLM engine loads for `model` (a stage's checkpoint, else the base)."""
+        path = getattr(model, "_gram_path", None) or (self.base if isinstance(self.base, str) else None)
+        if path is None:
+            raise ValueError("`judge_backend='vllm'` needs the base model as a path (vLLM loads checkpoints).")
+        return path
+
+    def _get_prover(self, config_only: bool = False) -> PreferenceProver:
+        if self.prover is None or config_only:
+            source = self._prover_source()
             cfg = ProverConfig(
                 num_samples=self.sargs.proof_samples,
                 temperature=self.sargs.proof_temperature,
@@ -201,6 +229,9 @@ class GramSelfTrainer:
                     max_rationale_tokens=self.sargs.max_rationale_tokens, check_support=self.sargs.check_support
                 ),
             )
+            if config_only:
+                return cfg
+            model = self._load(source) if source is not None else self._fresh_base()
             self.prover = PreferenceProver(
                 self._device_model(model), self.tokenizer, cfg, label_words=self.label_words
             )
@@ -262,7 +293,7 @@ class GramSelfTrainer:
             info = {"source": "dataset", "skipped": dict(skipped)}
         elif self.sargs.bootstrap_seed_rationales:
             pairs, _ = validate_pairs(self.seed_data, label_words=self.label_words, on_invalid="skip", name="seed")
-            rows, dropped = self._prove(pairs, self._get_prover(), seed=self.args.seed)
+            rows, dropped = self._prove(pairs, self._generating_prover(), seed=self.args.seed)
             info = {
                 "source": "bootstrapped: written by the prover (the base model unless prover_model is set), told the label",
                 "dropped": dropped,
@@ -279,6 +310,8 @@ class GramSelfTrainer:
         d = self.root / "prover"
         if (d / "summary.json").is_file():
             return
+        if self._vllm is not None:
+            self._vllm.release()  # training needs the memory
         prover = self._get_prover()
         pargs = copy.deepcopy(self.args)
         pargs.output_dir = str(d / "trainer")
@@ -382,7 +415,7 @@ class GramSelfTrainer:
             if self.args.mode == "direct" or has_rationale:
                 rows = [self._row(*shown, rationale) for shown, rationale in self._shown(pairs)]
                 return rows, {"candidates": len(pairs), "kept": len(rows), **skipped}
-            rows, dropped = self._prove(pairs, self._get_prover(), seed=self.args.seed)
+            rows, dropped = self._prove(pairs, self._generating_prover(), seed=self.args.seed)
             return rows, {"candidates": len(pairs), **dropped, **skipped}
         batch = self._unlabeled_batch(r)
         records = self._pseudo_label(r, batch, d)
@@ -461,7 +494,7 @@ class GramSelfTrainer:
         keep = [i for i, reason in enumerate(reasons) if reason is None]
         rows = []
         if source == "prover" and keep:
-            proofs = self._get_prover().prove(
+            proofs = self._generating_prover().prove(
                 [records[i]["prompt"] for i in keep],
                 [records[i]["response_a"] for i in keep],
                 [records[i]["response_b"] for i in keep],
@@ -506,6 +539,8 @@ class GramSelfTrainer:
 
     def _train(self, rows: list[dict], d: Path, init: Path | None):
         ckpt = d / "checkpoint"
+        if self._vllm is not None and not (ckpt / ".done").is_file():
+            self._vllm.release()  # training needs the memory; the next generating stage loads the new checkpoint
         if (ckpt / ".done").is_file():
             model = self._load(ckpt)
         elif not rows:

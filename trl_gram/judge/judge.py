@@ -7,6 +7,8 @@ judging both orders, with the parsed label(s), rationale(s) and failure reasons.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import random
 from collections import Counter
@@ -17,17 +19,16 @@ import torch
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
-from .batching import left_pad, token_budget_batches, truncate_fields
-from .fast_judging import FastJudgingMixin, RunCache, forced_text
-from .generation import AT_SLOT, AnswerSlotStopper, LabelLogitRecorder
-from .parsing import NO_ANSWER, parse_with_template
-from .templates import JudgeTemplate, TextOrMessages, get_template, question_to_text, response_to_text
+from ..parsing import NO_ANSWER, parse_with_template
+from ..templates import JudgeTemplate, TextOrMessages, question_to_text, response_to_text
+from .backends.base import GenerationSettings, JudgeBackend
+from .cache import RunCache
+from .rendering import MODES, PromptRenderer, forced_text
 
 logger = logging.get_logger(__name__)
 
-MODES = ("reason", "direct")
 SWAPS = ("both", "random", "none")
-ENGINES = ("auto", "fast", "plain")
+ENGINES = ("auto", "fast", "plain", "vllm")
 
 
 @dataclass
@@ -59,11 +60,15 @@ class GramJudgeConfig:
             GRAM-R² checkpoints, which write the tags themselves.
         chat_template_kwargs: Extra keyword arguments for ``apply_chat_template`` (e.g. ``enable_thinking=False``).
         show_progress: tqdm bar over batches (``None``: when there is more than one batch).
-        engine: ``"fast"``: shared-prefix reuse and a lean decoding loop (:mod:`trl_gram.fast_engine`; same
+        engine: Which backend runs a loaded transformers model (see [`~trl_gram.judge.backends.make_backend`]):
+            ``"fast"``: the prefix-sharing engine ([`~trl_gram.judge.backends.prefix.PrefixBackend`]; same
             probabilities up to float rounding, much less work on batches that share template, question or responses);
-            ``"plain"``: padded ``forward``/``generate`` batches; ``"auto"``: on CPU, fast when the model passes its one-time
-            self-check (and, generating, its generation config adds no logits processors), else plain; on GPUs plain
-            (one large padded batch beats many small shared-prefix passes there: measured 8× in direct mode on an H200).
+            ``"plain"``: padded ``forward``/``generate`` batches
+            ([`~trl_gram.judge.backends.transformers.TransformersBackend`]); ``"auto"``: on CPU, fast when the model
+            passes its one-time self-check (and, generating, its generation config adds no logits processors), else
+            plain; on GPUs plain (one large padded batch beats many small shared-prefix passes there: measured 8× in
+            direct mode on an H200); ``"vllm"``: the model is a ``vllm.LLM``
+            ([`~trl_gram.judge.backends.vllm.VLLMBackend`], see [`GramJudge.from_vllm`]).
         cache_size: Greedy judge runs kept in an LRU cache keyed by the exact prompt tokens (identical
             (question, response, response) triples repeat in GRPO when completions repeat); ``0`` disables it.
     """
@@ -196,31 +201,45 @@ def combine_runs(runs: list[JudgeRun], label_words: tuple[str, str]) -> PairJudg
     return PairJudgment(prob=prob, label=label, agreement=agreement, runs=runs)
 
 
-class GramJudge(FastJudgingMixin):
-    """Batched pairwise judge over a transformers causal LM.
+class GramJudge:
+    """Batched pairwise judge: renders each pair ([`~trl_gram.judge.rendering.PromptRenderer`]), runs it on a
+    [`~trl_gram.judge.backends.base.JudgeBackend`] and turns the label-slot logits into position-debiased verdicts.
 
     Args:
-        model: A loaded causal LM (optionally a PEFT model).
-        tokenizer: Its tokenizer.
-        config: A :class:`GramJudgeConfig`; keyword arguments override its fields.
+        model: A loaded causal LM (optionally a PEFT model), a ``vllm.LLM`` (with ``engine="vllm"``), or ``None``
+            when ``backend`` is given.
+        tokenizer: Its tokenizer (``None``: the backend's, for vLLM).
+        config: A [`GramJudgeConfig`]; keyword arguments override its fields.
+        backend: A ready [`~trl_gram.judge.backends.base.JudgeBackend`] (default: built from ``model`` by
+            [`~trl_gram.judge.backends.make_backend`] according to ``config.engine``).
     """
 
-    def __init__(self, model, tokenizer, config: GramJudgeConfig | None = None, **overrides):
+    def __init__(self, model=None, tokenizer=None, config: GramJudgeConfig | None = None, backend=None, **overrides):
         if config is None:
             config = GramJudgeConfig(**overrides)
         elif overrides:
             config = GramJudgeConfig(**{**config.__dict__, **overrides})
         self.config = config
-        self.model = model
-        self.tokenizer = tokenizer
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if backend is None:
+            from .backends import make_backend
+
+            if model is None:
+                raise ValueError("GramJudge needs a `model` or a `backend`.")
+            if tokenizer is None and config.engine != "vllm":
+                raise ValueError("GramJudge needs the model's `tokenizer`.")
+            backend = make_backend(model, tokenizer, config)
+        if not isinstance(backend, JudgeBackend):
+            raise TypeError(f"`backend` must implement JudgeBackend, got {type(backend).__name__}.")
+        self.backend = backend
+        self.model = model if model is not None else getattr(backend, "model", getattr(backend, "llm", None))
+        self.tokenizer = tokenizer if tokenizer is not None else backend.tokenizer
+        self.pad_id = (
+            self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        )
         if self.pad_id is None:
             raise ValueError("The judge tokenizer has neither a pad token nor an EOS token to pad with.")
-        self._templates: dict[str, JudgeTemplate] = {}
-        self._label_ids: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+        self.renderer = PromptRenderer(self.tokenizer, config)
         self.template_for(config.mode)  # validates the template and its label words now
-        self._warned_truncation = False
-        self._fast = None
         self._cache = RunCache(config.cache_size)
 
     # ---------------------------------------------------------------------------------------------------------------
@@ -249,12 +268,12 @@ class GramJudge(FastJudgingMixin):
             dtype: Torch dtype or ``"auto"``.
             device: Where to put the model (``None``: CUDA if available, else CPU).
             model_kwargs: Extra keyword arguments for ``AutoModelForCausalLM.from_pretrained``.
-            **config_fields: Fields of :class:`GramJudgeConfig`.
+            **config_fields: Fields of [`GramJudgeConfig`].
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if model_name_or_path is None:
-            from .default_model import default_model_path
+            from ..default_model import default_model_path
 
             model_name_or_path = default_model_path()
         if device is None:
@@ -280,44 +299,68 @@ class GramJudge(FastJudgingMixin):
         model.eval()
         return cls(model, tokenizer, config=config, **config_fields)
 
+    @classmethod
+    def from_vllm(
+        cls,
+        model_name_or_path: str | None = None,
+        *,
+        config: GramJudgeConfig | None = None,
+        tensor_parallel_size: int = 1,
+        data_parallel_size: int = 1,
+        gpu_memory_utilization: float | None = None,
+        dtype: str = "auto",
+        max_model_len: int | None = None,
+        llm_kwargs: dict | None = None,
+        **config_fields,
+    ) -> GramJudge:
+        """Load a judge into ``vllm.LLM`` ([`~trl_gram.judge.backends.vllm.VLLMBackend`], prefix caching on).
+        ``None`` loads the embedded default model. Create it under ``if __name__ == "__main__":`` in scripts: vLLM
+        spawns its engine process.
+
+        Args:
+            tensor_parallel_size: GPUs one copy of the judge is split over (large judges).
+            data_parallel_size: Copies of the judge vLLM spreads requests over.
+            gpu_memory_utilization, dtype, max_model_len, llm_kwargs: As for ``vllm.LLM``.
+            **config_fields: Fields of [`GramJudgeConfig`].
+        """
+        from .backends.vllm import VLLMBackend
+
+        if model_name_or_path is None:
+            from ..default_model import default_model_path
+
+            model_name_or_path = default_model_path()
+        fields = {**(config.__dict__ if config is not None else {}), **config_fields}
+        seed = fields.get("seed", 0)
+        backend = VLLMBackend.load(
+            model_name_or_path,
+            tensor_parallel_size=tensor_parallel_size,
+            data_parallel_size=data_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            seed=seed,
+            llm_kwargs=llm_kwargs,
+        )
+        return cls(backend=backend, **{**fields, "engine": "vllm"})
+
+    def release(self) -> None:
+        """Free the backend's memory (e.g. before a training stage); the judge is unusable afterwards."""
+        self.backend.release()
+        self._cache.clear()
+
     # ---------------------------------------------------------------------------------------------------------------
-    # Templates and label tokens
+    # Templates, label tokens, rendering (all in [`~trl_gram.judge.rendering.PromptRenderer`])
     # ---------------------------------------------------------------------------------------------------------------
 
     def template_for(self, mode: str | None = None) -> JudgeTemplate:
-        mode = mode or self.config.mode
-        _check_choice("mode", mode, MODES)
-        if mode not in self._templates:
-            template = get_template(self.config.template, mode)
-            if mode == "reason" and not template.reasoning:
-                raise ValueError("`mode='reason'` needs a reasoning template (e.g. 'gram-r2'); got a direct one.")
-            self._label_token_ids(template)
-            self._templates[mode] = template
-        return self._templates[mode]
+        return self.renderer.template_for(mode or self.config.mode)
 
     @property
     def template(self) -> JudgeTemplate:
         return self.template_for(self.config.mode)
 
     def _label_token_ids(self, template: JudgeTemplate) -> tuple[list[int], list[int]]:
-        """Token ids that spell each label word at the slot: the bare word (must be one token) and, when it is one
-        token too, the word with a leading space."""
-        words = tuple(template.label_words)
-        if words not in self._label_ids:
-            groups = []
-            for word in words:
-                ids = self.tokenizer.encode(word, add_special_tokens=False)
-                if len(ids) != 1:
-                    raise ValueError(
-                        f"Label word {word!r} is {len(ids)} tokens for this tokenizer ({ids}); `label_words` must be "
-                        "single tokens so the label probability can be read from one position."
-                    )
-                spaced = self.tokenizer.encode(" " + word, add_special_tokens=False)
-                groups.append(ids + (spaced if len(spaced) == 1 and spaced != ids else []))
-            if set(groups[0]) & set(groups[1]):
-                raise ValueError(f"Label words {words!r} share a token for this tokenizer.")
-            self._label_ids[words] = (groups[0], groups[1])
-        return self._label_ids[words]
+        return self.renderer.label_token_ids(template)
 
     def _prob_first(self, label_logits: torch.Tensor, template: JudgeTemplate) -> float:
         """``P(first label) / (P(first) + P(second))`` from the logits of the label token ids (a 2-way softmax,
@@ -328,65 +371,13 @@ class GramJudge(FastJudgingMixin):
         b = torch.logsumexp(logits[len(first_ids) :], 0)
         return float(torch.sigmoid(a - b))
 
-    # ---------------------------------------------------------------------------------------------------------------
-    # Rendering
-    # ---------------------------------------------------------------------------------------------------------------
-
-    def _uses_chat_template(self, template: JudgeTemplate) -> bool:
-        if template.use_chat_template is not None:
-            return template.use_chat_template
-        return getattr(self.tokenizer, "chat_template", None) is not None
-
-    def _wrap(self, filled: str, template: JudgeTemplate, mode: str) -> str:
-        if self._uses_chat_template(template):
-            messages = [{"role": "user", "content": filled}]
-            if self.config.system_prompt is not None:
-                messages.insert(0, {"role": "system", "content": self.config.system_prompt})
-            text = self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True, **self.config.chat_template_kwargs
-            )
-        else:
-            text = filled
-        if mode == "direct":
-            text += template.direct_prefix
-        else:
-            text += self.config.reason_prefix
-        return text
-
-    def _encode(self, text: str, template: JudgeTemplate) -> list[int]:
-        # A chat template writes its own special tokens; plain text gets the tokenizer's (e.g. BOS).
-        return self.tokenizer.encode(text, add_special_tokens=not self._uses_chat_template(template))
-
     def render_prompt(self, question: TextOrMessages, first: TextOrMessages, second: TextOrMessages, mode=None) -> str:
         """The exact prompt text the judge reads for one order (``first`` shown as A), before truncation."""
-        mode = mode or self.config.mode
-        template = self.template_for(mode)
-        filled = template.fill(question_to_text(question), response_to_text(first), response_to_text(second))
-        return self._wrap(filled, template, mode)
+        return self.renderer.text(question, first, second, mode or self.config.mode)
 
     def encode_prompt(self, question: str, first: str, second: str, mode: str) -> tuple[list[int], bool]:
         """Token ids of the prompt for one order, truncated to ``max_length``; and whether it was truncated."""
-        template = self.template_for(mode)
-
-        def count(q, a, b):
-            return len(self._encode(self._wrap(template.fill(q, a, b), template, mode), template))
-
-        q, a, b, cut = truncate_fields(
-            question,
-            first,
-            second,
-            count,
-            encode=lambda s: self.tokenizer.encode(s, add_special_tokens=False),
-            decode=lambda ids: self.tokenizer.decode(ids),
-            max_length=self.config.max_length,
-        )
-        if cut and not self._warned_truncation:
-            logger.warning(
-                f"Some judge inputs exceed `max_length`={self.config.max_length} tokens; they are truncated inside "
-                "the responses (then the question), never in the template. (Logged once.)"
-            )
-            self._warned_truncation = True
-        return self._encode(self._wrap(template.fill(q, a, b), template, mode), template), cut
+        return self.renderer.encode(question, first, second, mode)
 
     # ---------------------------------------------------------------------------------------------------------------
     # Judging
@@ -404,7 +395,7 @@ class GramJudge(FastJudgingMixin):
         seed: int | None = None,
         show_progress: bool | None = None,
     ) -> list[PairJudgment]:
-        """Judge pairs. Returns one :class:`PairJudgment` per pair, ``prob`` = P(response_1 is better)."""
+        """Judge pairs. Returns one [`PairJudgment`] per pair, ``prob`` = P(response_1 is better)."""
         mode = mode or self.config.mode
         swap = swap or self.config.swap
         votes = votes or self.config.votes
@@ -448,43 +439,48 @@ class GramJudge(FastJudgingMixin):
         words = self.template_for(mode).label_words
         return [combine_runs(sorted(r, key=lambda x: x.order), words) for r in per_pair]
 
-    def _progress(self, batches, show_progress, desc):
-        show = self.config.show_progress if show_progress is None else show_progress
-        if show is None:
-            show = len(batches) > 1
-        return tqdm(batches, desc=desc, disable=not show, leave=False)
-
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        device = getattr(self.backend, "device", None)
+        return device if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    @torch.no_grad()
-    def _last_position_logits(self, sequences: list[list[int]], template: JudgeTemplate, show_progress, desc):
-        """Label-token logits at the last position of each sequence (batched forward passes)."""
-        first_ids, second_ids = self._label_token_ids(template)
-        label_ids = torch.as_tensor(first_ids + second_ids, device=self.device)
-        out: list[torch.Tensor | None] = [None] * len(sequences)
-        batches = token_budget_batches(
-            [len(s) for s in sequences], self.config.token_budget, max_rows=self.config.max_batch_rows
-        )
-        for batch in self._progress(batches, show_progress, desc):
-            ids, mask, pos = left_pad([sequences[j] for j in batch], self.pad_id, self.device)
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits
-            picked = logits[:, -1, :].index_select(-1, label_ids).float().cpu()
-            for row, j in enumerate(batch):
-                out[j] = picked[row]
-        return out
+    def _progress(self, items, show_progress, desc):
+        show = self.config.show_progress if show_progress is None else show_progress
+        if show is None:
+            show = sum(len(ids) for _, _, ids in items) > self.config.token_budget
+        return tqdm(total=len(items), desc=desc, disable=not show, leave=False)
+
+    def _run_cached(self, items, mode, votes, seed, show_progress) -> list[JudgeRun]:
+        """Run the items, taking greedy runs from (and adding them to) the LRU cache of identical prompts."""
+        template = self.template_for(mode)
+        cacheable = self._cache.size > 0 and (mode == "direct" or votes == 1)
+        keys = cached = None
+        if cacheable:
+            self._cache.check(self.backend.fingerprint())
+            cfg = self.config
+            setting = (mode, template.label_words, template.answer_open, cfg.max_new_tokens, cfg.force_answer)
+            keys = [(setting, tuple(ids)) for _, _, ids in items]
+            cached = [self._cache.get(k) for k in keys]
+        todo = [j for j in range(len(items)) if not cacheable or cached[j] is None]
+        sub = [items[j] for j in todo]
+        if not sub:
+            fresh = []
+        elif mode == "direct":
+            fresh = self._run_direct(sub, show_progress)
+        else:
+            fresh = self._run_reason(sub, sample=votes > 1, seed=seed, show_progress=show_progress)
+        if not cacheable:
+            return fresh
+        for j, run in zip(todo, fresh):
+            self._cache.put(keys[j], run)
+            cached[j] = run
+        return [dataclasses.replace(run, order=order) for run, (_, order, _) in zip(cached, items)]
 
     def _run_direct(self, items, show_progress) -> list[JudgeRun]:
         template = self.template_for("direct")
-        engine = self._engine()
-        if engine is not None:
-            first_ids, second_ids = self._label_token_ids(template)
-            with self._fast_progress(items, show_progress, "judging (direct)") as bar:
-                logits = engine.last_logits([ids for _, _, ids in items], first_ids + second_ids, progress=bar)
-        else:
-            sequences = [ids for _, _, ids in items]
-            logits = self._last_position_logits(sequences, template, show_progress, "judging (direct)")
+        first_ids, second_ids = self._label_token_ids(template)
+        with self._progress(items, show_progress, "judging (direct)") as bar:
+            logits = self.backend.slot_logits([ids for _, _, ids in items], first_ids + second_ids, progress=bar)
         runs = []
         for (_, order, _), row in zip(items, logits):
             p = self._prob_first(row, template)
@@ -492,84 +488,30 @@ class GramJudge(FastJudgingMixin):
         return runs
 
     def _run_reason(self, items, sample: bool, seed: int, show_progress) -> list[JudgeRun]:
+        cfg = self.config
         template = self.template_for("reason")
-        engine = self._engine(generate=True, sample=sample)
-        if engine is not None:
-            results = self._reason_fast(engine, items, sample, seed, show_progress, template)
-        else:
-            results = self._reason_plain(items, sample, seed, show_progress, template)
+        first_ids, second_ids = self._label_token_ids(template)
+        settings = GenerationSettings(
+            max_new_tokens=cfg.max_new_tokens,
+            sample=sample,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            seed=seed,
+            force_answer=cfg.force_answer,
+        )
+        with self._progress(items, show_progress, "judging (reason)") as bar:
+            results = self.backend.generate_to_slot(
+                [ids for _, _, ids in items],
+                first_ids + second_ids,
+                answer_open=template.answer_open,
+                forced_text=functools.partial(forced_text, template=template),
+                settings=settings,
+                progress=bar,
+            )
         runs = []
-        for (_, order, _), (text, slot_logits, _, _) in zip(items, results):
+        for (_, order, _), result in zip(items, results):
+            text = cfg.reason_prefix + result.text
             verdict = parse_with_template(text, template)
-            p = self._prob_first(slot_logits, template) if slot_logits is not None else math.nan
+            p = self._prob_first(result.slot_logits, template) if result.slot_logits is not None else math.nan
             runs.append(JudgeRun(order, p, verdict.label, verdict.rationale, verdict.failure, text))
         return runs
-
-    @torch.no_grad()
-    def _reason_plain(self, items, sample: bool, seed: int, show_progress, template):
-        first_ids, second_ids = self._label_token_ids(template)
-        cfg = self.config
-        gen_kwargs = dict(
-            max_new_tokens=cfg.max_new_tokens,
-            do_sample=sample,
-            pad_token_id=self.pad_id,
-            return_dict_in_generate=False,
-        )
-        if sample:
-            gen_kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
-        else:
-            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
-        results: list[tuple[str, torch.Tensor | None, int, list[int]]] = [None] * len(items)  # type: ignore
-        batches = token_budget_batches(
-            [len(ids) for _, _, ids in items], cfg.token_budget, extra=cfg.max_new_tokens, max_rows=cfg.max_batch_rows
-        )
-        for b, batch in enumerate(self._progress(batches, show_progress, "judging (reason)")):
-            prompts = [items[j][2] for j in batch]
-            ids, mask, _ = left_pad(prompts, self.pad_id, self.device)
-            recorder = LabelLogitRecorder(first_ids + second_ids)
-            stopper = AnswerSlotStopper(self.tokenizer, template.answer_open, ids.shape[1], len(batch))
-            if sample:
-                torch.manual_seed(seed + b)
-            out = self.model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                logits_processor=[recorder],
-                stopping_criteria=[stopper],
-                **gen_kwargs,
-            )
-            generated = out[:, ids.shape[1] :].tolist()
-            for row, j in enumerate(batch):
-                gen = generated[row]
-                state, step = stopper.state[row], stopper.slot_step[row]
-                if state == AT_SLOT:
-                    gen = gen[: step + 1]
-                    slot_logits = recorder.at(step, row)
-                else:
-                    gen = _strip_padding(gen, self.pad_id, self.tokenizer.eos_token_id)
-                    slot_logits = None
-                text = cfg.reason_prefix + self.tokenizer.decode(gen, skip_special_tokens=True)
-                results[j] = (text, slot_logits, state, prompts[row])
-
-        # Rows whose slot was not read during generation: force the answer slot and read it with one forward pass.
-        forced = [j for j, r in enumerate(results) if r[1] is None and cfg.force_answer]
-        if forced:
-            sequences = []
-            for j in forced:
-                text, _, _, prompt = results[j]
-                text = text[len(cfg.reason_prefix) :]  # the prompt already ends with the prefix
-                suffix = forced_text(text, template)
-                sequences.append(prompt + self.tokenizer.encode(suffix, add_special_tokens=False))
-            logits = self._last_position_logits(sequences, template, show_progress, "reading forced answers")
-            for j, row in zip(forced, logits):
-                text, _, state, prompt = results[j]
-                results[j] = (text, row, state, prompt)
-        return results
-
-
-def _strip_padding(ids: list[int], pad_id: int, eos_id: int | None) -> list[int]:
-    end = len(ids)
-    while end > 0 and ids[end - 1] == pad_id:
-        end -= 1
-    if eos_id is not None and end > 0 and ids[end - 1] == eos_id:
-        end -= 1
-    return ids[:end]
