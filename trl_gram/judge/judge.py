@@ -220,17 +220,19 @@ class GramJudge:
         elif overrides:
             config = GramJudgeConfig(**{**config.__dict__, **overrides})
         self.config = config
-        if backend is None:
+        if backend is None and model is not None:
             from .backends import make_backend
 
-            if model is None:
-                raise ValueError("GramJudge needs a `model` or a `backend`.")
             if tokenizer is None and config.engine != "vllm":
                 raise ValueError("GramJudge needs the model's `tokenizer`.")
             backend = make_backend(model, tokenizer, config)
-        if not isinstance(backend, JudgeBackend):
+        if backend is not None and not isinstance(backend, JudgeBackend):
             raise TypeError(f"`backend` must implement JudgeBackend, got {type(backend).__name__}.")
-        self.backend = backend
+        if backend is None and tokenizer is None:
+            raise ValueError(
+                "GramJudge needs a `model` and its `tokenizer`, a `backend`, or (to render prompts only) a `tokenizer`."
+            )
+        self.backend = backend  # None: a judge that only renders prompts (e.g. for training data)
         self.model = model if model is not None else getattr(backend, "model", getattr(backend, "llm", None))
         self.tokenizer = tokenizer if tokenizer is not None else backend.tokenizer
         self.pad_id = (
@@ -345,7 +347,8 @@ class GramJudge:
 
     def release(self) -> None:
         """Free the backend's memory (e.g. before a training stage); the judge is unusable afterwards."""
-        self.backend.release()
+        if self.backend is not None:
+            self.backend.release()
         self._cache.clear()
 
     # ---------------------------------------------------------------------------------------------------------------
@@ -396,6 +399,10 @@ class GramJudge:
         show_progress: bool | None = None,
     ) -> list[PairJudgment]:
         """Judge pairs. Returns one [`PairJudgment`] per pair, ``prob`` = P(response_1 is better)."""
+        if self.backend is None:
+            raise ValueError(
+                "This GramJudge has no model (it only renders prompts): build it with a model or backend."
+            )
         mode = mode or self.config.mode
         swap = swap or self.config.swap
         votes = votes or self.config.votes
@@ -441,7 +448,7 @@ class GramJudge:
 
     @property
     def device(self) -> torch.device:
-        device = getattr(self.backend, "device", None)
+        device = getattr(self.backend, "device", None) if self.backend is not None else None
         return device if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     def _progress(self, items, show_progress, desc):
