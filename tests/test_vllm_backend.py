@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import speed_utils
 import torch
+from fake_vllm import FakeLLM, FakeParams
 from tiny_models import tiny_llama
 
 from trl_gram.judge import GramJudge, load_judge
@@ -19,58 +20,6 @@ QUESTIONS = speed_utils.QUESTIONS
 FIRST = [g[0] for g in speed_utils.RESPONSES]
 SECOND = [g[1] for g in speed_utils.RESPONSES]
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
-
-
-class FakeParams(SimpleNamespace):
-    """Stands in for ``vllm.SamplingParams`` (keyword arguments kept as attributes)."""
-
-
-class FakeLLM:
-    """Implements the part of ``vllm.LLM.generate`` the adapter uses, with a transformers model."""
-
-    def __init__(self, model, tokenizer):
-        self.model, self.tokenizer = model, tokenizer
-        self.requests = []
-
-    def get_tokenizer(self):
-        return self.tokenizer
-
-    @torch.no_grad()
-    def generate(self, prompts, params, use_tqdm=True):
-        return [self._one(p["prompt_token_ids"], sp) for p, sp in zip(prompts, params)]
-
-    def _one(self, ids, sp):
-        self.requests.append((list(ids), sp))
-        prompt_logprobs = None
-        if getattr(sp, "prompt_logprobs", None) is not None:
-            logp = torch.log_softmax(self.model(torch.tensor([ids])).logits[0].float(), -1)
-            prompt_logprobs = [None] + [
-                {ids[k]: SimpleNamespace(logprob=float(logp[k - 1, ids[k]]))} for k in range(1, len(ids))
-            ]
-        assert getattr(sp, "logprobs", None) is None  # top-k log-probabilities are never asked for
-        gen, steps, finish, text = [], [], "length", ""
-        rng = torch.Generator().manual_seed(getattr(sp, "seed", None) or 0)
-        for _ in range(sp.max_tokens):
-            logits = self.model(torch.tensor([ids + gen])).logits[0, -1].float()
-            logp = torch.log_softmax(logits, -1)
-            if sp.temperature == 0:
-                token = int(logits.argmax())
-            else:
-                token = int(torch.multinomial(torch.softmax(logits / sp.temperature, -1), 1, generator=rng))
-            gen.append(token)
-            if getattr(sp, "logprob_token_ids", None):
-                steps.append({t: SimpleNamespace(logprob=float(logp[t])) for t in sp.logprob_token_ids + [token]})
-            text = self.tokenizer.decode(gen, skip_special_tokens=True)
-            stops = [s for s in getattr(sp, "stop", None) or [] if s in text]
-            if stops:
-                cut = text.index(stops[0]) + (len(stops[0]) if sp.include_stop_str_in_output else 0)
-                text, finish = text[:cut], "stop"
-                break
-            if token == self.tokenizer.eos_token_id:
-                finish = "stop"
-                break
-        out = SimpleNamespace(text=text, token_ids=gen, finish_reason=finish, logprobs=steps or None)
-        return SimpleNamespace(outputs=[out], prompt_logprobs=prompt_logprobs)
 
 
 def test_request_builders_and_parsers():
@@ -178,3 +127,16 @@ def test_release_and_load_errors(sharp_model, tokenizer):
         GramJudge.from_vllm("some/model")
     with pytest.raises(ValueError, match="adapter"):
         load_judge("some/model", backend="vllm", adapter="x")
+
+
+def test_auto_backend_rule(monkeypatch):
+    from trl_gram.judge import loading
+
+    monkeypatch.setattr(loading, "vllm_available", lambda: True)
+    assert loading.resolve_backend("auto", "reason") == "vllm"
+    assert loading.resolve_backend("auto", "direct") == "transformers"  # the prefix engine measured faster there
+    monkeypatch.setattr(loading, "vllm_available", lambda: False)
+    assert loading.resolve_backend("auto", "reason") == "transformers"
+    assert loading.resolve_backend("vllm", "direct") == "vllm"
+    with pytest.raises(ValueError, match="backend"):
+        loading.resolve_backend("tensorrt")
