@@ -49,8 +49,9 @@ def sharp_model(tokenizer):
     return model
 
 
-def _vllm_judge(llm, **kw):
-    return GramJudge(backend=vb.VLLMBackend(llm, sampling_params_cls=FakeParams), engine="vllm", **kw)
+def _vllm_judge(llm, seeded_requests=True, **kw):
+    backend = vb.VLLMBackend(llm, sampling_params_cls=FakeParams, seeded_requests=seeded_requests)
+    return GramJudge(backend=backend, engine="vllm", **kw)
 
 
 def test_direct_mode_matches_transformers_backend(sharp_model, tokenizer):
@@ -104,6 +105,11 @@ def test_reason_mode_forced_and_votes(tokenizer):
     assert len(voted[0].runs) == 6
     seeds = [sp.seed for _, sp in llm.requests if getattr(sp, "stop", None) and sp.temperature > 0]
     assert len(set(seeds)) == 6  # one seeded request per vote and order
+    # Unseeded requests (the CPU default: vLLM 0.32 cannot offset a CPU generator under chunked prefill).
+    llm.requests.clear()
+    _vllm_judge(llm, seeded_requests=False, max_new_tokens=6).judge(QUESTIONS[:1], FIRST[:1], SECOND[:1], votes=2)
+    sampled = [sp for _, sp in llm.requests if getattr(sp, "temperature", 0) > 0]
+    assert sampled and all(not hasattr(sp, "seed") for sp in sampled)
 
 
 def test_sequence_logprobs_match_a_forward(sharp_model, tokenizer):

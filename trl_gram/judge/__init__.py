@@ -1,8 +1,9 @@
 """The pairwise judge: [`GramJudge`] (rendering, verdicts) over an inference backend ([`backends`])."""
 
-from .judge import ENGINES, SWAPS, GramJudge, GramJudgeConfig, JudgeRun, PairJudgment, combine_runs
+from .judge import ENGINES, SWAPS, GramJudge, GramJudgeConfig
 from .loading import BACKENDS, load_judge
 from .rendering import MODES, PromptRenderer, forced_text
+from .results import JudgeRun, PairJudgment, combine_runs
 
 __all__ = [
     "BACKENDS",

@@ -46,13 +46,16 @@ def slot_request(prompt_ids, label_ids: list[int]) -> Request:
     return Request(list(prompt_ids), dict(max_tokens=1, temperature=0.0, logprob_token_ids=list(label_ids)))
 
 
-def _sampling(settings: GenerationSettings, seed: int) -> dict:
+def _sampling(settings: GenerationSettings, seed: int | None) -> dict:
     if not settings.sample:
         return dict(temperature=0.0)
-    return dict(temperature=settings.temperature, top_p=settings.top_p, seed=seed)
+    params = dict(temperature=settings.temperature, top_p=settings.top_p)
+    if seed is not None:
+        params["seed"] = seed
+    return params
 
 
-def rationale_request(prompt_ids, *, answer_open: str, settings: GenerationSettings, seed: int) -> Request:
+def rationale_request(prompt_ids, *, answer_open: str, settings: GenerationSettings, seed: int | None) -> Request:
     """Generate a rationale up to (and including) the answer tag."""
     params = dict(
         max_tokens=settings.max_new_tokens,
@@ -64,7 +67,7 @@ def rationale_request(prompt_ids, *, answer_open: str, settings: GenerationSetti
     return Request(list(prompt_ids), params)
 
 
-def lookahead_request(ids, label_ids, *, settings: GenerationSettings, seed: int, max_tokens: int) -> Request:
+def lookahead_request(ids, label_ids, *, settings: GenerationSettings, seed: int | None, max_tokens: int) -> Request:
     """Continue after the answer tag with the label log-probabilities at every step."""
     params = dict(max_tokens=max_tokens, logprob_token_ids=list(label_ids), **_sampling(settings, seed))
     return Request(list(ids), params)
@@ -96,14 +99,22 @@ class VLLMBackend:
         tokenizer ([`~transformers.PreTrainedTokenizerBase`], *optional*): Its tokenizer (default:
             `llm.get_tokenizer()`).
         sampling_params_cls (`type`, *optional*): The `SamplingParams` class (default: vLLM's).
+        seeded_requests (`bool`, *optional*): Give every sampled request its own seed (reproducible votes and
+            proofs). Default: on GPUs only. On CPU, vLLM 0.32 fails on a seeded request whose prefill is chunked
+            (`CPU Generator does not use offset`), so sampled requests there draw from the engine's seeded
+            generator: reproducible for the same engine and the same sequence of calls, not per request.
     """
 
     name = "vllm"
 
-    def __init__(self, llm, tokenizer=None, sampling_params_cls=None):
+    def __init__(self, llm, tokenizer=None, sampling_params_cls=None, seeded_requests: bool | None = None):
         self.llm = llm
         self.tokenizer = tokenizer if tokenizer is not None else llm.get_tokenizer()
         self._sampling_params_cls = sampling_params_cls
+        self.seeded_requests = torch.cuda.is_available() if seeded_requests is None else seeded_requests
+
+    def _seed(self, seed: int) -> int | None:
+        return seed if self.seeded_requests else None
 
     @classmethod
     def load(
@@ -204,7 +215,10 @@ class VLLMBackend:
         decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
         tag = answer_open.lower()
         first = self.run(
-            [rationale_request(p, answer_open=answer_open, settings=s, seed=s.seed + k) for k, p in enumerate(prompts)]
+            [
+                rationale_request(p, answer_open=answer_open, settings=s, seed=self._seed(s.seed + k))
+                for k, p in enumerate(prompts)
+            ]
         )
         gens = [generated(o)[1] for o in first]
         results = [SlotGeneration(decode(g), None, False) for g in gens]
@@ -216,7 +230,12 @@ class VLLMBackend:
             room = min(SLOT_LOOKAHEAD, s.max_new_tokens - len(gen))
             if at >= 0 and not text[at + len(tag) :].strip() and room > 0:
                 ahead.append(
-                    (k, lookahead_request(list(prompt) + gen, label_ids, settings=s, seed=s.seed + k, max_tokens=room))
+                    (
+                        k,
+                        lookahead_request(
+                            list(prompt) + gen, label_ids, settings=s, seed=self._seed(s.seed + k), max_tokens=room
+                        ),
+                    )
                 )
         for (k, _), out in zip(ahead, self.run([r for _, r in ahead])):
             _, tokens, _ = generated(out)
@@ -243,20 +262,14 @@ class VLLMBackend:
     # -----------------------------------------------------------------------------------------------------------
     def sample(self, prompts, n: int, *, max_new_tokens: int, temperature: float, top_p: float, seed: int):
         """`n` sampled completions per prompt: `(text, finished)` pairs, `finished` when it ended with EOS."""
-        requests = [
-            Request(
-                list(p),
-                dict(
-                    max_tokens=max_new_tokens,
-                    n=n,
-                    temperature=temperature,
-                    top_p=top_p,
-                    seed=seed + k,
-                    skip_special_tokens=True,
-                ),
+        requests = []
+        for k, p in enumerate(prompts):
+            params = dict(
+                max_tokens=max_new_tokens, n=n, temperature=temperature, top_p=top_p, skip_special_tokens=True
             )
-            for k, p in enumerate(prompts)
-        ]
+            if self.seeded_requests:
+                params["seed"] = seed + k
+            requests.append(Request(list(p), params))
         return [[(o.text, o.finish_reason == "stop") for o in out.outputs] for out in self.run(requests)]
 
     def sequence_logprobs(self, prompts, completions) -> list[float]:
