@@ -2,6 +2,7 @@
 trl-gram's engine, measured in one run on the same model and the same pairs.
 
     python benchmarks/judge_throughput.py --quick --threads 1      # a few minutes on CPU
+    .venv-vllm/bin/python benchmarks/judge_throughput.py --threads 1 --with-vllm   # adds the vLLM rows
     python benchmarks/judge_throughput.py --threads 1 --whole-batch-reason   # the README table (8 prompts × 8)
     bash benchmarks/gpu_bench.sh                                   # one GPU, bf16 (see that script)
 
@@ -14,6 +15,11 @@ Methods (all greedy, same ``--max-new-tokens`` cap):
   the last position (``logits_to_keep=1``).
 * ``B+CB reason`` (``--with-cb``): transformers continuous batching (``generate_batch`` with a sized
   ``ContinuousBatchingConfig``) over both orders.
+* ``vllm direct`` / ``vllm reason`` (``--with-vllm``, in the environment of ``setup_vllm.sh``): the same checkpoint
+  and dtype on ``vllm.LLM`` (``GramJudge.from_vllm``, prefix caching on, its cache reset before each run), the same
+  pairs as ``ours direct`` / ``ours reason``. vLLM runs in its own engine process: its ``cpu`` column is the client's
+  only. On CPU vLLM binds its compute threads itself (by default one core per engine, one core reserved for the
+  client: ``VLLM_CPU_OMP_THREADS_BIND``, ``VLLM_CPU_NUM_OF_RESERVED_CPU``).
 * ``ours direct`` / ``ours reason``: ``GramJudge(engine="fast")``, ``swap="both"`` (both orders, debiased
   probability read at the answer slot); ``ours direct*`` / ``ours reason*`` (``--whole-batch-reason``) the whole
   GRPO batch in one call, as the reward function judges a training step; ``ours reason 1-order`` the same engine
@@ -263,11 +269,37 @@ def warmed_judge(model, tok, mode, token_budget, max_new_tokens, engine="auto"):
         show_progress=False,
     )
     j.judge(["warm up"], ["a"], ["b"])  # one-time self-check of the fast path
-    if j._fast is None or not j._fast._supported:
+    engine = getattr(j.backend, "engine", None)
+    if engine is None or not engine._supported:
         print(f"  (the fast engine is not supported here: 'ours {mode}' runs on the plain engine)")
     else:
-        j._fast.stats.update({k: 0 * v for k, v in j._fast.stats.items()})
+        engine.stats.update({k: 0 * v for k, v in engine.stats.items()})
     return j
+
+
+def engine_stats(judge) -> dict:
+    engine = getattr(judge.backend, "engine", None)
+    return dict(engine.stats) if engine is not None else {}
+
+
+def vllm_judge(args):
+    """The same checkpoint on vLLM (``--with-vllm``): float32 like ours, prefix caching on, eager (no compile)."""
+    return GramJudge.from_vllm(
+        args.model,
+        dtype=args.dtype,
+        max_model_len=args.vllm_max_model_len,
+        llm_kwargs=dict(enforce_eager=True),
+        token_budget=args.token_budget,
+        max_new_tokens=args.max_new_tokens,
+        cache_size=0,
+        show_progress=False,
+    )
+
+
+def on_vllm(judge, q, a, b, mode):
+    """A vLLM run from a cold prefix cache (so a repeated workload is not served from the previous run's cache)."""
+    judge.backend.llm.reset_prefix_cache()
+    return ours(judge, q, a, b, mode)
 
 
 def ours(judge, q, a, b, mode, swap="both"):
@@ -299,6 +331,12 @@ def main(argv=None):
         action="store_true",
         help="also judge every group in reason mode in one call ('ours reason*', the reward function's case)",
     )
+    parser.add_argument(
+        "--with-vllm",
+        action="store_true",
+        help="also measure the judge on vLLM ('vllm direct', 'vllm reason': same pairs as 'ours direct' / 'ours reason')",
+    )
+    parser.add_argument("--vllm-max-model-len", type=int, default=4096)
     parser.add_argument("--out", default="benchmarks/results/judge_throughput")
     args = parser.parse_args(argv)
     if args.quick:
@@ -343,6 +381,15 @@ def main(argv=None):
         partial = {"args": vars(args), "partial": True, "results": rows}
         out.with_suffix(".partial.json").write_text(json.dumps(partial, indent=2))
 
+    vj = None
+    if args.with_vllm:
+        try:
+            print("loading the judge into vLLM", flush=True)
+            vj = vllm_judge(args)
+            vj.judge(["warm up"], ["a"], ["b"], mode="direct")
+        except Exception as e:  # noqa: BLE001
+            print(f"  vLLM not available: {e!r}", flush=True)
+            errors["vllm"] = repr(e)
     load_before = os.getloadavg()
     # Direct mode: ours on the whole workload and on the baseline's groups; baseline B on those groups.
     qd, ad, bd = work.group_pairs()
@@ -356,7 +403,9 @@ def main(argv=None):
     if len(qd) > len(qb):
         all_tokens = sum(map(len, prompts_for(qd, ad, bd, "direct")))
         measure("ours direct*", lambda: ours(ours_direct, qd, ad, bd, "direct"), len(qd), all_tokens)
-    direct_stats = dict(ours_direct._fast.stats) if ours_direct._fast else {}
+    if vj is not None:
+        measure("vllm direct", lambda: on_vllm(vj, qb, ab, bb, "direct"), len(qb), direct_tokens)
+    direct_stats = engine_stats(ours_direct)
     # Reason mode: all pairs of the first groups; baseline A on the first pairs.
     qr, ar, br = work.group_pairs(args.reason_groups)
     reason_prompts = prompts_for(qr, ar, br, "reason")
@@ -373,7 +422,9 @@ def main(argv=None):
         reason_tokens,
     )
     measure("ours reason", lambda: ours(ours_reason, qr, ar, br, "reason"), len(qr), reason_tokens)
-    reason_stats = dict(ours_reason._fast.stats) if ours_reason._fast else {}
+    if vj is not None:
+        measure("vllm reason", lambda: on_vllm(vj, qr, ar, br, "reason"), len(qr), reason_tokens)
+    reason_stats = engine_stats(ours_reason)
     # Like for like with A (one order per pair, no position debiasing): the same engine with swap="none".
     measure(
         "ours reason 1-order",
@@ -413,11 +464,13 @@ def main(argv=None):
         ("ours reason", "B reason"),
         ("ours reason", "B+CB reason"),
         ("ours direct", "B direct"),
+        ("ours direct", "vllm direct"),
+        ("ours reason", "vllm reason"),
     ):
         if ours_name in by and base in by:
             x, y = by[ours_name], by[base]
             ratios[f"{ours_name} / {base}"] = x["pairs_per_s"] / y["pairs_per_s"]
-            if args.device == "cpu":
+            if args.device == "cpu" and not base.startswith("vllm"):  # vLLM computes in its own engine process
                 ratios[f"{ours_name} / {base}, cpu time"] = (y["cpu_seconds"] / y["pairs"]) / (
                     x["cpu_seconds"] / x["pairs"]
                 )

@@ -9,9 +9,13 @@ With no arguments it runs offline on CPU: the embedded SmolLM2-135M-Instruct as 
 
     accelerate launch examples/best_of_n.py --model_name_or_path <policy> --judge_model_name_or_path <GRAM-R2> \
         --judge_mode reason --dataset_name prompts.jsonl --n 8 --method linear --output_file best.jsonl
+
+    # sampling and judging on vLLM (one engine when policy and judge are the same model)
+    python examples/best_of_n.py --backend vllm --judge_backend vllm
 """
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -41,6 +45,13 @@ class BestOfNArguments:
     temperature: float = field(default=0.9, metadata={"help": "Sampling temperature."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
     output_file: str | None = field(default=None, metadata={"help": "Write one JSON line per prompt here."})
+    backend: str = field(
+        default="transformers",
+        metadata={
+            "help": "Engine that samples the candidates ('vllm': vllm.LLM; pair it with --judge_backend vllm).",
+            "choices": ["transformers", "vllm"],
+        },
+    )
 
 
 @torch.no_grad()
@@ -62,20 +73,54 @@ def sample(model, tokenizer, prompt, n, max_new_tokens, temperature):
     return tokenizer.batch_decode(out[:, inputs["input_ids"].size(1) :], skip_special_tokens=True)
 
 
+def prompt_ids(tokenizer, prompt) -> list[int]:
+    if is_conversational({"prompt": prompt}):
+        return tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True, return_dict=False)
+    return tokenizer(prompt)["input_ids"]
+
+
+def vllm_sampler(judge, policy_path, judge_path, args):
+    """Sample on vLLM: the judge's own engine when the policy is the judge's model, else a second engine."""
+    from trl_gram.judge.backends.vllm import VLLMBackend
+
+    same = judge.backend.name == "vllm" and os.path.abspath(policy_path) == os.path.abspath(judge_path)
+    engine = judge.backend if same else VLLMBackend.load(policy_path, seed=args.seed)
+
+    def sample_vllm(prompt):
+        ids = prompt_ids(engine.tokenizer, prompt)
+        out = engine.sample(
+            [ids], args.n, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=1.0, seed=args.seed
+        )
+        return [text for text, _ in out[0]]
+
+    return engine.tokenizer, sample_vllm
+
+
 def main(args, prompt_args, judge_args, model_args):
     if args.n < 1:
         raise ValueError(f"`n` must be >= 1, got {args.n}.")
     start = time.perf_counter()
     torch.manual_seed(args.seed)
-    policy, tokenizer, policy_path = load_policy(model_args)
-    if not getattr(policy, "is_loaded_in_4bit", False):
-        policy.to(PartialState().device)
-    policy.eval()
     judge = load_judge(judge_args, show_progress=False)
+    if args.backend == "vllm":
+        from trl_gram.default_model import default_model_path
+
+        policy_path = model_args.model_name_or_path or default_model_path()
+        judge_path = judge_args.judge_model_name_or_path or default_model_path()
+        tokenizer, draw = vllm_sampler(judge, policy_path, judge_path, args)
+    else:
+        policy, tokenizer, policy_path = load_policy(model_args)
+        if not getattr(policy, "is_loaded_in_4bit", False):
+            policy.to(PartialState().device)
+        policy.eval()
+
+        def draw(prompt):
+            return sample(policy, tokenizer, prompt, args.n, args.max_new_tokens, args.temperature)
+
     prompts = load_prompt_dataset(prompt_args, tokenizer)["prompt"][: args.num_prompts]
     results = []
     for prompt in prompts:
-        candidates = sample(policy, tokenizer, prompt, args.n, args.max_new_tokens, args.temperature)
+        candidates = draw(prompt)
         ranked = METHODS[args.method](judge, prompt, candidates)
         results.append({"prompt": prompt, "candidates": candidates, "winner": ranked.winner, "scores": ranked.scores})
         question = prompt[-1]["content"] if isinstance(prompt, list) else prompt

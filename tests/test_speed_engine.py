@@ -12,9 +12,9 @@ from speed_utils import QUESTIONS, RESPONSES, grpo_pairs
 from speed_utils import verdict_model as trained_verdict_model
 from tiny_models import tiny_llama
 
-from trl_gram.fast_attention import STATE_KWARG, KVState, prefix_attention
 from trl_gram.judge import GramJudge
-from trl_gram.prefix_tree import PrefixTree
+from trl_gram.judge.backends.prefix_attention import STATE_KWARG, KVState, prefix_attention
+from trl_gram.judge.backends.prefix_tree import PrefixTree
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_direct_fast_equals_plain(sharp_model, tokenizer, token_budget):
     out_fast, out_plain = fast.judge(q, a, b), plain.judge(q, a, b)
     _assert_same(out_fast, out_plain)
     assert any(abs(jd.runs[0].prob_first - 0.5) > 0.05 for jd in out_plain)
-    stats = fast._fast.stats
+    stats = fast.backend.engine.stats
     assert stats["computed_tokens"] < stats["prompt_tokens"] / 2  # the shared work was done once
 
 
@@ -172,7 +172,7 @@ def test_reason_fast_equals_plain(which, verdict_model, tokenizer):
         assert failures == {None} and all(r.label == "B" for jd in out_fast for r in jd.runs)
     else:
         assert None not in failures and all(not math.isnan(jd.prob) for jd in out_fast)
-    assert fast._fast.stats["computed_tokens"] < fast._fast.stats["prompt_tokens"] / 2
+    assert fast.backend.engine.stats["computed_tokens"] < fast.backend.engine.stats["prompt_tokens"] / 2
 
 
 def test_reason_fast_votes_and_unforced(verdict_model, tokenizer):
@@ -228,7 +228,7 @@ def test_unsupported_model_falls_back(tokenizer):
     auto = GramJudge(model, tokenizer, mode="direct", cache_size=0)
     plain = GramJudge(model, tokenizer, mode="direct", engine="plain", cache_size=0)
     _assert_same(auto.judge(QUESTIONS, ["a", "b"], ["c", "d"]), plain.judge(QUESTIONS, ["a", "b"], ["c", "d"]))
-    assert auto._fast is not None and auto._fast._supported is False
+    assert auto.backend.name == "prefix" and auto.backend.engine._supported is False
     with pytest.raises(ValueError, match="engine='fast'"):
         GramJudge(model, tokenizer, mode="direct", engine="fast").judge(["q"], ["a"], ["b"])
     with pytest.raises(ValueError, match="engine"):
@@ -239,17 +239,17 @@ def test_generation_config_processors_use_plain_decoding(verdict_model, tokenize
     judge = GramJudge(verdict_model, tokenizer, engine="auto", max_new_tokens=8, cache_size=0)
     verdict_model.generation_config.repetition_penalty = 1.3
     try:
-        assert judge._engine(generate=True) is None and judge._engine() is not None
+        assert not judge.backend.supports(generate=True) and judge.backend.supports()
     finally:
         verdict_model.generation_config.repetition_penalty = 1.0
-    assert judge._engine(generate=True) is not None
+    assert judge.backend.supports(generate=True)
 
 
 def test_out_of_memory_splits_batches(sharp_model, tokenizer, monkeypatch):
     judge = GramJudge(sharp_model, tokenizer, mode="direct", engine="fast", cache_size=0)
     plain = GramJudge(sharp_model, tokenizer, mode="direct", engine="plain", cache_size=0)
     q, a, b = grpo_pairs()
-    engine = judge._engine()
+    engine = judge.backend.engine
     real = engine._forward
 
     def flaky(rows, *args, **kwargs):

@@ -1,6 +1,6 @@
-"""The vLLM backend: request building and result parsing without vLLM, and the whole adapter against a stand-in for
-``vllm.LLM`` that runs a real tiny transformers model (same results as the transformers engine). A real vLLM run is
-skipped cleanly when vLLM (or a GPU) is absent."""
+"""The vLLM backend without vLLM: request building and result parsing, and the whole backend against a stand-in for
+``vllm.LLM`` that runs a real tiny transformers model (same results as the transformers backend). The same backend
+against real vLLM is in ``test_vllm_real.py`` (marker ``vllm``)."""
 
 import importlib.util
 import math
@@ -9,10 +9,12 @@ from types import SimpleNamespace
 import pytest
 import speed_utils
 import torch
+from fake_vllm import FakeLLM, FakeParams
 from tiny_models import tiny_llama
 
-from trl_gram.backends import vllm_backend as vb
-from trl_gram.judge import GramJudge
+from trl_gram.judge import GramJudge, load_judge
+from trl_gram.judge.backends import GenerationSettings, JudgeBackend
+from trl_gram.judge.backends import vllm as vb
 
 QUESTIONS = speed_utils.QUESTIONS
 FIRST = [g[0] for g in speed_utils.RESPONSES]
@@ -20,82 +22,22 @@ SECOND = [g[1] for g in speed_utils.RESPONSES]
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
 
-class FakeParams(SimpleNamespace):
-    """Stands in for ``vllm.SamplingParams`` (keyword arguments kept as attributes)."""
-
-
-class FakeLLM:
-    """Implements the part of ``vllm.LLM.generate`` the adapter uses, with a transformers model."""
-
-    def __init__(self, model, tokenizer):
-        self.model, self.tokenizer = model, tokenizer
-        self.requests = []
-
-    def get_tokenizer(self):
-        return self.tokenizer
-
-    @torch.no_grad()
-    def generate(self, prompts, params, use_tqdm=True):
-        return [self._one(p["prompt_token_ids"], sp) for p, sp in zip(prompts, params)]
-
-    def _one(self, ids, sp):
-        self.requests.append((list(ids), sp))
-        prompt_logprobs = None
-        if getattr(sp, "prompt_logprobs", None) is not None:
-            logp = torch.log_softmax(self.model(torch.tensor([ids])).logits[0].float(), -1)
-            prompt_logprobs = [None] + [
-                {ids[k]: SimpleNamespace(logprob=float(logp[k - 1, ids[k]]))} for k in range(1, len(ids))
-            ]
-        gen, steps, finish, text = [], [], "length", ""
-        rng = torch.Generator().manual_seed(getattr(sp, "seed", None) or 0)
-        for _ in range(sp.max_tokens):
-            logits = self.model(torch.tensor([ids + gen])).logits[0, -1].float()
-            logp = torch.log_softmax(logits, -1)
-            if sp.temperature == 0:
-                token = int(logits.argmax())
-            else:
-                token = int(torch.multinomial(torch.softmax(logits / sp.temperature, -1), 1, generator=rng))
-            gen.append(token)
-            if getattr(sp, "logprobs", None):
-                top = torch.topk(logp, sp.logprobs).indices.tolist()
-                steps.append({t: SimpleNamespace(logprob=float(logp[t])) for t in top + [token]})
-            text = self.tokenizer.decode(gen, skip_special_tokens=True)
-            stops = [s for s in getattr(sp, "stop", None) or [] if s in text]
-            if stops:
-                cut = text.index(stops[0]) + (len(stops[0]) if sp.include_stop_str_in_output else 0)
-                text, finish = text[:cut], "stop"
-                break
-            if token == self.tokenizer.eos_token_id:
-                finish = "stop"
-                break
-        out = SimpleNamespace(text=text, token_ids=gen, finish_reason=finish, logprobs=steps or None)
-        return SimpleNamespace(outputs=[out], prompt_logprobs=prompt_logprobs)
-
-
 def test_request_builders_and_parsers():
-    r = vb.rationale_request(
-        [1, 2], answer_open="<answer>", max_new_tokens=9, sample=False, temperature=0.7, top_p=0.9, seed=3
-    )
+    greedy = GenerationSettings(max_new_tokens=9)
+    r = vb.rationale_request([1, 2], answer_open="<answer>", settings=greedy, seed=3)
     assert r.prompt_token_ids == [1, 2] and r.params["stop"] == ["<answer>"] and r.params["temperature"] == 0.0
-    assert r.params["include_stop_str_in_output"] and "seed" not in r.params
-    r = vb.rationale_request([1], answer_open="<a>", max_new_tokens=9, sample=True, temperature=0.7, top_p=0.9, seed=3)
+    assert r.params["include_stop_str_in_output"] and "seed" not in r.params and r.params["max_tokens"] == 9
+    sampled = GenerationSettings(max_new_tokens=9, sample=True, temperature=0.7, top_p=0.9)
+    r = vb.rationale_request([1], answer_open="<a>", settings=sampled, seed=3)
     assert r.params["temperature"] == 0.7 and r.params["top_p"] == 0.9 and r.params["seed"] == 3
-    assert vb.slot_request([5]).params == dict(max_tokens=1, temperature=0.0, logprobs=20, detokenize=True)
-    lr = vb.label_request([5, 6], 9)
-    assert lr.prompt_token_ids == [5, 6, 9] and lr.params["prompt_logprobs"] == 0
-    out = SimpleNamespace(
-        outputs=[
-            SimpleNamespace(
-                text="x",
-                token_ids=[7],
-                finish_reason="stop",
-                logprobs=[{7: SimpleNamespace(logprob=-0.1), 8: SimpleNamespace(logprob=-2.5)}],
-            )
-        ],
-        prompt_logprobs=[None, {9: SimpleNamespace(logprob=-1.25)}],
-    )
-    assert vb.label_logprobs(out, [8, 7, 3]) == [-2.5, -0.1, None]
-    assert vb.prompt_label_logprob(out, 9) == -1.25
+    assert vb.slot_request([5], [8, 7]).params == dict(max_tokens=1, temperature=0.0, logprob_token_ids=[8, 7])
+    ahead = vb.lookahead_request([5, 6], [8, 7], settings=greedy, seed=0, max_tokens=4)
+    assert ahead.prompt_token_ids == [5, 6] and ahead.params["logprob_token_ids"] == [8, 7]
+    step = {7: SimpleNamespace(logprob=-0.1), 8: SimpleNamespace(logprob=-2.5)}
+    assert vb.label_logprobs(step, [8, 7]).tolist() == pytest.approx([-2.5, -0.1])
+    with pytest.raises(RuntimeError, match=r"label token\(s\) \[3\]"):
+        vb.label_logprobs(step, [8, 3])
+    out = SimpleNamespace(outputs=[SimpleNamespace(text="x", token_ids=[7], finish_reason="stop", logprobs=[step])])
     assert vb.generated(out) == ("x", [7], "stop")
 
 
@@ -107,27 +49,23 @@ def sharp_model(tokenizer):
     return model
 
 
-def test_direct_mode_matches_transformers_engine(sharp_model, tokenizer):
+def _vllm_judge(llm, seeded_requests=True, **kw):
+    backend = vb.VLLMBackend(llm, sampling_params_cls=FakeParams, seeded_requests=seeded_requests)
+    return GramJudge(backend=backend, engine="vllm", **kw)
+
+
+def test_direct_mode_matches_transformers_backend(sharp_model, tokenizer):
     llm = FakeLLM(sharp_model, tokenizer)
-    judge = vb.VLLMGramJudge(llm, mode="direct", sampling_params_cls=FakeParams, cache_size=0)
+    judge = _vllm_judge(llm, mode="direct", cache_size=0)
+    assert judge.backend.name == "vllm" and isinstance(judge.backend, JudgeBackend)
     plain = GramJudge(sharp_model, tokenizer, mode="direct", engine="plain", cache_size=0)
     got, ref = judge.judge(QUESTIONS, FIRST, SECOND), plain.judge(QUESTIONS, FIRST, SECOND)
     for g, r in zip(got, ref):
         assert g.prob == pytest.approx(r.prob, abs=1e-4) and g.label == r.label
         assert [x.prob_first for x in g.runs] == pytest.approx([x.prob_first for x in r.runs], abs=1e-4)
-    # With a top-1 cut-off most label tokens are missing there and are read exactly with prompt-logprob requests.
-    exact = vb.VLLMGramJudge(llm, mode="direct", sampling_params_cls=FakeParams, cache_size=0)
-    llm.requests.clear()
-    original = vb.TOP_LOGPROBS
-    try:
-        vb.TOP_LOGPROBS = 1
-        vb.slot_request.__defaults__ = (1,)
-        got = exact.judge(QUESTIONS, FIRST, SECOND)
-    finally:
-        vb.TOP_LOGPROBS = original
-        vb.slot_request.__defaults__ = (original,)
-    assert any(getattr(sp, "prompt_logprobs", None) == 0 for _, sp in llm.requests)
-    assert [g.prob for g in got] == pytest.approx([r.prob for r in ref], abs=1e-4)
+    # One request per prompt, never a prompt-logprob request (those skip vLLM's prefix cache).
+    assert len(llm.requests) == 2 * len(QUESTIONS)
+    assert all(getattr(sp, "prompt_logprobs", None) is None for _, sp in llm.requests)
 
 
 @pytest.fixture(scope="module")
@@ -135,46 +73,76 @@ def verdict_model(tokenizer):
     return speed_utils.verdict_model(tokenizer)
 
 
-def test_reason_mode_matches_transformers_engine(verdict_model, tokenizer):
+def test_reason_mode_matches_transformers_backend(verdict_model, tokenizer):
     llm = FakeLLM(verdict_model, tokenizer)
-    judge = vb.VLLMGramJudge(llm, sampling_params_cls=FakeParams, max_new_tokens=40, cache_size=0)
+    judge = _vllm_judge(llm, max_new_tokens=40, cache_size=0)
     plain = GramJudge(verdict_model, tokenizer, engine="plain", max_new_tokens=40, cache_size=0)
     got, ref = judge.judge(QUESTIONS, FIRST, SECOND), plain.judge(QUESTIONS, FIRST, SECOND)
     for g, r in zip(got, ref):
         for x, y in zip(g.runs, r.runs):
             assert x.text == y.text and x.label == y.label == "B" and x.failure is None
             assert x.prob_first == pytest.approx(y.prob_first, abs=1e-4)
-    # Phase 1 stops at the answer tag.
-    phase1 = [sp for _, sp in llm.requests if getattr(sp, "stop", None)]
-    assert phase1 and all(sp.stop == ["<answer>"] and sp.max_tokens == 40 for sp in phase1)
+    # Phase 1 stops at the answer tag; phase 2 continues the very same token ids.
+    phase1 = [(ids, sp) for ids, sp in llm.requests if getattr(sp, "stop", None)]
+    assert phase1 and all(sp.stop == ["<answer>"] and sp.max_tokens == 40 for _, sp in phase1)
+    phase2 = [ids for ids, sp in llm.requests if getattr(sp, "logprob_token_ids", None) and sp.max_tokens > 1]
+    assert len(phase2) == len(phase1)
+    assert all(any(ids[: len(p)] == p for p, _ in phase1) for ids in phase2)
 
 
 def test_reason_mode_forced_and_votes(tokenizer):
     raw = tiny_llama(tokenizer, seed=5)
     llm = FakeLLM(raw, tokenizer)
-    judge = vb.VLLMGramJudge(llm, sampling_params_cls=FakeParams, max_new_tokens=6, cache_size=0)
+    judge = _vllm_judge(llm, max_new_tokens=6, cache_size=0)
     plain = GramJudge(raw, tokenizer, engine="plain", max_new_tokens=6, cache_size=0)
     got, ref = judge.judge(QUESTIONS[:1], FIRST[:1], SECOND[:1]), plain.judge(QUESTIONS[:1], FIRST[:1], SECOND[:1])
     assert got[0].failure is not None and not math.isnan(got[0].prob)
     assert got[0].prob == pytest.approx(ref[0].prob, abs=1e-4)  # the same forced read
-    unforced = vb.VLLMGramJudge(llm, sampling_params_cls=FakeParams, max_new_tokens=6, force_answer=False)
+    unforced = _vllm_judge(llm, max_new_tokens=6, force_answer=False)
     assert math.isnan(unforced.judge(QUESTIONS[:1], FIRST[:1], SECOND[:1], swap="none")[0].prob)
+    llm.requests.clear()
     voted = judge.judge(QUESTIONS[:1], FIRST[:1], SECOND[:1], votes=3, seed=2)
     assert len(voted[0].runs) == 6
     seeds = [sp.seed for _, sp in llm.requests if getattr(sp, "stop", None) and sp.temperature > 0]
     assert len(set(seeds)) == 6  # one seeded request per vote and order
+    # Unseeded requests (the CPU default: vLLM 0.32 cannot offset a CPU generator under chunked prefill).
+    llm.requests.clear()
+    _vllm_judge(llm, seeded_requests=False, max_new_tokens=6).judge(QUESTIONS[:1], FIRST[:1], SECOND[:1], votes=2)
+    sampled = [sp for _, sp in llm.requests if getattr(sp, "temperature", 0) > 0]
+    assert sampled and all(not hasattr(sp, "seed") for sp in sampled)
 
 
-def test_from_pretrained_without_vllm_is_a_clear_error():
+def test_sequence_logprobs_match_a_forward(sharp_model, tokenizer):
+    backend = vb.VLLMBackend(FakeLLM(sharp_model, tokenizer), sampling_params_cls=FakeParams)
+    prompts, completions = [[5, 6, 7], [9, 10]], [[11, 12], [13]]
+    got = backend.sequence_logprobs(prompts, completions)
+    for p, c, value in zip(prompts, completions, got):
+        with torch.no_grad():
+            logp = torch.log_softmax(sharp_model(torch.tensor([p + c])).logits[0].float(), -1)
+        assert value == pytest.approx(sum(float(logp[len(p) + i - 1, t]) for i, t in enumerate(c)), abs=1e-4)
+
+
+def test_release_and_load_errors(sharp_model, tokenizer):
+    backend = vb.VLLMBackend(FakeLLM(sharp_model, tokenizer), sampling_params_cls=FakeParams)
+    backend.release()
+    with pytest.raises(RuntimeError, match="released"):
+        backend.slot_logits([[1, 2]], [3])
     if HAS_VLLM:
         pytest.skip("vLLM is installed")
     with pytest.raises(ImportError, match=r"trl-gram\[vllm\]"):
-        vb.VLLMGramJudge.from_pretrained("some/model")
+        GramJudge.from_vllm("some/model")
+    with pytest.raises(ValueError, match="adapter"):
+        load_judge("some/model", backend="vllm", adapter="x")
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not (HAS_VLLM and torch.cuda.is_available()), reason="needs vLLM and a GPU")
-def test_real_vllm_on_the_default_model():  # pragma: no cover  (runs where vLLM and a GPU exist)
-    judge = vb.VLLMGramJudge.from_pretrained(None, mode="direct", gpu_memory_utilization=0.3)
-    out = judge.judge(QUESTIONS, FIRST, SECOND)
-    assert all(0.0 <= jd.prob <= 1.0 for jd in out)
+def test_auto_backend_rule(monkeypatch):
+    from trl_gram.judge import loading
+
+    monkeypatch.setattr(loading, "vllm_available", lambda: True)
+    assert loading.resolve_backend("auto", "reason") == "vllm"
+    assert loading.resolve_backend("auto", "direct") == "transformers"  # the prefix engine measured faster there
+    monkeypatch.setattr(loading, "vllm_available", lambda: False)
+    assert loading.resolve_backend("auto", "reason") == "transformers"
+    assert loading.resolve_backend("vllm", "direct") == "vllm"
+    with pytest.raises(ValueError, match="backend"):
+        loading.resolve_backend("tensorrt")

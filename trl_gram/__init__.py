@@ -18,6 +18,7 @@ _EXPORTS = {
     "parse_verdict": "parsing",
     "format_verdict": "parsing",
     "GramJudge": "judge",
+    "load_judge": "judge",
     "GramJudgeConfig": "judge",
     "PairJudgment": "judge",
     "GenerativeRewardFunction": "reward",

@@ -51,8 +51,9 @@ class GenerativeRewardFunction:
             (TRL then ignores it for this reward), a float, ``"prob"`` (use the probability read at the forced answer
             slot anyway) or ``"retry"`` (judge again with ``retry_votes`` sampled rationales, then ``None``).
         retry_votes: Sampled rationales per order when retrying.
-        judge_kwargs: Keyword arguments for :meth:`GramJudge.from_pretrained` when ``judge`` is a path or ``None``
-            (e.g. ``{"mode": "direct", "load_in_4bit": True}``).
+        judge_kwargs: Keyword arguments for [`~trl_gram.judge.load_judge`] when ``judge`` is a path or ``None``
+            (e.g. ``{"mode": "direct", "load_in_4bit": True}``; ``{"backend": "vllm", "tensor_parallel_size": 2}``
+            judges on ``vllm.LLM``).
         mode, swap, votes: Per-call overrides of the judge's configuration.
         gather_groups: Under several processes a group can be split across ranks: gather the whole batch so groups
             are complete (``True``), or raise (``False``). Never judges a partial group.
@@ -108,7 +109,9 @@ class GenerativeRewardFunction:
     def judge(self) -> GramJudge:
         """The judge, loaded on first use."""
         if self._judge is None:
-            self._judge = GramJudge.from_pretrained(self._judge_spec, **self.judge_kwargs)
+            from .judge import load_judge
+
+            self._judge = load_judge(self._judge_spec, **self.judge_kwargs)
         return self._judge
 
     def __getstate__(self):

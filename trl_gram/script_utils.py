@@ -69,6 +69,11 @@ class JudgeArguments:
         default=None, metadata={"help": "Device of the judge (e.g. 'cuda:1'). Default: this process's device."}
     )
     judge_dtype: str = field(default="auto", metadata={"help": "Judge dtype: 'auto', 'bfloat16', 'float32', ..."})
+    judge_backend: str = field(
+        default="transformers",
+        metadata={"help": "Judge engine ('vllm': vllm.LLM).", "choices": ["auto", "transformers", "vllm"]},
+    )
+    judge_tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs one vLLM judge is split over."})
     reward_output: str = field(
         default="centered",
         metadata={
@@ -122,17 +127,23 @@ def load_prompt_dataset(args: PromptArguments, tokenizer=None) -> Dataset:
 
 
 def load_judge(args: JudgeArguments, device=None, **config_fields):
-    """A `GramJudge` from the judge arguments (`device` defaults to this process's device)."""
+    """A `GramJudge` from the judge arguments (`device` defaults to this process's device; `judge_backend="vllm"`
+    loads it into `vllm.LLM`)."""
     from accelerate import PartialState
 
-    from trl_gram.judge import GramJudge
+    from trl_gram.judge import load_judge as load
 
-    return GramJudge.from_pretrained(
+    if args.judge_backend == "vllm":
+        placement = dict(tensor_parallel_size=args.judge_tensor_parallel_size)
+    else:
+        placement = dict(device=args.judge_device or device or PartialState().device)
+    return load(
         args.judge_model_name_or_path,
+        backend=args.judge_backend,
         adapter=args.judge_adapter,
         load_in_4bit=args.judge_load_in_4bit,
         dtype=args.judge_dtype,
-        device=args.judge_device or device or PartialState().device,
+        **placement,
         mode=args.judge_mode,
         swap=args.judge_swap,
         votes=args.judge_votes,

@@ -96,6 +96,15 @@ class EvalArguments:
         default=None, metadata={"help": "Write the report of every file to this JSON file."}
     )
     plot: str | None = field(default=None, metadata={"help": "Write a PNG of accuracy per subset / difficulty here."})
+    backend: str = field(
+        default="transformers",
+        metadata={
+            "help": "Judge engine: transformers, vllm (`vllm.LLM`; install vLLM first), or auto (vLLM for reason "
+            "mode when installed).",
+            "choices": ["auto", "transformers", "vllm"],
+        },
+    )
+    tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs one vLLM engine is split over."})
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -185,10 +194,13 @@ def run_eval(args) -> int:
             )
         return 1
 
-    from ..judge import GramJudge
+    from ..judge import load_judge
 
-    judge = GramJudge.from_pretrained(
+    vllm_only = dict(tensor_parallel_size=a.tensor_parallel_size) if a.backend != "transformers" else {}
+    judge = load_judge(
         a.judge_model,
+        backend=a.backend,
+        **vllm_only,
         adapter=a.adapter,
         load_in_4bit=a.load_in_4bit,
         preset=None if a.preset == "none" else a.preset,

@@ -45,9 +45,9 @@ def judge_factory(args: ServeJudgeArguments):
 
     def load():
         if args.backend == "vllm":
-            from ..backends.vllm_backend import VLLMGramJudge
+            from ..judge import GramJudge
 
-            return VLLMGramJudge.from_pretrained(
+            return GramJudge.from_vllm(
                 args.model,
                 tensor_parallel_size=args.tensor_parallel_size,
                 gpu_memory_utilization=args.gpu_memory_utilization,

@@ -154,4 +154,6 @@ class ServeJudgeArguments:
     device: str | None = field(default=None, metadata={"help": "Device."})
     load_in_4bit: bool = field(default=False, metadata={"help": "Load in 4 bits."})
     tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM backend only."})
-    gpu_memory_utilization: float = field(default=0.85, metadata={"help": "vLLM backend only."})
+    gpu_memory_utilization: float | None = field(
+        default=None, metadata={"help": "vLLM backend only (None: its default; on CPU a fixed KV cache)."}
+    )

@@ -130,6 +130,7 @@ class PreferenceProver:
         config: ProverConfig | None = None,
         prompt: str = PROVER_PROMPT,
         label_words: tuple[str, str] = ("A", "B"),
+        backend=None,
     ):
         for slot in ("{question}", "{first}", "{second}", "{label}"):
             if slot not in prompt:
@@ -140,6 +141,21 @@ class PreferenceProver:
         self.prompt = prompt
         self.label_words = tuple(label_words)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.backend = backend  # a [`~trl_gram.judge.backends.vllm.VLLMBackend`] that samples and scores, or None
+
+    @classmethod
+    def from_vllm(cls, path: str, config: ProverConfig | None = None, *, vllm_kwargs: dict | None = None, **kwargs):
+        """A prover sampling and scoring on `vllm.LLM` ([`~trl_gram.judge.backends.vllm.VLLMBackend.load`], whose
+        keyword arguments `vllm_kwargs` holds, e.g. `tensor_parallel_size`); `model` is then `None`."""
+        from ..judge.backends.vllm import VLLMBackend
+
+        backend = VLLMBackend.load(path, **(vllm_kwargs or {}))
+        return cls(None, backend.tokenizer, config=config, backend=backend, **kwargs)
+
+    def release(self) -> None:
+        """Free the vLLM engine (before a training stage needs the memory)."""
+        if self.backend is not None:
+            self.backend.release()
 
     @classmethod
     def from_pretrained(cls, path: str, config: ProverConfig | None = None, device=None, dtype="auto", **kwargs):
@@ -284,6 +300,15 @@ class PreferenceProver:
         proof ended (EOS) within ``max_new_tokens``."""
         k = k or self.config.num_samples
         cfg = self.config
+        if self.backend is not None:
+            return self.backend.sample(
+                prompts,
+                k,
+                max_new_tokens=cfg.max_new_tokens,
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+                seed=cfg.seed,
+            )
         out: list[list[tuple[str, bool]]] = [[] for _ in prompts]
         batches = token_budget_batches(
             [len(p) for p in prompts], max(cfg.token_budget // k, 1), extra=cfg.max_new_tokens
@@ -315,6 +340,8 @@ class PreferenceProver:
     def sequence_logprobs(self, contexts: Sequence[list[int]], continuations: Sequence[list[int]]) -> list[float]:
         """``log π(continuation | context)`` summed over the continuation tokens, for each pair (batched; only the
         continuation positions' logits are computed)."""
+        if self.backend is not None:
+            return self.backend.sequence_logprobs(contexts, continuations)
         seqs = [list(c) + list(z) for c, z in zip(contexts, continuations)]
         out = [0.0] * len(seqs)
         batches = token_budget_batches([len(s) for s in seqs], self.config.token_budget)

@@ -131,6 +131,16 @@ class GramSelfTrainer:
         self.judge_model = None
         self.judge_model_path: str | None = None  # the checkpoint `judge_model` was loaded from or saved to
         self.history: list[dict] = []
+        self._vllm = None
+        if self.sargs.judge_backend == "vllm":
+            from .vllm_engines import VLLMEngines
+
+            self._vllm = VLLMEngines(
+                self.sargs.vllm_tensor_parallel_size,
+                self.sargs.vllm_gpu_memory_utilization,
+                dtype=(self.args.model_init_kwargs or {}).get("dtype", "auto"),
+                load_base=self.models.fresh,
+            )
 
     # -----------------------------------------------------------------------------------------------------------------
     # Models
@@ -149,13 +159,34 @@ class GramSelfTrainer:
         )
         fields.update(self.args.judge_kwargs or {})
         fields.update(overrides)
+        if self._vllm is not None:
+            return self._vllm.judge(self._model_path(model), GramJudgeConfig(**fields))
         return GramJudge(self.models.on_device(model), self.tokenizer, config=GramJudgeConfig(**fields))
 
-    def _get_prover(self) -> PreferenceProver:
-        if self.prover is None:
-            path = self.folder.stage("prover") / "model" if self.folder.is_done("prover") else None
-            source = path or (Path(self.sargs.prover_model) if self.sargs.prover_model else None)
-            model = self.models.load(source) if source is not None else self.models.fresh()
+    def _prover_source(self) -> Path | None:
+        path = self.folder.stage("prover") / "model" if self.folder.is_done("prover") else None
+        return path or (Path(self.sargs.prover_model) if self.sargs.prover_model else None)
+
+    def _generating_prover(self) -> PreferenceProver:
+        """The prover that writes proofs: with `judge_backend="vllm"`, its checkpoint on a vLLM engine."""
+        if self._vllm is None or self._user_prover:
+            return self._get_prover()
+        source = self._prover_source() or self._model_path(None)
+        return self._vllm.prover(source, self._get_prover(config_only=True), self.label_words)
+
+    def _model_path(self, model) -> str:
+        """The checkpoint folder a vLLM engine loads for `model` (a stage's checkpoint, else the base)."""
+        path = self.models.path_of(model) if model is not None else None
+        if path is None and model is not None and model is self.judge_model:
+            path = self.judge_model_path
+        path = path or (self.base if isinstance(self.base, str) else None)
+        if path is None:
+            raise ValueError("`judge_backend='vllm'` needs the base model as a path (vLLM loads checkpoints).")
+        return str(path)
+
+    def _get_prover(self, config_only: bool = False) -> PreferenceProver:
+        if self.prover is None or config_only:
+            source = self._prover_source()
             cfg = ProverConfig(
                 num_samples=self.sargs.proof_samples,
                 temperature=self.sargs.proof_temperature,
@@ -167,6 +198,9 @@ class GramSelfTrainer:
                     max_rationale_tokens=self.sargs.max_rationale_tokens, check_support=self.sargs.check_support
                 ),
             )
+            if config_only:
+                return cfg
+            model = self.models.load(source) if source is not None else self.models.fresh()
             self.prover = PreferenceProver(
                 self.models.on_device(model), self.tokenizer, cfg, label_words=self.label_words
             )
@@ -225,7 +259,7 @@ class GramSelfTrainer:
             info = {"source": "dataset", "skipped": dict(skipped)}
         elif self.sargs.bootstrap_seed_rationales:
             pairs, _ = validate_pairs(self.seed_data, label_words=self.label_words, on_invalid="skip", name="seed")
-            rows, dropped = self._prove(pairs, self._get_prover(), seed=self.args.seed)
+            rows, dropped = self._prove(pairs, self._generating_prover(), seed=self.args.seed)
             info = {
                 "source": "bootstrapped: written by the prover (the base model unless prover_model is set), told the label",
                 "dropped": dropped,
@@ -242,6 +276,8 @@ class GramSelfTrainer:
         if self.folder.is_done("prover"):
             return
         d = self.folder.stage("prover")
+        if self._vllm is not None:
+            self._vllm.release()  # training needs the memory
         prover = self._get_prover()
         pargs = copy.deepcopy(self.args)
         pargs.output_dir = str(d / "trainer")
@@ -338,7 +374,7 @@ class GramSelfTrainer:
             if self.args.mode == "direct" or has_rationale:
                 rows = [self._pair_row(*shown, rationale) for shown, rationale in self._shown(pairs)]
                 return rows, {"candidates": len(pairs), "kept": len(rows), **skipped}
-            rows, dropped = self._prove(pairs, self._get_prover(), seed=self.args.seed)
+            rows, dropped = self._prove(pairs, self._generating_prover(), seed=self.args.seed)
             return rows, {"candidates": len(pairs), **dropped, **skipped}
         batch = self._unlabeled_batch(r)
         records = self._pseudo_label(r, batch, d)
@@ -380,7 +416,7 @@ class GramSelfTrainer:
             require_rationale=source == "judge",
         )
         count = lambda t: len(self.tokenizer.encode(t, add_special_tokens=False))  # noqa: E731
-        prove = (lambda *a: self._get_prover().prove(*a)) if source == "prover" else None
+        prove = (lambda *a: self._generating_prover().prove(*a)) if source == "prover" else None
         return select(records, rules, self.label_words, count, source, prove=prove)
 
     # -----------------------------------------------------------------------------------------------------------------
@@ -389,6 +425,8 @@ class GramSelfTrainer:
 
     def _train(self, rows: list[dict], d: Path, init: Path | None):
         """The judge of stage ``d``: its finished checkpoint, or trained now (here or by ``train_command``)."""
+        if self._vllm is not None and not is_trained(d):
+            self._vllm.release()  # training needs the memory; the next generating stage loads the new checkpoint
         if is_trained(d):
             model = self.models.load(d / "checkpoint")
         elif not rows:  # e.g. every proof was cut off: the stage keeps its starting model

@@ -76,6 +76,16 @@ class SelfTrainingConfig:
             itself (pseudo-labelling, proofs) stays in the calling process. Needs the model as a path.
         plot (`bool`, *optional*, defaults to `True`):
             Write `self_training.png` (kept fraction and eval accuracy per round).
+        judge_backend (`str`, *optional*, defaults to `"transformers"`):
+            Engine of the generating stages (evaluation, pseudo-labelling, proof sampling and Eq. 5 scoring,
+            bootstrapped seed rationales): `"transformers"` (the models in memory) or `"vllm"` (each checkpoint is
+            loaded into `vllm.LLM`, released before every training stage and reloaded from the new checkpoint after
+            it; adapters are merged first). Training itself always runs on transformers.
+        vllm_tensor_parallel_size (`int`, *optional*, defaults to `1`):
+            GPUs one vLLM engine is split over (`judge_backend="vllm"`).
+        vllm_gpu_memory_utilization (`float`, *optional*):
+            Share of GPU memory a vLLM engine may take (default: vLLM backend's, see
+            [`~trl_gram.judge.backends.vllm.VLLMBackend.load`]).
     """
 
     rounds: int = field(default=3, metadata={"help": "Self-training rounds after the initial judge."})
@@ -144,6 +154,14 @@ class SelfTrainingConfig:
         metadata={"help": "Run each training as `<command> -m trl_gram.cli train --config <stage>/train.yaml`."},
     )
     plot: bool = field(default=True, metadata={"help": "Write self_training.png."})
+    judge_backend: str = field(
+        default="transformers",
+        metadata={"help": "Engine of the generating stages.", "choices": ["transformers", "vllm"]},
+    )
+    vllm_tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs one vLLM engine is split over."})
+    vllm_gpu_memory_utilization: float | None = field(
+        default=None, metadata={"help": "Share of GPU memory a vLLM engine may take."}
+    )
 
     def __post_init__(self):
         if self.rounds < 0:
@@ -156,6 +174,7 @@ class SelfTrainingConfig:
             ("pseudo_label_swap", ("both", "random", "none")),
             ("rationale_source", ("auto", "prover", "judge")),
             ("retrain_from", ("base", "previous")),
+            ("judge_backend", ("transformers", "vllm")),
         ):
             if getattr(self, name) not in choices:
                 raise ValueError(f"`{name}` must be one of {choices}, got {getattr(self, name)!r}.")

@@ -8,6 +8,7 @@ base). [`train_stage`] trains one stage's judge with [`GramRewardTrainer`] and m
 from __future__ import annotations
 
 import copy
+import weakref
 from pathlib import Path
 
 from datasets import Dataset
@@ -33,6 +34,14 @@ class ModelSource:
 
     def __init__(self, base, args: GramRewardConfig, quantization_config=None):
         self.base, self.args, self.quantization_config = base, args, quantization_config
+        self._paths: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loaded model -> its checkpoint
+
+    def path_of(self, model) -> str | None:
+        """The checkpoint folder ``model`` was loaded from by [`~ModelSource.load`] (``None`` for other models)."""
+        try:
+            return self._paths.get(model)
+        except TypeError:  # not weak-referenceable
+            return None
 
     def fresh(self):
         """A fresh copy of the base model."""
@@ -48,8 +57,11 @@ class ModelSource:
         if (path / "adapter_config.json").is_file():
             from peft import PeftModel
 
-            return PeftModel.from_pretrained(self.fresh(), str(path), is_trainable=trainable)
-        return AutoModelForCausalLM.from_pretrained(str(path), **dict(self.args.model_init_kwargs or {}))
+            model = PeftModel.from_pretrained(self.fresh(), str(path), is_trainable=trainable)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(path), **dict(self.args.model_init_kwargs or {}))
+        self._paths[model] = str(path)
+        return model
 
     def on_device(self, model):
         """``model`` on the run's device (unless it is dispatched or 4-bit), in eval mode."""

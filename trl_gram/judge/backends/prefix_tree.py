@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from .base import common_prefix_length
+
 
 @dataclass(eq=False)
 class Node:
@@ -49,14 +51,6 @@ class Node:
             chain.append(node)
             node = node.parent
         return chain[::-1]
-
-
-def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 class PrefixTree:
@@ -92,7 +86,8 @@ class PrefixTree:
         seqs = self.unique
         # Split points between neighbours in sorted order, capped so that every sequence keeps a token of its own.
         lcps = [0] + [
-            min(_lcp(seqs[a], seqs[b]), len(seqs[a]) - 1, len(seqs[b]) - 1) for a, b in zip(order, order[1:])
+            min(common_prefix_length(seqs[a], seqs[b]), len(seqs[a]) - 1, len(seqs[b]) - 1)
+            for a, b in zip(order, order[1:])
         ]
         if len(order) == 1:
             common = len(seqs[order[0]]) - 1

@@ -1,9 +1,10 @@
-"""The fast path of :class:`~trl_gram.judge.GramJudge`: shared-prefix reuse, in-place KV buffers, a lean decoding loop.
+"""The prefix-sharing engine behind [`~trl_gram.judge.backends.prefix.PrefixBackend`]: shared-prefix reuse, in-place
+KV buffers, a lean decoding loop.
 
 Same results as the plain path (``generate`` / padded forwards) up to float rounding, with less work:
 
-* **Prefix tree** (:mod:`trl_gram.prefix_tree`): the template head common to every prompt is encoded once and
-  attended to by every row without copies (:mod:`trl_gram.fast_attention`); below it, segments shared by several
+* **Prefix tree** (`prefix_tree`): the template head common to every prompt is encoded once and
+  attended to by every row without copies (`prefix_attention`); below it, segments shared by several
   prompts (a GRPO group's question, a response shown first in several pairs) are encoded once, level by level, and
   their keys/values reused by every prompt under them, in both orders. Cost grows with the responses, not with
   G × (template + question).
@@ -25,9 +26,10 @@ from dataclasses import dataclass, field
 import torch
 from transformers.utils import logging
 
-from .fast_attention import STATE_KWARG, KVState, UnsupportedAttention, attention_configs, prefix_attention
-from .generation import AT_SLOT, MERGED, SEARCHING, SlotTracker
+from .base import common_prefix_length, strip_padding
+from .prefix_attention import STATE_KWARG, KVState, UnsupportedAttention, attention_configs, prefix_attention
 from .prefix_tree import PrefixTree
+from .slots import AT_SLOT, MERGED, SEARCHING, SlotTracker
 
 logger = logging.get_logger(__name__)
 
@@ -85,15 +87,7 @@ def _part_len(part) -> int:
     return next(iter(part.values()))[0].shape[1] if part else 0
 
 
-def _lcp(a, b) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
-class FastEngine:
+class PrefixEngine:
     """Shared-prefix judging engine over an (already loaded) causal LM. See the module docstring."""
 
     def __init__(self, model, tokenizer, config, pad_id: int):
@@ -469,7 +463,7 @@ class FastEngine:
                     r.done = True
                 elif s == MERGED or tokens[i] in eos_ids or step == cfg.max_new_tokens - 1:
                     r.done = True
-                    stripped = _strip_padding(r.gen, self.pad_id, eos_ids)
+                    stripped = strip_padding(r.gen, self.pad_id, eos_ids)
                     self._prepare_forced(r, state, i, step, forced_tokens(stripped))
                     r.gen = stripped
             live = [i for i, r in enumerate(rows) if not r.done]
@@ -501,17 +495,7 @@ class FastEngine:
         tokens after that."""
         if tokens is None:
             return
-        k = min(_lcp(r.gen[:step], tokens), len(tokens) - 1)
+        k = min(common_prefix_length(r.gen[:step], tokens), len(tokens) - 1)
         last = int(r.keep[-1])
         positions = torch.cat([r.keep, torch.arange(last + 1, last + 1 + k, device=r.keep.device)])
         r.forced = ([self._segment_kv(state, i, positions)], tokens[k:], r.base + k)
-
-
-def _strip_padding(ids: list[int], pad_id: int, eos_ids) -> list[int]:
-    """Like the plain path: drop trailing padding and one trailing EOS."""
-    end = len(ids)
-    while end > 0 and ids[end - 1] == pad_id:
-        end -= 1
-    if end > 0 and ids[end - 1] in eos_ids:
-        end -= 1
-    return ids[:end]

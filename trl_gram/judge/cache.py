@@ -10,8 +10,8 @@ from collections import OrderedDict
 class RunCache:
     """LRU cache of judge runs keyed by a digest of the exact prompt tokens and the settings that shape a run.
 
-    Cleared whenever the model's weights may have changed (any in-place update of a parameter bumps its version
-    counter, as optimizer steps and ``load_state_dict`` do) or the active adapter changes.
+    Cleared whenever the backend's weights may have changed (see
+    [`~trl_gram.judge.backends.base.weights_fingerprint`]).
     """
 
     def __init__(self, size: int):
@@ -20,9 +20,8 @@ class RunCache:
         self._fingerprint = None
         self.hits = self.misses = 0
 
-    def check_model(self, model) -> None:
-        parameters = model.parameters() if callable(getattr(model, "parameters", None)) else ()
-        fingerprint = (id(model), sum(p._version for p in parameters), str(getattr(model, "active_adapter", None)))
+    def check(self, fingerprint) -> None:
+        """Clear the cache when the backend's weights fingerprint changed since the last call."""
         if fingerprint != self._fingerprint:
             self._data.clear()
             self._fingerprint = fingerprint
