@@ -114,7 +114,10 @@ def test_self_training_generates_on_vllm(engines, tmp_path):
     # The same figures as the transformers models (greedy evaluation of the same checkpoints).
     trainer._vllm.release()
     trainer._vllm = None
-    for stage, model in (("base", trainer._fresh_base()), ("final", trainer._load(out / "final" / "checkpoint"))):
+    for stage, model in (
+        ("base", trainer.models.fresh()),
+        ("final", trainer.models.load(out / "final" / "checkpoint")),
+    ):
         ref = trainer._evaluate(model)
         got = history[0]["eval"] if stage == "base" else history[-1]["eval"]
         assert got["accuracy"] == pytest.approx(ref["accuracy"])

@@ -176,9 +176,9 @@ class GramSelfTrainer:
 
     def _model_path(self, model) -> str:
         """The checkpoint folder a vLLM engine loads for `model` (a stage's checkpoint, else the base)."""
-        path = self.models.path_of(model) if model is not None else None
-        if path is None and model is not None and model is self.judge_model:
-            path = self.judge_model_path
+        path = None
+        if model is not None:  # the stage's judge (trained in place, so its own path first), else a loaded checkpoint
+            path = self.judge_model_path if model is self.judge_model else self.models.path_of(model)
         path = path or (self.base if isinstance(self.base, str) else None)
         if path is None:
             raise ValueError("`judge_backend='vllm'` needs the base model as a path (vLLM loads checkpoints).")
