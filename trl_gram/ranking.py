@@ -1,10 +1,10 @@
-"""Best-of-n and full ranking of candidate responses with a pairwise :class:`~trl_gram.judge.GramJudge`.
+"""Best-of-n and full ranking of candidate responses with a pairwise [`~trl_gram.judge.GramJudge`].
 
-* :func:`knockout`: a single-elimination tournament; each round is one batched judge call (over all questions
+* [`knockout`]: a single-elimination tournament; each round is one batched judge call (over all questions
   at once), n − 1 comparisons in ⌈log2 n⌉ rounds.
-* :func:`linear_search`: the champion so far meets each next candidate, n − 1 sequential comparisons (the GRAM
+* [`linear_search`]: the champion so far meets each next candidate, n − 1 sequential comparisons (the GRAM
   authors' best-of-n procedure; useful when candidates arrive one by one).
-* :func:`rank_all`: every pair, one batched call, candidates ordered by mean win probability (n(n−1)/2 comparisons).
+* [`rank_all`]: every pair, one batched call, candidates ordered by mean win probability (n(n−1)/2 comparisons).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ class RankResult:
 
     Attributes:
         winner: Index of the best candidate.
-        order: Candidate indices from best to worst (for :func:`rank_all`; only the winner first otherwise).
+        order: Candidate indices from best to worst (for [`rank_all`]; only the winner first otherwise).
         scores: Per-candidate mean win probability over the comparisons it took part in.
         comparisons: ``(i, j, P(i beats j))`` for every comparison made.
     """

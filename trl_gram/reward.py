@@ -41,7 +41,7 @@ class GenerativeRewardFunction:
     """A GRAM judge as a TRL reward function.
 
     Args:
-        judge: A :class:`~trl_gram.judge.GramJudge`, a model path or Hub id (loaded on first call), or ``None`` for
+        judge: A [`~trl_gram.judge.GramJudge`], a model path or Hub id (loaded on first call), or ``None`` for
             the embedded default model (loaded on first call).
         reference: How completions are compared (see the module docstring): ``None`` (use ``references`` passed by
             the trainer, else ``reference_column``), ``"group"``, ``"pivot"``, ``"pairs"``.
@@ -294,7 +294,7 @@ class GenerativeRewardFunction:
 
 
 class AsyncGenerativeRewardFunction(GenerativeRewardFunction):
-    """:class:`GenerativeRewardFunction` with ``async def __call__``: TRL runs it concurrently with other async
+    """[`GenerativeRewardFunction`] with ``async def __call__``: TRL runs it concurrently with other async
     rewards; judging happens in a worker thread so the event loop stays free."""
 
     async def __call__(

@@ -143,7 +143,7 @@ TEMPLATES: dict[str, JudgeTemplate] = {
 
 
 def get_template(template: str | JudgeTemplate | None, mode: str = "reason") -> JudgeTemplate:
-    """Resolve a template argument: a :class:`JudgeTemplate`, a registered name (``"gram-r2"``, ``"gram-v1"``,
+    """Resolve a template argument: a [`JudgeTemplate`], a registered name (``"gram-r2"``, ``"gram-v1"``,
     ``"gram-r2-direct"``), or ``None`` for the default of ``mode`` (GRAM-R² for ``reason``, GRAM v1 for ``direct``)."""
     if template is None:
         if mode not in ("reason", "direct"):

@@ -33,12 +33,12 @@ ENGINES = ("auto", "fast", "plain", "vllm")
 
 @dataclass
 class GramJudgeConfig:
-    """How a :class:`GramJudge` judges.
+    """How a [`GramJudge`] judges.
 
     Args:
         mode: ``"reason"`` generates a rationale and reads the label at the answer slot (GRAM-R²); ``"direct"`` reads
             the label from one forward pass, no generation (GRAM v1).
-        template: A :class:`~trl_gram.templates.JudgeTemplate`, a registered name, or ``None`` for the mode's
+        template: A [`~trl_gram.templates.JudgeTemplate`], a registered name, or ``None`` for the mode's
             default (``"gram-r2"`` for reason, ``"gram-v1"`` for direct).
         swap: ``"both"`` judges each pair in both orders (in the same batch) and averages; ``"random"`` one order
             per pair, drawn with ``seed``; ``"none"`` the given order only.

@@ -80,7 +80,7 @@ class PairJudgment:
 
 
 def combine_runs(runs: list[JudgeRun], label_words: tuple[str, str]) -> PairJudgment:
-    """Average the runs of one pair into a :class:`PairJudgment`."""
+    """Average the runs of one pair into a [`PairJudgment`]."""
     probs = [r.prob_response_1 for r in runs if not math.isnan(r.prob_first)]
     prob = sum(probs) / len(probs) if probs else math.nan
     winners = [r.winner for r in runs if r.winner is not None]

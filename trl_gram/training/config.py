@@ -1,4 +1,4 @@
-"""Configuration of :class:`~trl_gram.training.trainer.GramRewardTrainer`."""
+"""Configuration of [`~trl_gram.training.trainer.GramRewardTrainer`]."""
 
 from __future__ import annotations
 
@@ -205,7 +205,7 @@ _PLACEHOLDERS = {
 
 
 def resolve_template(template: str | JudgeTemplate | None, mode: str) -> JudgeTemplate | None:
-    """The judge template for ``mode``: a :class:`JudgeTemplate`, a registered name, a prompt file path, or ``None``
+    """The judge template for ``mode``: a [`JudgeTemplate`], a registered name, a prompt file path, or ``None``
     for the mode's default. ``None`` in ``pretrain`` mode (which uses no judge template)."""
     if mode == "pretrain":
         return (

@@ -2,17 +2,17 @@
 
 Three steps, each usable alone:
 
-1. :func:`validate_pairs` reads rows in one of the accepted layouts and returns canonical pairs
+1. [`validate_pairs`] reads rows in one of the accepted layouts and returns canonical pairs
    (``question``, ``first``, ``second``, ``label`` = index of the better one, ``rationale``), raising a ``ValueError``
    that names the row, or skipping and counting bad rows.
-2. :func:`render_pairs` decides the order each pair is shown in (seeded and exactly balanced, both orders, or as
+2. [`render_pairs`] decides the order each pair is shown in (seeded and exactly balanced, both orders, or as
    given) and rewrites rationales for swapped pairs.
-3. :class:`JudgeExampleBuilder` tokenizes one shown pair into ``input_ids``/``labels`` exactly as the judge reads it at
+3. [`JudgeExampleBuilder`] tokenizes one shown pair into ``input_ids``/``labels`` exactly as the judge reads it at
    inference: the prompt is the judge prompt (chat template applied, ``add_generation_prompt=True``); the completion
    is ``format_verdict(rationale, label)`` plus EOS in ``reason`` mode and the label token alone in ``direct`` mode.
    Prompt and completion are tokenized separately and concatenated (so the label token is exactly the one the judge
    reads, e.g. after GRAM v1's trailing ``"#Preferred: "``), and the label slot is marked
-   (:func:`~trl_gram.training.losses.slot_marker`) for the label-smoothing loss.
+   ([`~trl_gram.training.losses.slot_marker`]) for the label-smoothing loss.
 
 Accepted layouts: ``prompt``/``chosen``/``rejected`` (``chosen`` is better; TRL's plain or conversational
 preference format, and the implicit-prompt format whose ``chosen``/``rejected`` are whole conversations), or

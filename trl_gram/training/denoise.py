@@ -10,7 +10,7 @@ counts per rule are reported. The rules:
 * ``too_long``: the rationale is longer than ``max_rationale_tokens`` tokens (words without a tokenizer).
 * ``unsupported``: the rationale's conclusion names the other response as the better one, or prefers each of the two.
 
-:func:`rationale_label` (which response a rationale concludes for) and :func:`swap_label_mentions` (rewrite a
+[`rationale_label`] (which response a rationale concludes for) and [`swap_label_mentions`] (rewrite a
 rationale for the swapped order) read references such as "Response A", "Assistant B", "[[A]]", "A is better" or
 "the second response".
 """
@@ -190,7 +190,7 @@ def check_candidate(
     label_words: Sequence[str] = ("A", "B"),
     count_tokens: Callable[[str], int] | None = None,
 ) -> str | None:
-    """The first rule ``cand`` fails (one of :data:`RULES`), or ``None`` when it is kept."""
+    """The first rule ``cand`` fails (one of [`RULES`]), or ``None`` when it is kept."""
     if cand.label is None:
         return "malformed"
     if rules.require_rationale and (cand.rationale is None or not cand.rationale.strip()):

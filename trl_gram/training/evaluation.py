@@ -38,7 +38,7 @@ def _pair_outcome(judgment, label: int) -> dict:
 
 
 def summarize(outcomes: Sequence[dict]) -> dict[str, float]:
-    """Aggregate per-pair outcomes (from :func:`judge_outcomes`) into metrics."""
+    """Aggregate per-pair outcomes (from [`judge_outcomes`]) into metrics."""
     n = len(outcomes)
     if n == 0:
         return {"num_pairs": 0}

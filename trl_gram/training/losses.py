@@ -6,7 +6,7 @@ of the label token in a reasoning judge ("rationale, then label"), the rationale
 
 The label slot is marked inside the ordinary ``labels`` tensor: a slot whose correct label is the ``k``-th label word
 holds ``LABEL_SLOT_BASE - k`` instead of a token id. Markers survive padding, truncation and packing (they are just
-label values), and :func:`split_label_slots` turns them back into token ids (plain NLL) or into ``-100`` plus slot
+label values), and [`split_label_slots`] turns them back into token ids (plain NLL) or into ``-100`` plus slot
 targets (label-smoothing loss) right before the forward pass.
 """
 

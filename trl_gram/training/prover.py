@@ -2,8 +2,8 @@
 
 Given an instruction, two responses and the label (which one is better), the prover writes a *proof*: a justification
 of why that label holds, in the style "Here is my justification for why the selected response is the better one: …".
-A reversible rule maps a judge rationale to proof style and back (:func:`rationale_to_proof`,
-:func:`proof_to_rationale`), so human rationales train the prover and its proofs become judge rationales.
+A reversible rule maps a judge rationale to proof style and back ([`rationale_to_proof`],
+[`proof_to_rationale`]), so human rationales train the prover and its proofs become judge rationales.
 
 Proof selection (paper, Eq. 5): sample ``k`` proofs at non-zero temperature and keep the one with the highest
 
@@ -51,7 +51,7 @@ def rationale_to_proof(rationale: str) -> str:
 
 
 def proof_to_rationale(proof: str) -> str:
-    """Proof → judge rationale: the inverse of :func:`rationale_to_proof` (a missing prefix is tolerated)."""
+    """Proof → judge rationale: the inverse of [`rationale_to_proof`] (a missing prefix is tolerated)."""
     text = proof.strip()
     if text.lower().startswith(PROOF_PREFIX.lower()):
         text = text[len(PROOF_PREFIX) :]
@@ -67,7 +67,7 @@ def eq5_score(logp_conditional: float, logp_unconditional: float) -> float:
 
 @dataclass
 class ProverConfig:
-    """How a :class:`PreferenceProver` samples and scores proofs.
+    """How a [`PreferenceProver`] samples and scores proofs.
 
     Args:
         num_samples: Proofs sampled per pair (``k``).
@@ -118,7 +118,7 @@ class PreferenceProver:
     Args:
         model: A loaded causal LM (optionally PEFT).
         tokenizer: Its tokenizer.
-        config: A :class:`ProverConfig`.
+        config: A [`ProverConfig`].
         prompt: The prover prompt, with ``{question}``, ``{first}``, ``{second}``, ``{label}`` and ``{other}``.
         label_words: The label words used in prompts and rationales.
     """
@@ -159,7 +159,7 @@ class PreferenceProver:
 
     @classmethod
     def from_pretrained(cls, path: str, config: ProverConfig | None = None, device=None, dtype="auto", **kwargs):
-        """Load a prover saved with :meth:`save_pretrained` (or any causal LM folder, e.g. a base model)."""
+        """Load a prover saved with [`save_pretrained`] (or any causal LM folder, e.g. a base model)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")

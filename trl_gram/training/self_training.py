@@ -57,16 +57,16 @@ class GramSelfTrainer:
 
     Args:
         model: The base model: a path/id (reloaded whenever a fresh copy is needed) or a loaded causal LM (deep-copied).
-        args: A :class:`GramRewardConfig`: how each judge is trained; ``output_dir`` is the root of the run.
-        self_training_args: A :class:`SelfTrainingConfig`.
+        args: A [`GramRewardConfig`]: how each judge is trained; ``output_dir`` is the root of the run.
+        self_training_args: A [`SelfTrainingConfig`].
         labeled_dataset: Rationale-free labeled pairs (``prompt``/``chosen``/``rejected``...) for the initial judge;
             a rationale column, when present, is used instead of proofs.
         unlabeled_dataset: Unlabeled pairs (``prompt``/``response_a``/``response_b``; labels, if any, are ignored).
         seed_dataset: Pairs with human rationales (prover training and final fine-tune).
         eval_dataset: Held-out labeled pairs, judged after every stage.
         processing_class: The tokenizer (loaded from ``model`` when ``None``).
-        prover: A :class:`PreferenceProver`, or ``None`` (``self_training_args.prover_model`` or the base model).
-        template / peft_config / quantization_config / callbacks: Passed to every :class:`GramRewardTrainer`.
+        prover: A [`PreferenceProver`], or ``None`` (``self_training_args.prover_model`` or the base model).
+        template / peft_config / quantization_config / callbacks: Passed to every [`GramRewardTrainer`].
         train_config_extra: Extra keys written into each stage's ``train.yaml`` when ``train_command`` is set (e.g.
             the CLI's model arguments).
     """

@@ -1,4 +1,4 @@
-"""Configuration of the GRAM-R² self-training loop (:class:`~trl_gram.training.self_training.GramSelfTrainer`)."""
+"""Configuration of the GRAM-R² self-training loop ([`~trl_gram.training.self_training.GramSelfTrainer`])."""
 
 from __future__ import annotations
 

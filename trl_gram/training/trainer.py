@@ -31,18 +31,18 @@ class GramRewardTrainer(SFTTrainer):
     completion = rationale + label, label alone, or both responses for pair pre-training), then trains with
     ``SFTTrainer`` (completion-only loss, packing, PEFT, quantization, DeepSpeed all apply), optionally replacing the
     label token's loss by GRAM v1's 2-way label-smoothing loss. Each evaluation also judges the eval pairs with
-    :class:`~trl_gram.judge.GramJudge` and logs ``accuracy``, ``swap_agreement`` and ``parse_failure_rate``.
+    [`~trl_gram.judge.GramJudge`] and logs ``accuracy``, ``swap_agreement`` and ``parse_failure_rate``.
 
     Args:
         model: Model id/path, or a loaded causal LM (PEFT models included).
-        args: A :class:`GramRewardConfig`.
+        args: A [`GramRewardConfig`].
         train_dataset: Preference rows (``prompt``/``chosen``/``rejected``, plain or conversational, or
             ``prompt``/``response_a``/``response_b``/``label``), with a rationale column in ``reason`` mode. An
             already tokenized dataset (``input_ids``) is used as is.
         eval_dataset: The same kind of rows (or a dict of them); rationales are optional (without them, only the judge
             metrics are computed).
         processing_class: The tokenizer (loaded from the model when ``None``).
-        template: A :class:`~trl_gram.templates.JudgeTemplate` overriding ``args.template``.
+        template: A [`~trl_gram.templates.JudgeTemplate`] overriding ``args.template``.
         peft_config / quantization_config / callbacks / optimizers / data_collator: As in ``SFTTrainer``.
     """
 

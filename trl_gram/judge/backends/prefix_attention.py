@@ -1,7 +1,7 @@
 """Attention over a shared prefix plus per-row key/value buffers, plugged into transformers' attention interface.
 
 The fast judge engine calls the model's own ``forward`` (embeddings, RoPE, norms, MLPs, LoRA layers all stay
-transformers'), but with ``use_cache=False`` and a :class:`KVState` passed through the forward keyword arguments. The
+transformers'), but with ``use_cache=False`` and a [`KVState`] passed through the forward keyword arguments. The
 attention function registered here as ``"trl_gram_prefix"``:
 
 * writes the new keys/values of each layer into the state's preallocated per-row buffers (no ``torch.cat`` of the

@@ -2,7 +2,7 @@
 
 A batch of judge prompts repeats a lot: every prompt starts with the same template head (chat template, instructions),
 the prompts of one GRPO group share the question, and with all-pairs comparison each response appears as "response A"
-in several prompts. :class:`PrefixTree` takes the exact token ids of the prompts (as the plain engine would feed
+in several prompts. [`PrefixTree`] takes the exact token ids of the prompts (as the plain engine would feed
 them, so tokenization is never changed) and builds a compressed trie over them:
 
 * the **shared head**: the longest token prefix common to *every* prompt (kept only when at least ``min_shared``

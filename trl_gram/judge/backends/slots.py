@@ -1,7 +1,7 @@
 """Generation hooks for reasoning judges: stop right after the label token, and keep the label-token logits.
 
 A reasoning judge writes ``<think>…</think>\\n<answer>\\nA``. Generation stops as soon as the first non-blank token
-after ``<answer>`` is produced (that token is the label slot), and :class:`LabelLogitRecorder` keeps, at every step,
+after ``<answer>`` is produced (that token is the label slot), and [`LabelLogitRecorder`] keeps, at every step,
 the raw logits of the label tokens only. The label distribution at the slot is therefore read from the same forward
 pass that produced it: no extra pass and no recomputation of the rationale.
 """
@@ -84,7 +84,7 @@ def advance_slot_state(state: int, tail: str, last: str, tag: str) -> int:
 
 
 class SlotTracker:
-    """The detector of :class:`AnswerSlotStopper` for a decoding loop that keeps each row's generated ids itself."""
+    """The detector of [`AnswerSlotStopper`] for a decoding loop that keeps each row's generated ids itself."""
 
     def __init__(self, tokenizer, answer_open: str, window: int = 8):
         self.tokenizer = tokenizer
