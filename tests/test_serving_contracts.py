@@ -25,10 +25,9 @@ import math
 import httpx
 import numpy as np
 import pytest
-import torch
-from tiny_models import tiny_llama
+from tiny_models import sharp_direct_judge
 
-from trl_gram.judge import GramJudge, JudgeRun, PairJudgment
+from trl_gram.judge import JudgeRun, PairJudgment
 from trl_gram.serving import verl
 from trl_gram.serving.server import BackgroundServer, ServeConfig, create_app
 
@@ -45,10 +44,7 @@ TOL = 1e-3
 
 @pytest.fixture(scope="module")
 def judge(tokenizer):
-    model = tiny_llama(tokenizer, seed=1, hidden=64)
-    with torch.no_grad():
-        model.lm_head.weight.mul_(30)
-    return GramJudge(model, tokenizer, mode="direct", cache_size=0)
+    return sharp_direct_judge(tokenizer)
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,8 @@ import time
 
 import httpx
 import pytest
-import torch
-from tiny_models import tiny_llama
+from tiny_models import sharp_direct_judge
 
-from trl_gram.judge import GramJudge
 from trl_gram.reward import GenerativeRewardFunction
 from trl_gram.serving.remote_reward import RemoteGenerativeRewardFunction
 from trl_gram.serving.server import BackgroundServer, ServeConfig, create_app
@@ -24,10 +22,7 @@ COMPLETIONS = ["5", "It is 6.", "The answer is 5.", "The sea is blue.", "Sea.", 
 
 @pytest.fixture(scope="module")
 def judge(tokenizer):
-    model = tiny_llama(tokenizer, seed=1, hidden=64)
-    with torch.no_grad():
-        model.lm_head.weight.mul_(30)
-    return GramJudge(model, tokenizer, mode="direct", cache_size=0)
+    return sharp_direct_judge(tokenizer)
 
 
 @pytest.fixture(scope="module")

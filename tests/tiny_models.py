@@ -75,3 +75,14 @@ def tiny_llama(tokenizer, seed: int = 0, hidden: int = 32, layers: int = 2) -> L
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model.eval()
+
+
+def sharp_direct_judge(tokenizer, seed: int = 1):
+    """A direct-mode [`~trl_gram.judge.GramJudge`] on a tiny Llama whose head is scaled up, so its label
+    probabilities are far from 0.5 and differ between pairs (cache off: every call runs the model)."""
+    from trl_gram.judge import GramJudge
+
+    model = tiny_llama(tokenizer, seed=seed, hidden=64)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(30)
+    return GramJudge(model, tokenizer, mode="direct", cache_size=0)
