@@ -29,7 +29,8 @@ class MiniatureConfig:
         digits (`int`): Digits per number.
         sizes (`dict`): Number of pairs in `judge_train`, `judge_test`, `rl` (training prompts) and `eval` (held-out
             prompts the oracle scores the policy on).
-        judge_*: [`~trl_gram.training.GramRewardTrainer`] settings (direct mode, LoRA, compact template).
+        judge_*: [`~trl_gram.training.GramRewardTrainer`] settings (direct mode, LoRA, compact template);
+            `judge_eval_pairs` of the `judge_test` pairs measure the judges.
         max_steps (`int`): Optimizer steps of every arm.
         prompts_per_step (`int`): Prompts per GRPO step (each sampled `num_generations` times) and per PPO rollout.
         eval_every (`int`): Steps between oracle evaluations of the policy.
@@ -50,6 +51,7 @@ class MiniatureConfig:
     judge_lora_r: int = 16
     judge_lora_alpha: int = 32
     judge_max_length: int = 512
+    judge_eval_pairs: int = 100
     # policy
     policy_lora_r: int = 16
     policy_lora_alpha: int = 32

@@ -40,9 +40,28 @@ def pair_accuracy(judge: GramJudge, ds) -> dict:
     return judge_metrics(judge, pairs, swap="both", subsets=list(ds["kind"]), show_progress=True)
 
 
+def judge_data(cfg: MiniatureConfig, splits: dict, base_path: str, out: Path) -> dict:
+    """The judge's labeled training and test pairs, written once (the base policy's sampled answers are costly)."""
+    from datasets import Dataset
+
+    data = {}
+    for name, seed in (("judge_train", 1), ("judge_test", 2)):
+        path = out / f"{name}.jsonl"
+        if not path.is_file():
+            tokenizer = AutoTokenizer.from_pretrained(cfg.policy_name_or_path or base_path)
+            policy = AutoModelForCausalLM.from_pretrained(cfg.policy_name_or_path or base_path)
+            samples = generate_answers(
+                policy, tokenizer, splits[name], max_new_tokens=cfg.max_completion_length, sample=True, seed=seed
+            )
+            judge_pairs(splits[name], samples).to_json(str(path))
+        data[name] = Dataset.from_json(str(path))
+    data["judge_test"] = data["judge_test"].select(range(min(cfg.judge_eval_pairs, len(data["judge_test"]))))
+    return data
+
+
 def train_judge(cfg: MiniatureConfig, splits: dict, base_path: str, out: Path) -> dict:
-    """Trains the judge once per run (resumable: a finished judge is read back) and measures it and the zero-shot
-    judge on held-out pairs. The rejected answers are the base policy's own wrong samples (see
+    """Trains the judge once per run and measures it on held-out pairs (resumable: each finished piece is read back).
+    The rejected answers are the base policy's own wrong samples (see
     [`~research.rlhf_miniature.task.judge_pairs`])."""
     out.mkdir(parents=True, exist_ok=True)
     done = out / "judge.json"
@@ -50,19 +69,8 @@ def train_judge(cfg: MiniatureConfig, splits: dict, base_path: str, out: Path) -
         return json.loads(done.read_text())
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(base_path)
-    policy = AutoModelForCausalLM.from_pretrained(cfg.policy_name_or_path or base_path)
-    data = {}
-    for name, seed in (("judge_train", 1), ("judge_test", 2)):
-        samples = generate_answers(
-            policy, tokenizer, splits[name], max_new_tokens=cfg.max_completion_length, sample=True, seed=seed
-        )
-        data[name] = judge_pairs(splits[name], samples)
-        data[name].to_json(str(out / f"{name}.jsonl"))
-    del policy
+    data = judge_data(cfg, splits, base_path, out)
     sampled = time.perf_counter()
-    zero_shot = pair_accuracy(
-        make_judge(AutoModelForCausalLM.from_pretrained(base_path), tokenizer, cfg), data["judge_test"]
-    )
     args = GramRewardConfig(
         output_dir=str(out / "train"),
         mode="direct",
@@ -99,21 +107,32 @@ def train_judge(cfg: MiniatureConfig, splits: dict, base_path: str, out: Path) -
     trainer.model.save_pretrained(str(out / "adapter"))
     trained_at = time.perf_counter()
     trained = pair_accuracy(make_judge(load_trained_judge(out, base_path), tokenizer, cfg), data["judge_test"])
+    kinds = {name: {k: ds["kind"].count(k) for k in sorted(set(ds["kind"]))} for name, ds in data.items()}
     result = {
-        "zero_shot": zero_shot,
         "trained": trained,
-        "train_kinds": {k: data["judge_train"]["kind"].count(k) for k in set(data["judge_train"]["kind"])},
-        "test_kinds": {k: data["judge_test"]["kind"].count(k) for k in set(data["judge_test"]["kind"])},
+        "train_kinds": kinds["judge_train"],
+        "test_kinds": kinds["judge_test"],
         "examples": data["judge_test"].select(range(min(6, len(data["judge_test"])))).to_list(),
-        "seconds": {
-            "sample": sampled - start,
-            "train": trained_at - sampled,
-            "total": time.perf_counter() - start,
-        },
+        "seconds": {"sample": sampled - start, "train": trained_at - sampled, "total": time.perf_counter() - start},
         "train_loss": [h["loss"] for h in trainer.state.log_history if "loss" in h],
     }
     done.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def zero_shot_judge(cfg: MiniatureConfig, splits: dict, base_path: str, out: Path) -> dict:
+    """The untrained judge's accuracy on the same held-out pairs (measured once, after the arms: it is only read by
+    the report)."""
+    path = out / "zero_shot.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    data = judge_data(cfg, splits, base_path, out)
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    metrics = pair_accuracy(
+        make_judge(AutoModelForCausalLM.from_pretrained(base_path), tokenizer, cfg), data["judge_test"]
+    )
+    path.write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
 
 
 def load_trained_judge(out: Path, base_path: str):

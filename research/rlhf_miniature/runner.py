@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from .arms import run_arm
 from .config import MiniatureConfig
 from .evaluation import score_policy
-from .judge import train_judge
+from .judge import train_judge, zero_shot_judge
 from .task import make_splits
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,12 @@ def base_policy_eval(cfg: MiniatureConfig, splits: dict, base_path: str, root: P
     return row
 
 
-def run(cfg: MiniatureConfig, only_arms: list[str] | None = None, only_seeds: list[int] | None = None) -> dict:
+def run(
+    cfg: MiniatureConfig,
+    only_arms: list[str] | None = None,
+    only_seeds: list[int] | None = None,
+    with_zero_shot: bool = True,
+) -> dict:
     """Runs (or resumes) the recipe and returns ``{"judge": ..., "base": ..., "arms": {arm: {seed: result}}}``."""
     root = Path(cfg.output_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -78,6 +83,8 @@ def run(cfg: MiniatureConfig, only_arms: list[str] | None = None, only_seeds: li
                 result = run_arm(arm, seed, cfg, splits, base_path, root / "judge", out, base)
                 logger.info("arm %s seed %d done in %.0f s", arm, seed, time.perf_counter() - start)
             arms.setdefault(arm, {})[str(seed)] = result
+    if judge is not None and with_zero_shot:
+        judge = {**judge, "zero_shot": zero_shot_judge(cfg, splits, base_path, root / "judge")}
     return {"judge": judge, "base": base, "arms": arms, "config": cfg.to_dict()}
 
 
@@ -87,12 +94,19 @@ def collect(root: str | Path) -> dict:
     out = {
         "config": json.loads((root / "config.json").read_text()),
         "base": json.loads((root / "base_eval.json").read_text()),
-        "judge": json.loads((root / "judge" / "judge.json").read_text())
-        if (root / "judge" / "judge.json").is_file()
-        else None,
+        "judge": _judge(root / "judge"),
         "arms": {},
     }
     for done in sorted(root.glob("seed*/*/DONE")):
         result = json.loads((done.parent / "result.json").read_text())
         out["arms"].setdefault(result["arm"], {})[str(result["seed"])] = result
     return out
+
+
+def _judge(d: Path) -> dict | None:
+    if not (d / "judge.json").is_file():
+        return None
+    judge = json.loads((d / "judge.json").read_text())
+    if (d / "zero_shot.json").is_file():
+        judge["zero_shot"] = json.loads((d / "zero_shot.json").read_text())
+    return judge
