@@ -16,6 +16,13 @@ def main(argv=None) -> int:
     parser.add_argument("--config", required=True, help="Recipe YAML (research/rlhf_miniature/configs/*.yaml).")
     parser.add_argument("--arms", nargs="*", default=None, help="Run only these arms (default: the recipe's).")
     parser.add_argument("--seeds", nargs="*", type=int, default=None, help="Run only these seeds.")
+    parser.add_argument(
+        "--judge_eval",
+        nargs="*",
+        default=["trained", "zero_shot"],
+        choices=["trained", "zero_shot"],
+        help="Judges to measure on the held-out pairs after the arms (none: pass the flag alone).",
+    )
     parser.add_argument("--output_dir", default=None, help="Override the recipe's run folder.")
     parser.add_argument("--results", default=None, help="Write the compact results here (e.g. .../results.json).")
     parser.add_argument("--report", default=None, help="Write the report (markdown + PNG plots) here.")
@@ -29,7 +36,7 @@ def main(argv=None) -> int:
         from .runner import collect, run
 
         cfg = MiniatureConfig.from_yaml(args.config, output_dir=args.output_dir)
-        run(cfg, only_arms=args.arms, only_seeds=args.seeds)
+        run(cfg, only_arms=args.arms, only_seeds=args.seeds, judge_eval=tuple(args.judge_eval))
         if args.results:
             Path(args.results).write_text(json.dumps(compact(collect(cfg.output_dir)), indent=1) + "\n")
     if args.report:

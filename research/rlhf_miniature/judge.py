@@ -42,26 +42,23 @@ def pair_accuracy(judge: GramJudge, ds) -> dict:
 
 def judge_data(cfg: MiniatureConfig, splits: dict, base_path: str, out: Path) -> dict:
     """The judge's labeled training and test pairs, written once (the base policy's sampled answers are costly)."""
-    from datasets import Dataset
-
     data = {}
     for name, seed in (("judge_train", 1), ("judge_test", 2)):
-        path = out / f"{name}.jsonl"
+        path = out / f"{name}_samples.json"
         if not path.is_file():
             tokenizer = AutoTokenizer.from_pretrained(cfg.policy_name_or_path or base_path)
             policy = AutoModelForCausalLM.from_pretrained(cfg.policy_name_or_path or base_path)
             samples = generate_answers(
                 policy, tokenizer, splits[name], max_new_tokens=cfg.max_completion_length, sample=True, seed=seed
             )
-            judge_pairs(splits[name], samples).to_json(str(path))
-        data[name] = Dataset.from_json(str(path))
+            path.write_text(json.dumps(samples) + "\n")
+        data[name] = judge_pairs(splits[name], json.loads(path.read_text()))
     data["judge_test"] = data["judge_test"].select(range(min(cfg.judge_eval_pairs, len(data["judge_test"]))))
     return data
 
 
 def train_judge(cfg: MiniatureConfig, splits: dict, base_path: str, out: Path) -> dict:
-    """Trains the judge once per run and measures it on held-out pairs (resumable: each finished piece is read back).
-    The rejected answers are the base policy's own wrong samples (see
+    """Trains the judge once per run (resumable: each finished piece is read back). The rejected answers are the base policy's own wrong samples (see
     [`~research.rlhf_miniature.task.judge_pairs`])."""
     out.mkdir(parents=True, exist_ok=True)
     done = out / "judge.json"
@@ -105,32 +102,34 @@ def train_judge(cfg: MiniatureConfig, splits: dict, base_path: str, out: Path) -
     )
     trainer.train()
     trainer.model.save_pretrained(str(out / "adapter"))
-    trained_at = time.perf_counter()
-    trained = pair_accuracy(make_judge(load_trained_judge(out, base_path), tokenizer, cfg), data["judge_test"])
     kinds = {name: {k: ds["kind"].count(k) for k in sorted(set(ds["kind"]))} for name, ds in data.items()}
     result = {
-        "trained": trained,
         "train_kinds": kinds["judge_train"],
         "test_kinds": kinds["judge_test"],
         "examples": data["judge_test"].select(range(min(6, len(data["judge_test"])))).to_list(),
-        "seconds": {"sample": sampled - start, "train": trained_at - sampled, "total": time.perf_counter() - start},
+        "seconds": {"sample": sampled - start, "train": time.perf_counter() - sampled},
         "train_loss": [h["loss"] for h in trainer.state.log_history if "loss" in h],
     }
     done.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
-def zero_shot_judge(cfg: MiniatureConfig, splits: dict, base_path: str, out: Path) -> dict:
-    """The untrained judge's accuracy on the same held-out pairs (measured once, after the arms: it is only read by
-    the report)."""
-    path = out / "zero_shot.json"
+def measure_judge(which: str, cfg: MiniatureConfig, splits: dict, base_path: str, out: Path) -> dict:
+    """The ``"trained"`` or ``"zero_shot"`` judge's accuracy on the held-out pairs, measured once (after the arms:
+    only the report reads it) and kept in ``out/{which}.json``."""
+    if which not in ("trained", "zero_shot"):
+        raise ValueError(f"`which` must be 'trained' or 'zero_shot', got {which!r}.")
+    path = out / f"{which}.json"
     if path.is_file():
         return json.loads(path.read_text())
     data = judge_data(cfg, splits, base_path, out)
     tokenizer = AutoTokenizer.from_pretrained(base_path)
-    metrics = pair_accuracy(
-        make_judge(AutoModelForCausalLM.from_pretrained(base_path), tokenizer, cfg), data["judge_test"]
+    model = (
+        load_trained_judge(out, base_path) if which == "trained" else AutoModelForCausalLM.from_pretrained(base_path)
     )
+    start = time.perf_counter()
+    metrics = pair_accuracy(make_judge(model, tokenizer, cfg), data["judge_test"])
+    metrics["seconds"] = time.perf_counter() - start
     path.write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 

@@ -53,7 +53,7 @@ def compact(collected: dict) -> dict:
         keys = ("accuracy", "swap_agreement", "policy_wrong/accuracy", "swapped/accuracy")
         judge = {
             "zero_shot": {k: _round(judge["zero_shot"].get(k)) for k in keys} if "zero_shot" in judge else None,
-            "trained": {k: _round(judge["trained"].get(k)) for k in keys},
+            "trained": {k: _round(judge["trained"].get(k)) for k in keys} if "trained" in judge else None,
             "train_kinds": judge["train_kinds"],
             "test_kinds": judge["test_kinds"],
             "seconds": {k: _round(v, 1) for k, v in judge["seconds"].items()},
@@ -177,17 +177,18 @@ def write_report(results: dict, path: Path, text_path: Path | None = None) -> No
     judge = results.get("judge")
     judge_md = "(no judge in this run)"
     if judge is not None:
-        z, t = judge["zero_shot"] or {}, judge["trained"]
+        z, t = judge["zero_shot"] or {}, judge["trained"] or {}
         judge_md = "\n".join(
             [
                 "| judge | held-out pair accuracy (%) | vs the policy's own wrong answers | vs the swapped answer | swap agreement |",
                 "|---|---|---|---|---|",
                 f"| zero-shot | {_pct(z.get('accuracy'))} | {_pct(z.get('policy_wrong/accuracy'))} | "
                 f"{_pct(z.get('swapped/accuracy'))} | {_pct(z.get('swap_agreement'))} |",
-                f"| trained (GramRewardTrainer, direct, LoRA) | {_pct(t['accuracy'])} | {_pct(t['policy_wrong/accuracy'])} | {_pct(t['swapped/accuracy'])} | {_pct(t['swap_agreement'])} |",
+                f"| trained (GramRewardTrainer, direct, LoRA) | {_pct(t.get('accuracy'))} | {_pct(t.get('policy_wrong/accuracy'))} | "
+                f"{_pct(t.get('swapped/accuracy'))} | {_pct(t.get('swap_agreement'))} |",
                 "",
                 f"Test pairs: {judge['test_kinds']}; training pairs: {judge['train_kinds']}; judge sampling + training "
-                f"took {judge['seconds']['total'] / 60:.1f} min.",
+                f"took {judge['seconds']['sample'] / 60:.1f} + {judge['seconds']['train'] / 60:.1f} min.",
             ]
         )
     base = results["base"]

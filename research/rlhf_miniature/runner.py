@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from .arms import run_arm
 from .config import MiniatureConfig
 from .evaluation import score_policy
-from .judge import train_judge, zero_shot_judge
+from .judge import measure_judge, train_judge
 from .task import make_splits
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def run(
     cfg: MiniatureConfig,
     only_arms: list[str] | None = None,
     only_seeds: list[int] | None = None,
-    with_zero_shot: bool = True,
+    judge_eval: tuple[str, ...] = ("trained", "zero_shot"),
 ) -> dict:
     """Runs (or resumes) the recipe and returns ``{"judge": ..., "base": ..., "arms": {arm: {seed: result}}}``."""
     root = Path(cfg.output_dir)
@@ -83,8 +83,11 @@ def run(
                 result = run_arm(arm, seed, cfg, splits, base_path, root / "judge", out, base)
                 logger.info("arm %s seed %d done in %.0f s", arm, seed, time.perf_counter() - start)
             arms.setdefault(arm, {})[str(seed)] = result
-    if judge is not None and with_zero_shot:
-        judge = {**judge, "zero_shot": zero_shot_judge(cfg, splits, base_path, root / "judge")}
+    if (root / "judge" / "judge.json").is_file():
+        for which in judge_eval:
+            metrics = measure_judge(which, cfg, splits, base_path, root / "judge")
+            logger.info("%s judge: held-out pair accuracy %.3f", which, metrics["accuracy"])
+        judge = _judge(root / "judge")
     return {"judge": judge, "base": base, "arms": arms, "config": cfg.to_dict()}
 
 
@@ -107,6 +110,7 @@ def _judge(d: Path) -> dict | None:
     if not (d / "judge.json").is_file():
         return None
     judge = json.loads((d / "judge.json").read_text())
-    if (d / "zero_shot.json").is_file():
-        judge["zero_shot"] = json.loads((d / "zero_shot.json").read_text())
+    for which in ("trained", "zero_shot"):
+        if (d / f"{which}.json").is_file():
+            judge[which] = json.loads((d / f"{which}.json").read_text())
     return judge

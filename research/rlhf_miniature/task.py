@@ -110,18 +110,21 @@ def right_answer(a: int, b: int) -> str:
     return f"{max(a, b)} is larger than {min(a, b)}."
 
 
-def judge_pairs(pairs: list[tuple[int, int]], samples: list[str] | None = None) -> Dataset:
-    """Labeled ``prompt``/``chosen``/``rejected`` rows for the judge, in the policy's style: ``chosen`` is the right
-    answer; ``rejected`` is the policy's own sample for that question when the oracle says it is wrong (so the judge
-    sees the policy's real failures: other formats, rambling, wrong numbers), else the swapped answer (``37 is larger
-    than 48.``). ``samples`` (one per pair) are the base policy's sampled answers; without them every rejected row
-    is the swapped answer. ``kind`` says which."""
+def judge_pairs(pairs: list[tuple[int, int]], samples: list[str] | None = None, swapped_every: int = 2) -> Dataset:
+    """Labeled ``prompt``/``chosen``/``rejected`` rows for the judge, in the policy's style. ``chosen`` is the right
+    answer. ``rejected`` is, on every ``swapped_every``-th row, the swapped answer (``37 is larger than 48.``: the
+    right form, the wrong order), and on the other rows the policy's own sample for that question when the oracle says
+    it is wrong (so the judge sees the policy's real failures: rambling, other formats, wrong numbers), else the
+    swapped answer too. ``samples`` (one per pair) are the base policy's sampled answers; without them every rejected
+    answer is the swapped one. ``kind`` says which."""
     if samples is not None and len(samples) != len(pairs):
         raise ValueError(f"`samples` has {len(samples)} items for {len(pairs)} pairs; pass one per pair.")
+    if swapped_every < 1:
+        raise ValueError(f"`swapped_every` must be >= 1, got {swapped_every}.")
     rows = []
     for i, (a, b) in enumerate(pairs):
         q = question(a, b)
-        sample = None if samples is None else samples[i].strip()
+        sample = None if samples is None or i % swapped_every == swapped_every - 1 else samples[i].strip()
         if sample and not oracle_correct(q, sample):
             rejected, kind = sample, "policy_wrong"
         else:

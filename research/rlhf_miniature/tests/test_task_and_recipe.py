@@ -76,14 +76,30 @@ def test_splits_are_disjoint_and_shared():
     assert ds[0]["prompt"] == [{"role": "user", "content": question(*splits["rl"][0])}]
 
 
-def test_judge_pairs_use_the_policys_wrong_samples():
-    pairs = [(37, 48), (70, 9), (15, 51)]
-    samples = ["To solve this problem, we need", "70 is larger than 9.", "15 is larger than 51."]
+def test_judge_pairs_use_the_policys_wrong_samples_and_the_swapped_answer():
+    pairs = [(37, 48), (70, 9), (15, 51), (22, 33)]
+    samples = ["To solve this problem, we need", "I think 9.", "15 is larger than 51.", "33 is larger than 22."]
     ds = judge_pairs(pairs, samples)
-    assert ds["chosen"] == ["48 is larger than 37.", "70 is larger than 9.", "51 is larger than 15."]
-    assert ds["rejected"] == ["To solve this problem, we need", "9 is larger than 70.", "15 is larger than 51."]
-    assert ds["kind"] == ["policy_wrong", "swapped", "policy_wrong"]
-    assert judge_pairs(pairs)["kind"] == ["swapped"] * 3
+    assert ds["chosen"] == [
+        "48 is larger than 37.",
+        "70 is larger than 9.",
+        "51 is larger than 15.",
+        "33 is larger than 22.",
+    ]
+    # rows 1 and 3 are swapped by construction, row 0 and 2 keep the policy's wrong answer
+    assert ds["rejected"] == [
+        "To solve this problem, we need",
+        "9 is larger than 70.",
+        "15 is larger than 51.",
+        "22 is larger than 33.",
+    ]
+    assert ds["kind"] == ["policy_wrong", "swapped", "policy_wrong", "swapped"]
+    # a right sample never becomes a rejected answer
+    right = judge_pairs(pairs, ["48 is larger than 37."] * 4, swapped_every=4)
+    assert right["kind"][0] == "swapped" and right["rejected"][0] == "37 is larger than 48."
+    every = judge_pairs(pairs, samples, swapped_every=1)
+    assert every["kind"] == ["swapped"] * 4
+    assert judge_pairs(pairs)["kind"] == ["swapped"] * 4
     with pytest.raises(ValueError, match="one per pair"):
         judge_pairs(pairs, samples[:2])
 
