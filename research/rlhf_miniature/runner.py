@@ -62,11 +62,7 @@ def run(
     needs_judge = any(a != "grpo_oracle" for a in selected)
     judge = train_judge(cfg, splits, base_path, root / "judge") if needs_judge else None
     if judge is not None:
-        logger.info(
-            "judge pair accuracy: zero-shot %.3f, trained %.3f",
-            judge["zero_shot"]["accuracy"],
-            judge["trained"]["accuracy"],
-        )
+        logger.info("judge trained in %.0f s", judge["seconds"]["train"])
     arms: dict = {}
     for seed in cfg.seeds:
         if only_seeds is not None and seed not in only_seeds:
@@ -83,11 +79,12 @@ def run(
                 result = run_arm(arm, seed, cfg, splits, base_path, root / "judge", out, base)
                 logger.info("arm %s seed %d done in %.0f s", arm, seed, time.perf_counter() - start)
             arms.setdefault(arm, {})[str(seed)] = result
-    if (root / "judge" / "judge.json").is_file():
-        for which in judge_eval:
-            metrics = measure_judge(which, cfg, splits, base_path, root / "judge")
-            logger.info("%s judge: held-out pair accuracy %.3f", which, metrics["accuracy"])
-        judge = _judge(root / "judge")
+    for which in judge_eval:
+        if which == "trained" and not (root / "judge" / "judge.json").is_file():
+            continue  # no trained judge yet (no arm of this call needed one)
+        metrics = measure_judge(which, cfg, splits, base_path, root / "judge")
+        logger.info("%s judge: held-out pair accuracy %.3f", which, metrics["accuracy"])
+    judge = _judge(root / "judge")
     return {"judge": judge, "base": base, "arms": arms, "config": cfg.to_dict()}
 
 
