@@ -148,22 +148,26 @@ def run_arm(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     policy = AutoModelForCausalLM.from_pretrained(policy_path)
-    reward = arm_reward(
-        arm,
-        cfg,
-        judge_dir,
-        cfg.judge_name_or_path or base_path,
-        AutoTokenizer.from_pretrained(cfg.judge_name_or_path or base_path),
-    )
+    judge_base = cfg.judge_name_or_path or base_path
+    reward_tokenizer = AutoTokenizer.from_pretrained(judge_base)
+    reward = arm_reward(arm, cfg, judge_dir, judge_base, reward_tokenizer)
     per_rollout = steps_per_rollout(arm, cfg)
+    # One yardstick for every arm: the trained judge's win rate of the policy's greedy answers against the base's.
+    yardstick = (
+        reward.func.judge
+        if arm in ("grpo_group", "grpo_pivot", "ppo_greedy")
+        else make_judge(load_trained_judge(judge_dir, judge_base), reward_tokenizer, cfg)
+    )
     callback = OracleEvalCallback(
         tokenizer,
         splits["eval"],
         cfg.eval_every * per_rollout,
         out / "progress.json",
         max_new_tokens=cfg.eval_max_new_tokens,
+        judge=yardstick,
+        reference_answers=base_eval["answers"],
     )
-    callback.evals.append({**base_eval, "step": 0})
+    callback.evals.append({**base_eval, "step": 0, "judge_win_vs_base": 0.5})
     trainer = make_trainer(arm, cfg, out, seed, policy, tokenizer, reward, prompt_dataset(splits["rl"]), callback)
     loaded = time.perf_counter()
     trainer.train()

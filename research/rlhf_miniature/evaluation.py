@@ -56,11 +56,32 @@ def generate_answers(
     return out
 
 
-def score_policy(model, tokenizer, pairs, max_new_tokens: int = 16) -> dict:
-    """Oracle accuracy of the policy's greedy answers on ``pairs``, with a few answers to read."""
+def score_policy(model, tokenizer, pairs, max_new_tokens: int = 16, judge=None, reference_answers=None) -> dict:
+    """Oracle accuracy of the policy's greedy answers on ``pairs``, the answers themselves, and, with a ``judge`` and
+    ``reference_answers`` (the base policy's greedy answers), the judge's mean win probability of the answers against
+    them (``judge_win_vs_base``: one yardstick of what the judge thinks for every arm, whatever its reward; an answer
+    equal to its reference counts 0.5 without a judge call)."""
     answers = generate_answers(model, tokenizer, pairs, max_new_tokens=max_new_tokens)
     right = [oracle_correct(question(a, b), c) for (a, b), c in zip(pairs, answers)]
-    return {"accuracy": sum(right) / len(right), "n": len(right), "examples": answers[:6]}
+    row = {"accuracy": sum(right) / len(right), "n": len(right), "examples": answers[:6], "answers": answers}
+    if judge is not None and reference_answers is not None:
+        row["judge_win_vs_base"] = judge_win_rate(judge, pairs, answers, reference_answers)
+    return row
+
+
+def judge_win_rate(judge, pairs, answers, references) -> float:
+    """Mean debiased P(answer beats reference) under ``judge`` (0.5 where the two are the same text)."""
+    if len(references) != len(answers):
+        raise ValueError(f"{len(references)} reference answers for {len(answers)} answers; pass one per answer.")
+    differ = [i for i, (x, y) in enumerate(zip(answers, references)) if x.strip() != y.strip()]
+    probs = [0.5] * len(answers)
+    if differ:
+        judged = judge.judge(
+            [question(*pairs[i]) for i in differ], [answers[i] for i in differ], [references[i] for i in differ]
+        )
+        for i, jd in zip(differ, judged):
+            probs[i] = jd.prob
+    return sum(probs) / len(probs)
 
 
 class OracleEvalCallback(TrainerCallback):
@@ -74,9 +95,22 @@ class OracleEvalCallback(TrainerCallback):
         eval_every: Steps between oracle evaluations.
         path: Where the rows are written.
         reward_key: The log key of the reward (``"reward"`` in both trainers).
+        judge / reference_answers: With both, each evaluation also records the judge's win rate of the policy's
+            answers against these (the base policy's) answers.
     """
 
-    def __init__(self, tokenizer, pairs, eval_every: int, path: Path, max_new_tokens: int = 16, reward_key="reward"):
+    def __init__(
+        self,
+        tokenizer,
+        pairs,
+        eval_every: int,
+        path: Path,
+        max_new_tokens: int = 16,
+        reward_key="reward",
+        judge=None,
+        reference_answers=None,
+    ):
+        self.judge, self.reference_answers = judge, reference_answers
         self.tokenizer, self.pairs, self.eval_every = tokenizer, pairs, max(int(eval_every), 1)
         self.path, self.max_new_tokens, self.reward_key = Path(path), max_new_tokens, reward_key
         self.evals, self.logs, self.step_seconds, self.eval_seconds = [], [], [], 0.0
@@ -91,7 +125,7 @@ class OracleEvalCallback(TrainerCallback):
     def _evaluate(self, state, model):
         start = time.perf_counter()
         model = getattr(model, "policy", model)  # GramPPOTrainer trains a policy + value wrapper
-        row = score_policy(model, self.tokenizer, self.pairs, self.max_new_tokens)
+        row = score_policy(model, self.tokenizer, self.pairs, self.max_new_tokens, self.judge, self.reference_answers)
         row["step"] = state.global_step
         self.evals.append(row)
         self.eval_seconds += time.perf_counter() - start

@@ -39,6 +39,7 @@ def compact(collected: dict) -> dict:
                     {
                         "rollout": _round(e["step"] / per, 2),
                         "accuracy": _round(e["accuracy"]),
+                        "judge_win_vs_base": _round(e.get("judge_win_vs_base")),
                         "examples": e.get("examples", [])[:3],
                     }
                     for e in r["evals"]

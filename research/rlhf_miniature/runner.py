@@ -30,7 +30,7 @@ def base_path_of(cfg: MiniatureConfig) -> str:
 def base_policy_eval(cfg: MiniatureConfig, splits: dict, base_path: str, root: Path) -> dict:
     """The oracle accuracy of the untrained policy on the held-out prompts (step 0 of every arm)."""
     path = root / "base_eval.json"
-    if path.is_file():
+    if path.is_file() and "answers" in json.loads(path.read_text()):
         return json.loads(path.read_text())
     policy_path = cfg.policy_name_or_path or base_path
     row = score_policy(

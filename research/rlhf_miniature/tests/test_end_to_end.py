@@ -54,6 +54,7 @@ def test_every_arm_end_to_end(tiny_dir, tmp_path):
         # every arm starts from the same measured base policy and ends with an oracle evaluation
         assert result["evals"][0]["accuracy"] == out["base"]["accuracy"] and result["evals"][0]["step"] == 0
         assert result["evals"][-1]["step"] == per and result["evals"][-1]["n"] == 3
+        assert 0.0 <= result["evals"][-1]["judge_win_vs_base"] <= 1.0 and len(result["evals"][-1]["answers"]) == 3
         assert result["logs"] and all("reward" in row for row in result["logs"])
         assert result["seconds"]["judge"] >= 0.0 and 0.0 <= result["seconds"]["judge_share_of_step"] <= 1.0
     kl_keys = {k for row in out["arms"]["grpo_group"]["0"]["logs"] for k in row}
