@@ -112,7 +112,7 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax1, ax3, ax2) = plt.subplots(1, 3, figsize=(17, 4.8))
     colors = dict(zip(ARM_TITLES, ("black", "tab:blue", "tab:green", "tab:red", "tab:gray")))
     for arm, seeds in results["arms"].items():
         for seed, s in seeds.items():
@@ -126,14 +126,26 @@ def plot(results: dict, path: Path) -> None:
                 color=colors.get(arm),
                 label=label,
             )
+            wins = [
+                (e["rollout"], e["judge_win_vs_base"]) for e in s["evals"] if e.get("judge_win_vs_base") is not None
+            ]
+            if wins:
+                ax3.plot(
+                    [w[0] for w in wins], [w[1] for w in wins], style, marker="o", color=colors.get(arm), label=label
+                )
             pts = [(x["rollout"], x["reward"]) for x in s["logs"] if x["reward"] is not None]
             ax2.plot([p[0] for p in pts], [p[1] for p in pts], style, color=colors.get(arm), label=label, alpha=0.8)
     ax1.set_xlabel("rollout (GRPO step; PPO: 2 optimizer steps)")
     ax1.set_ylabel("oracle accuracy on 64 held-out prompts (%)")
     ax1.set_title("What the oracle says")
+    ax3.set_xlabel("rollout")
+    ax3.set_ylabel("trained judge: P(greedy answer beats the base's)")
+    ax3.set_title("What the trained judge says (held-out prompts)")
+    ax3.axhline(0.5, color="gray", lw=0.8)
+    ax3.grid(alpha=0.3)
     ax2.set_xlabel("rollout")
     ax2.set_ylabel("mean reward (judge: P(win) - 0.5; oracle: 0/1)")
-    ax2.set_title("What the reward says")
+    ax2.set_title("Training reward per rollout (group: 0 by construction)")
     ax1.legend(fontsize=7)
     ax1.grid(alpha=0.3)
     ax2.grid(alpha=0.3)
@@ -161,6 +173,36 @@ def table(results: dict) -> str:
             f"| {ARM_TITLES.get(r['arm'], r['arm'])} | {', '.join(r['seeds'])} | {_pct(r['before'])} → "
             f"{_pct(r['after'])} | {spread} | {rew} | {share} | {r['wall_min']:.1f} |"
         )
+    return "\n".join(lines)
+
+
+def yardstick_table(results: dict) -> str:
+    """Oracle accuracy next to the trained judge's win rate against the base answers, per evaluation point."""
+    lines = ["| arm | seed | rollout: oracle acc. (%) / judge win vs base |", "|---|---|---|"]
+    for arm in [a for a in ARM_TITLES if a in results["arms"]]:
+        for seed, s in sorted(results["arms"][arm].items()):
+            cells = []
+            for e in s["evals"]:
+                win = e.get("judge_win_vs_base")
+                cells.append(f"{e['rollout']:g}: {_pct(e['accuracy'])} / {'–' if win is None else f'{win:.3f}'}")
+            lines.append(f"| `{arm}` | {seed} | {' · '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def walltimes(results: dict) -> str:
+    """Per arm × seed: total, training, oracle evaluation and judge seconds."""
+    lines = [
+        "| arm | seed | total (min) | training (min) | oracle evaluations (min) | inside the reward (min) | reward share of step time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for arm in [a for a in ARM_TITLES if a in results["arms"]]:
+        for seed, s in sorted(results["arms"][arm].items()):
+            t = s["seconds"]
+            share = t.get("judge_share_of_step")
+            lines.append(
+                f"| `{arm}` | {seed} | {t['total'] / 60:.1f} | {t['train'] / 60:.1f} | {t['oracle_eval'] / 60:.1f} | "
+                f"{t['judge'] / 60:.1f} | {'–' if share is None else f'{100 * share:.0f} %'} |"
+            )
     return "\n".join(lines)
 
 
@@ -193,7 +235,12 @@ def write_report(results: dict, path: Path, text_path: Path | None = None) -> No
             ]
         )
     base = results["base"]
+    cfg = results["config"]
     subs = {
+        "{{rollouts}}": str(cfg["max_steps"]),
+        "{{mid}}": str(cfg["eval_every"]),
+        "{{yardstick}}": yardstick_table(results),
+        "{{walltimes}}": walltimes(results),
         "{{table}}": table(results),
         "{{judge}}": judge_md,
         "{{figure}}": "![oracle accuracy and reward per rollout](rlhf_miniature_curves.png)",
