@@ -20,9 +20,22 @@ def _round(x, nd=4):
     return None if x is None else round(float(x), nd)
 
 
+def _kinds(answers, pairs) -> dict | None:
+    from .task import answer_kind, question
+
+    if not answers:
+        return None
+    kinds = [answer_kind(question(a, b), c) for (a, b), c in zip(pairs, answers)]
+    return {k: kinds.count(k) for k in ("right", "wrong", "off_format")}
+
+
 def compact(collected: dict) -> dict:
     """The figures of a run folder's results ([`~research.rlhf_miniature.runner.collect`]), rounded, per arm and
     seed: oracle accuracy per evaluation, per-rollout judge reward and KL, wall times."""
+    from .task import make_splits
+
+    cfg = collected["config"]
+    eval_pairs = make_splits(cfg["sizes"], cfg["split_seed"], cfg["digits"])["eval"]
     arms = {}
     for arm, seeds in collected["arms"].items():
         arms[arm] = {}
@@ -40,6 +53,7 @@ def compact(collected: dict) -> dict:
                         "rollout": _round(e["step"] / per, 2),
                         "accuracy": _round(e["accuracy"]),
                         "judge_win_vs_base": _round(e.get("judge_win_vs_base")),
+                        "kinds": _kinds(e.get("answers"), eval_pairs),
                         "examples": e.get("examples", [])[:3],
                     }
                     for e in r["evals"]
@@ -63,7 +77,12 @@ def compact(collected: dict) -> dict:
     base = collected["base"]
     return {
         "config": collected["config"],
-        "base": {"accuracy": _round(base["accuracy"]), "n": base["n"], "examples": base["examples"][:4]},
+        "base": {
+            "accuracy": _round(base["accuracy"]),
+            "n": base["n"],
+            "examples": base["examples"][:4],
+            "kinds": _kinds(base.get("answers"), eval_pairs),
+        },
         "judge": judge,
         "arms": arms,
     }
@@ -178,13 +197,20 @@ def table(results: dict) -> str:
 
 def yardstick_table(results: dict) -> str:
     """Oracle accuracy next to the trained judge's win rate against the base answers, per evaluation point."""
-    lines = ["| arm | seed | rollout: oracle acc. (%) / judge win vs base |", "|---|---|---|"]
+    lines = [
+        "| arm | seed | rollout: oracle acc. % (right / wrong in the asked form / off-format, of 64) / judge win vs base |",
+        "|---|---|---|",
+    ]
     for arm in [a for a in ARM_TITLES if a in results["arms"]]:
         for seed, s in sorted(results["arms"][arm].items()):
             cells = []
             for e in s["evals"]:
                 win = e.get("judge_win_vs_base")
-                cells.append(f"{e['rollout']:g}: {_pct(e['accuracy'])} / {'–' if win is None else f'{win:.3f}'}")
+                k = e.get("kinds")
+                kinds = "" if not k else f" ({k['right']}/{k['wrong']}/{k['off_format']})"
+                cells.append(
+                    f"{e['rollout']:g}: {_pct(e['accuracy'])}{kinds} / {'–' if win is None else f'{win:.3f}'}"
+                )
             lines.append(f"| `{arm}` | {seed} | {' · '.join(cells)} |")
     return "\n".join(lines)
 

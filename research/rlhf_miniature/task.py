@@ -63,6 +63,14 @@ def oracle_correct(prompt, completion) -> bool:
     return {x, y} == {a, b} and bool(is_correct(m.group(0)))
 
 
+def answer_kind(prompt, completion) -> str:
+    """``"right"``, ``"wrong"`` (an ``x is larger than y`` statement that the oracle rejects: the smaller number first,
+    or other numbers) or ``"off_format"`` (no such statement): where a policy's errors are."""
+    if oracle_correct(prompt, completion):
+        return "right"
+    return "wrong" if _STATEMENT.search(completion_text(completion)) else "off_format"
+
+
 def oracle_reward(prompts, completions, **kwargs) -> list[float]:
     """The oracle as a TRL reward function (the upper-bound arm): 1.0 for a right answer, 0.0 otherwise."""
     return [float(oracle_correct(p, c)) for p, c in zip(prompts, completions)]

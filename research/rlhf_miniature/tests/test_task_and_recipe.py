@@ -7,6 +7,7 @@ import pytest
 from research.rlhf_miniature.arms import common_args, steps_per_rollout
 from research.rlhf_miniature.config import ARMS, MiniatureConfig
 from research.rlhf_miniature.task import (
+    answer_kind,
     judge_pairs,
     make_splits,
     number_pairs,
@@ -39,6 +40,14 @@ RECIPE = Path(__file__).resolve().parents[1] / "configs" / "cpu.yaml"
 def test_oracle_hand_made(completion, expected):
     assert oracle_correct(question(37, 48), completion) is expected
     assert oracle_correct(question(48, 37), completion) is expected  # the order asked in does not matter
+
+
+def test_answer_kind_says_where_the_error_is():
+    q = question(37, 48)
+    assert answer_kind(q, "48 is larger than 37.") == "right"
+    assert answer_kind(q, "37 is larger than 48.") == "wrong"
+    assert answer_kind(q, "48 is larger than 36.") == "wrong"
+    assert answer_kind(q, "To solve this problem, we need") == "off_format"
 
 
 def test_oracle_reads_chat_prompts_and_completions():
