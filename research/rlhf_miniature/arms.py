@@ -7,6 +7,8 @@ arms differ only in the reward and the RL algorithm.
   greedy answer (``greedy_reference=True``, the GRAM recipe).
 * ``grpo_zero_shot``: GRPO with the untrained judge (``reference="group"``): the negative control.
 * ``grpo_oracle``: GRPO with [`~research.rlhf_miniature.task.oracle_reward`]: the upper bound.
+* ``grpo_random``: GRPO with [`~research.rlhf_miniature.task.RandomReward`]: no signal at all, what the updates do
+  by themselves (the zero-shot judge turned out not to be a null reward once GRPO normalizes it).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from trl_gram.reward import GenerativeRewardFunction
 from .config import MiniatureConfig
 from .evaluation import OracleEvalCallback
 from .judge import load_trained_judge, make_judge
-from .task import oracle_reward, prompt_dataset
+from .task import RandomReward, oracle_reward, prompt_dataset
 
 
 class TimedReward:
@@ -45,9 +47,13 @@ class TimedReward:
         return out
 
 
-def arm_reward(arm: str, cfg: MiniatureConfig, judge_dir: Path, base_path: str, tokenizer) -> TimedReward:
+def arm_reward(
+    arm: str, cfg: MiniatureConfig, judge_dir: Path, base_path: str, tokenizer, seed: int = 0
+) -> TimedReward:
     if arm == "grpo_oracle":
         return TimedReward(oracle_reward, "oracle")
+    if arm == "grpo_random":
+        return TimedReward(RandomReward(seed), "random")
     model = (
         AutoModelForCausalLM.from_pretrained(base_path)
         if arm == "grpo_zero_shot"
@@ -150,7 +156,7 @@ def run_arm(
     policy = AutoModelForCausalLM.from_pretrained(policy_path)
     judge_base = cfg.judge_name_or_path or base_path
     reward_tokenizer = AutoTokenizer.from_pretrained(judge_base)
-    reward = arm_reward(arm, cfg, judge_dir, judge_base, reward_tokenizer)
+    reward = arm_reward(arm, cfg, judge_dir, judge_base, reward_tokenizer, seed)
     per_rollout = steps_per_rollout(arm, cfg)
     # One yardstick for every arm: the trained judge's win rate of the policy's greedy answers against the base's.
     yardstick = (

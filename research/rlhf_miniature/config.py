@@ -12,6 +12,7 @@ ARMS = (
     "ppo_greedy",  # GramPPOTrainer, trained judge, each sample against the policy's greedy answer (GRAM recipe)
     "grpo_zero_shot",  # GRPO, the untrained judge (negative control)
     "grpo_oracle",  # GRPO, the oracle as a programmatic reward (upper bound)
+    "grpo_random",  # GRPO, a seeded uniform random reward (no signal at all: what the update alone does)
 )
 
 

@@ -12,6 +12,7 @@ ARM_TITLES = {
     "grpo_pivot": "GRPO, trained judge, reference=pivot",
     "ppo_greedy": "GramPPO, trained judge, greedy reference",
     "grpo_zero_shot": "GRPO, zero-shot judge (negative control)",
+    "grpo_random": "GRPO, random reward (null control)",
 }
 _LOG_KEYS = ("reward", "kl", "objective/kl", "judge_seconds", "reward_std")
 
@@ -132,7 +133,7 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax3, ax2) = plt.subplots(1, 3, figsize=(17, 4.8))
-    colors = dict(zip(ARM_TITLES, ("black", "tab:blue", "tab:green", "tab:red", "tab:gray")))
+    colors = dict(zip(ARM_TITLES, ("black", "tab:blue", "tab:green", "tab:red", "tab:gray", "tab:orange")))
     for arm, seeds in results["arms"].items():
         for seed, s in seeds.items():
             style = "-" if seed == "0" else "--"

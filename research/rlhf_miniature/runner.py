@@ -59,7 +59,7 @@ def run(
     base = base_policy_eval(cfg, splits, base_path, root)
     logger.info("base policy oracle accuracy: %.3f", base["accuracy"])
     selected = [a for a in cfg.arms if only_arms is None or a in only_arms]
-    needs_judge = any(a != "grpo_oracle" for a in selected)
+    needs_judge = bool(selected)  # every arm's evaluations use the trained judge as a yardstick
     judge = train_judge(cfg, splits, base_path, root / "judge") if needs_judge else None
     if judge is not None:
         logger.info("judge trained in %.0f s", judge["seconds"]["train"])

@@ -76,6 +76,18 @@ def oracle_reward(prompts, completions, **kwargs) -> list[float]:
     return [float(oracle_correct(p, c)) for p, c in zip(prompts, completions)]
 
 
+class RandomReward:
+    """A reward with no signal: seeded uniform draws in [0, 1), one per completion (the null control)."""
+
+    __name__ = "random"
+
+    def __init__(self, seed: int = 0):
+        self.rng = random.Random(seed)
+
+    def __call__(self, prompts, completions, **kwargs) -> list[float]:
+        return [self.rng.random() for _ in completions]
+
+
 def number_pairs(n: int, seed: int, digits: int = 2, exclude: set | None = None) -> list[tuple[int, int]]:
     """``n`` distinct unordered pairs of different ``digits``-digit numbers (in a random order), none in ``exclude``."""
     if n < 0:
