@@ -32,7 +32,10 @@ def make_judge(model, tokenizer, cfg: MiniatureConfig, seed: int = 0) -> GramJud
         seed=seed,
         show_progress=False,
     )
-    return GramJudge(model.eval(), tokenizer, config=config)
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the trainers move only the policy
+    return GramJudge(model.to(device).eval(), tokenizer, config=config)
 
 
 def pair_accuracy(judge: GramJudge, ds) -> dict:

@@ -20,6 +20,7 @@ from research.rlhf_miniature.task import (
 )
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "cpu.yaml"
+GPU_RECIPE = RECIPE.with_name("gpu.yaml")
 
 
 @pytest.mark.parametrize(
@@ -119,6 +120,12 @@ def test_recipe_parses_and_runs_every_arm():
     assert cfg.seeds == [0, 1]
     assert cfg.max_completion_length <= 24
     assert MiniatureConfig.from_yaml(RECIPE, max_steps=3).max_steps == 3
+    gpu = MiniatureConfig.from_yaml(GPU_RECIPE)
+    assert gpu.arms == cfg.arms and gpu.seeds == cfg.seeds and gpu.split_seed == cfg.split_seed
+    # the same judge pairs as the CPU run (the splits are cut in order: the first two are unchanged)
+    cpu_splits = make_splits(cfg.sizes, cfg.split_seed, cfg.digits)
+    gpu_splits = make_splits(gpu.sizes, gpu.split_seed, gpu.digits)
+    assert gpu_splits["judge_train"] == cpu_splits["judge_train"]
 
 
 def test_recipe_errors_name_the_problem(tmp_path):
