@@ -6,6 +6,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from .task import make_splits
+
 ARM_TITLES = {
     "grpo_oracle": "GRPO, oracle reward (upper bound)",
     "grpo_group": "GRPO, trained judge, reference=group",
@@ -22,18 +24,19 @@ def _round(x, nd=4):
 
 
 def _kinds(answers, pairs) -> dict | None:
-    from .task import answer_kind, question
+    from .task import answer_kind, copies_question_order, question
 
     if not answers:
         return None
     kinds = [answer_kind(question(a, b), c) for (a, b), c in zip(pairs, answers)]
-    return {k: kinds.count(k) for k in ("right", "wrong", "off_format")}
+    out = {k: kinds.count(k) for k in ("right", "wrong", "off_format")}
+    out["copies_order"] = sum(copies_question_order(question(a, b), c) for (a, b), c in zip(pairs, answers))
+    return out
 
 
 def compact(collected: dict) -> dict:
     """The figures of a run folder's results ([`~research.rlhf_miniature.runner.collect`]), rounded, per arm and
     seed: oracle accuracy per evaluation, per-rollout judge reward and KL, wall times."""
-    from .task import make_splits
 
     cfg = collected["config"]
     eval_pairs = make_splits(cfg["sizes"], cfg["split_seed"], cfg["digits"])["eval"]
@@ -199,7 +202,8 @@ def table(results: dict) -> str:
 def yardstick_table(results: dict) -> str:
     """Oracle accuracy next to the trained judge's win rate against the base answers, per evaluation point."""
     lines = [
-        "| arm | seed | rollout: oracle acc. % (right / wrong in the asked form / off-format, of 64) / judge win vs base |",
+        "| arm | seed | rollout: oracle acc. % (right / wrong in the asked form / off-format; copies the question's order, "
+        "of 64) / judge win vs base |",
         "|---|---|---|",
     ]
     for arm in [a for a in ARM_TITLES if a in results["arms"]]:
@@ -208,7 +212,7 @@ def yardstick_table(results: dict) -> str:
             for e in s["evals"]:
                 win = e.get("judge_win_vs_base")
                 k = e.get("kinds")
-                kinds = "" if not k else f" ({k['right']}/{k['wrong']}/{k['off_format']})"
+                kinds = "" if not k else f" ({k['right']}/{k['wrong']}/{k['off_format']}; {k['copies_order']})"
                 cells.append(
                     f"{e['rollout']:g}: {_pct(e['accuracy'])}{kinds} / {'–' if win is None else f'{win:.3f}'}"
                 )
@@ -263,7 +267,9 @@ def write_report(results: dict, path: Path, text_path: Path | None = None) -> No
         )
     base = results["base"]
     cfg = results["config"]
+    pairs = make_splits(cfg["sizes"], cfg["split_seed"], cfg["digits"])["eval"]
     subs = {
+        "{{copy_ceiling}}": f"{sum(a > b for a, b in pairs)} of {len(pairs)} ({_pct(sum(a > b for a, b in pairs) / len(pairs))} %)",
         "{{rollouts}}": str(cfg["max_steps"]),
         "{{mid}}": str(cfg["eval_every"]),
         "{{yardstick}}": yardstick_table(results),

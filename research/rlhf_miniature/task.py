@@ -71,6 +71,14 @@ def answer_kind(prompt, completion) -> str:
     return "wrong" if _STATEMENT.search(completion_text(completion)) else "off_format"
 
 
+def copies_question_order(prompt, completion) -> bool:
+    """Whether the first ``x is larger than y`` statement names the question's numbers in the order asked (``Which
+    number is larger, 37 or 48?`` -> ``37 is larger than 48.``): a policy that always does this is right exactly when
+    the first number is the larger one, without comparing anything."""
+    m = _STATEMENT.search(completion_text(completion))
+    return m is not None and (int(m.group(1)), int(m.group(2))) == question_numbers(prompt_text(prompt))
+
+
 def oracle_reward(prompts, completions, **kwargs) -> list[float]:
     """The oracle as a TRL reward function (the upper-bound arm): 1.0 for a right answer, 0.0 otherwise."""
     return [float(oracle_correct(p, c)) for p, c in zip(prompts, completions)]

@@ -7,7 +7,9 @@ import pytest
 from research.rlhf_miniature.arms import common_args, steps_per_rollout
 from research.rlhf_miniature.config import ARMS, MiniatureConfig
 from research.rlhf_miniature.task import (
+    RandomReward,
     answer_kind,
+    copies_question_order,
     judge_pairs,
     make_splits,
     number_pairs,
@@ -49,6 +51,15 @@ def test_answer_kind_says_where_the_error_is():
     assert answer_kind(q, "37 is larger than 48.") == "wrong"
     assert answer_kind(q, "48 is larger than 36.") == "wrong"
     assert answer_kind(q, "To solve this problem, we need") == "off_format"
+
+
+def test_copies_question_order_and_random_reward():
+    assert copies_question_order(question(37, 48), "37 is larger than 48.")
+    assert not copies_question_order(question(37, 48), "48 is larger than 37.")
+    assert not copies_question_order(question(37, 48), "To solve this problem")
+    first, second = RandomReward(3), RandomReward(3)
+    draws = first(["p"] * 5, ["c"] * 5)
+    assert draws == second(["p"] * 5, ["c"] * 5) and len(set(draws)) == 5 and all(0 <= d < 1 for d in draws)
 
 
 def test_oracle_reads_chat_prompts_and_completions():
