@@ -268,7 +268,9 @@ def write_report(results: dict, path: Path, text_path: Path | None = None) -> No
     base = results["base"]
     cfg = results["config"]
     pairs = make_splits(cfg["sizes"], cfg["split_seed"], cfg["digits"])["eval"]
+    seed1 = [f"`{a}`" for a in ARM_TITLES if "1" in results["arms"].get(a, {})]
     subs = {
+        "{{seed1}}": ", ".join(seed1) if seed1 else "no arm",
         "{{copy_ceiling}}": f"{sum(a > b for a, b in pairs)} of {len(pairs)} ({_pct(sum(a > b for a, b in pairs) / len(pairs))} %)",
         "{{rollouts}}": str(cfg["max_steps"]),
         "{{mid}}": str(cfg["eval_every"]),
