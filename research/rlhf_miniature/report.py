@@ -261,8 +261,9 @@ def write_report(results: dict, path: Path, text_path: Path | None = None) -> No
                 f"| trained (GramRewardTrainer, direct, LoRA) | {_pct(t.get('accuracy'))} | {_pct(t.get('policy_wrong/accuracy'))} | "
                 f"{_pct(t.get('swapped/accuracy'))} | {_pct(t.get('swap_agreement'))} |",
                 "",
-                f"Test pairs: {judge['test_kinds']}; training pairs: {judge['train_kinds']}; judge sampling + training "
-                f"took {judge['seconds']['sample'] / 60:.1f} + {judge['seconds']['train'] / 60:.1f} min.",
+                f"Test pairs: {judge['test_kinds']}; training pairs: {judge['train_kinds']}; judge training "
+                f"took {judge['seconds']['train'] / 60:.1f} min (sampling the base policy's answers is not counted: it is "
+                "kept in the run folder and was reused from a first attempt).",
             ]
         )
     base = results["base"]
