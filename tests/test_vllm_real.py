@@ -154,16 +154,12 @@ def test_prover_scoring_and_sampling(vllm_judge, hf_judge):
 
 def test_server_with_vllm_backend(vllm_judge, monkeypatch):
     pytest.importorskip("fastapi")
-    import argparse
-
     import httpx
 
     from trl_gram.serving import cli as serve_cli
     from trl_gram.serving.server import BackgroundServer, ServeConfig, create_app
 
-    root = argparse.ArgumentParser()
-    serve_cli.add_parser(root.add_subparsers())
-    args = root.parse_args(["serve", "--backend", "vllm", "--mode", "direct", "--dtype", "float32"])
+    args, _ = serve_cli.parse_serve_args(["--backend", "vllm", "--mode", "direct", "--dtype", "float32"])
     calls = []
 
     def from_vllm(path, **kwargs):  # the session's engine stands in for a second one loaded from `path`
