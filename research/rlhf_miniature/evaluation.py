@@ -70,18 +70,17 @@ def score_policy(model, tokenizer, pairs, max_new_tokens: int = 16, judge=None, 
 
 
 def judge_win_rate(judge, pairs, answers, references) -> float:
-    """Mean debiased P(answer beats reference) under ``judge`` (0.5 where the two are the same text)."""
+    """Mean debiased P(answer beats reference) under ``judge``, both orders, 0.5 where the two are the same text: the
+    `eval_win_rate` of [`~trl_gram.GramWinRateCallback`], computed with the same code
+    ([`~trl_gram.win_rate.judge_pairs`])."""
+    from trl_gram.win_rate import judge_pairs
+
     if len(references) != len(answers):
         raise ValueError(f"{len(references)} reference answers for {len(answers)} answers; pass one per answer.")
-    differ = [i for i, (x, y) in enumerate(zip(answers, references)) if x.strip() != y.strip()]
-    probs = [0.5] * len(answers)
-    if differ:
-        judged = judge.judge(
-            [question(*pairs[i]) for i in differ], [answers[i] for i in differ], [references[i] for i in differ]
-        )
-        for i, jd in zip(differ, judged):
-            probs[i] = jd.prob
-    return sum(probs) / len(probs)
+    prompts = [question(*pairs[i]) for i in range(len(answers))]
+    zeros = [0] * len(answers)
+    results = judge_pairs(judge, prompts, list(answers), list(references), zeros, zeros)
+    return sum(0.5 if r.prob is None else r.prob for r in results) / len(results)  # None: no probability read
 
 
 class OracleEvalCallback(TrainerCallback):
