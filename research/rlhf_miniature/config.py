@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from research.reproduction.harness.config import recipe_from_yaml
+
 ARMS = (
     "grpo_group",  # GRPO, trained judge, each completion against its group (reference="group")
     "grpo_pivot",  # GRPO, trained judge, each completion against the group's first one (reference="pivot")
@@ -85,17 +87,7 @@ class MiniatureConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> MiniatureConfig:
-        import yaml
-
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a recipe must be a YAML mapping, got {type(data).__name__}.")
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"{path}: unknown recipe key(s) {unknown}; known: {sorted(names)}.")
-        return cls(**data)
+        return recipe_from_yaml(cls, path, overrides)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

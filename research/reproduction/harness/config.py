@@ -209,17 +209,23 @@ class ReproductionConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> ReproductionConfig:
-        import yaml
-
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a recipe must be a YAML mapping, got {type(data).__name__}.")
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"{path}: unknown recipe key(s) {unknown}; known: {sorted(names)}.")
-        return cls(**data)
+        return recipe_from_yaml(cls, path, overrides)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def recipe_from_yaml(cls, path: str | Path, overrides: dict):
+    """An instance of the dataclass ``cls`` from the YAML mapping at ``path``, with the non-``None`` ``overrides`` on
+    top; an unknown key is an error naming the file and the known keys."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a recipe must be a YAML mapping, got {type(data).__name__}.")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{path}: unknown recipe key(s) {unknown}; known: {sorted(names)}.")
+    return cls(**data)

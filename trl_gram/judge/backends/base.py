@@ -97,6 +97,18 @@ class JudgeBackend(Protocol):
         ...
 
 
+def read_forced_slots(backend, prompts, results: list, label_ids, forced_text, force_answer: bool) -> None:
+    """For the rows of ``results`` whose slot was not read during generation: append the forced answer prefix to the
+    generated text and read the slot with one [`JudgeBackend.slot_logits`] call (in place; nothing when
+    ``force_answer`` is off)."""
+    forced = [j for j, r in enumerate(results) if r.slot_logits is None] if force_answer else []
+    if forced:
+        encode = lambda t: backend.tokenizer.encode(t, add_special_tokens=False)  # noqa: E731
+        reads = [list(prompts[j]) + encode(forced_text(results[j].text)) for j in forced]
+        for j, logits in zip(forced, backend.slot_logits(reads, label_ids)):
+            results[j].slot_logits = logits
+
+
 def strip_padding(ids: list[int], pad_id: int, eos_ids) -> list[int]:
     """Drop trailing padding and one trailing EOS (`eos_ids`: an id, a collection of ids, or `None`)."""
     eos = set() if eos_ids is None else {eos_ids} if isinstance(eos_ids, int) else set(eos_ids)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ...batching import left_pad, token_budget_batches
-from .base import GenerationSettings, SlotGeneration, strip_padding, weights_fingerprint
+from .base import GenerationSettings, SlotGeneration, read_forced_slots, strip_padding, weights_fingerprint
 from .slots import AT_SLOT, AnswerSlotStopper, LabelLogitRecorder
 
 
@@ -97,11 +97,5 @@ class TransformersBackend:
                 results[j] = SlotGeneration(self.tokenizer.decode(gen, skip_special_tokens=True), slot, reached)
             if progress is not None:
                 progress.update(len(batch))
-        # Rows whose slot was not read during generation: force the answer slot and read it with one forward pass.
-        forced = [j for j, r in enumerate(results) if r.slot_logits is None] if s.force_answer else []
-        if forced:
-            encode = lambda t: self.tokenizer.encode(t, add_special_tokens=False)  # noqa: E731
-            reads = [list(prompts[j]) + encode(forced_text(results[j].text)) for j in forced]
-            for j, logits in zip(forced, self.slot_logits(reads, label_ids)):
-                results[j].slot_logits = logits
+        read_forced_slots(self, prompts, results, label_ids, forced_text, s.force_answer)
         return results

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from transformers.utils import logging
 
-from .base import GenerationSettings, SlotGeneration
+from .base import GenerationSettings, SlotGeneration, read_forced_slots
 
 logger = logging.get_logger(__name__)
 
@@ -248,13 +248,7 @@ class VLLMBackend:
                     break
         if progress is not None:
             progress.update(len(prompts))
-        # Rows without a slot: read it after the forced answer prefix.
-        forced = [k for k, r in enumerate(results) if r.slot_logits is None] if s.force_answer else []
-        if forced:
-            encode = lambda t: self.tokenizer.encode(t, add_special_tokens=False)  # noqa: E731
-            reads = [list(prompts[k]) + encode(forced_text(results[k].text)) for k in forced]
-            for k, logits in zip(forced, self.slot_logits(reads, label_ids)):
-                results[k].slot_logits = logits
+        read_forced_slots(self, prompts, results, label_ids, forced_text, s.force_answer)
         return results
 
     # -----------------------------------------------------------------------------------------------------------

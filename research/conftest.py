@@ -1,4 +1,5 @@
-"""The RLHF-in-miniature tests read the package's test helpers (``tests/tiny_models.py``) and run offline."""
+"""The research tests (reproduction and RLHF in miniature) read the package's test helpers (``tests/tiny_models.py``)
+and run under its environment: offline, one torch thread."""
 
 import os
 import sys
@@ -9,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[1]
 for path in (ROOT, ROOT / "tests"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
