@@ -21,13 +21,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from accelerate.utils import is_trackio_available, is_wandb_available
 from transformers.utils import logging
+
+from .http_client import RemoteCallError, RetryPolicy, bearer_headers, post_json
 
 logger = logging.get_logger(__name__)
 
@@ -231,13 +231,11 @@ class RemoteJudge:
     Args:
         url (`str`): the server, e.g. ``"http://judge-host:8000"`` (``/judge`` is appended unless already there).
         api_key (`str`, *optional*): bearer token, if the server was started with one.
-        timeout (`float`): seconds per request attempt.
-        retries (`int`): extra attempts after a failed one.
-        backoff (`float`): first retry delay in seconds, doubled at each retry.
+        timeout (`float`): time budget of one request in seconds, retries included.
+        retries (`int`): cap on extra attempts after a failed one.
+        backoff (`float`): first retry delay in seconds, doubled at each retry ([`~http_client.RetryPolicy`]).
         max_pairs_per_request (`int`): pairs sent per request.
     """
-
-    RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
     def __init__(
         self,
@@ -246,47 +244,37 @@ class RemoteJudge:
         api_key: str | None = None,
         timeout: float = 300.0,
         retries: int = 3,
-        backoff: float = 1.0,
+        backoff: float = 0.5,
         max_pairs_per_request: int = 64,
     ):
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ValueError(f"`url` must be an http(s) URL, got {url!r}.")
-        if timeout <= 0 or retries < 0 or backoff < 0 or max_pairs_per_request < 1:
-            raise ValueError("`timeout` and `max_pairs_per_request` must be positive, `retries`, `backoff` >= 0.")
+        if max_pairs_per_request < 1:
+            raise ValueError(f"`max_pairs_per_request` must be positive, got {max_pairs_per_request}.")
         base = url.rstrip("/")
         self.url = base if base.endswith("/judge") else base + "/judge"
         self.api_key = api_key
-        self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self.policy = RetryPolicy(timeout=timeout, retries=retries, backoff=backoff)
         self.max_pairs_per_request = max_pairs_per_request
 
     def __repr__(self):
         return f"{type(self).__name__}(url={self.url!r})"
 
     def _post(self, client, payload: dict) -> list[dict]:
-        import httpx
+        n = len(payload["pairs"])
 
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        error = None
-        for attempt in range(self.retries + 1):
-            try:
-                response = client.post(self.url, json=payload, headers=headers, timeout=self.timeout)
-                if response.status_code == 200:
-                    results = response.json().get("results")
-                    if isinstance(results, list) and len(results) == len(payload["pairs"]):
-                        return results
-                    error = f"malformed answer {response.text[:200]!r}"
-                elif response.status_code not in self.RETRY_STATUS:
-                    raise RuntimeError(
-                        f"The judge server at {self.url} refused the request "
-                        f"({response.status_code}): {response.text[:300]}"
-                    )
-                else:
-                    error = f"HTTP {response.status_code}"
-            except (httpx.TransportError, httpx.TimeoutException, ValueError) as e:
-                error = repr(e)
-            if attempt < self.retries:
-                time.sleep(self.backoff * 2**attempt * (0.5 + random.random()))
-        raise RuntimeError(f"The judge server at {self.url} failed {self.retries + 1} times: {error}")
+        def results_of(answer):
+            results = answer.get("results") if isinstance(answer, dict) else None
+            if not isinstance(results, list) or len(results) != n:
+                raise ValueError(f"expected {n} results")
+            return results
+
+        try:
+            return post_json(
+                client, self.url, payload, policy=self.policy, headers=bearer_headers(self.api_key), validate=results_of
+            )
+        except RemoteCallError as e:
+            raise RuntimeError(f"The judge server could not judge: {e}") from e
 
     def judge(self, questions, responses_1, responses_2, swap: str = "both", **_) -> list[dict]:
         """The server's verdicts (dicts with ``prob`` = P(response_1 better), ``label``, ``rationale``,

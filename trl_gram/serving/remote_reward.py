@@ -13,16 +13,14 @@ for completions it could not score. A step where no completion got a reward is l
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 
 from transformers.utils import logging
 
+from ..http_client import RemoteCallError, RetryPolicy, apost_json, bearer_headers
 from ..pairing import groups as _groups
 
 logger = logging.get_logger(__name__)
-
-RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
 class RemoteGenerativeRewardFunction:
@@ -41,8 +39,9 @@ class RemoteGenerativeRewardFunction:
         retries (`int`, *optional*): Cap on extra attempts after a failed one (``None``: as many as ``timeout``
             allows).
         backoff (`float`): First retry delay in seconds; doubled at each retry (with jitter), at most
-            ``max_backoff``.
-        max_backoff (`float`): Longest delay between two attempts.
+            ``max_backoff`` ([`~http_client.RetryPolicy`]).
+        max_backoff (`float`): Longest delay between two attempts (short, so that a restarting server is used as
+            soon as it is back).
         max_concurrency (`int`): Requests in flight at once.
         max_completions_per_request (`int`): Requests are cut at group boundaries to hold at most this many
             completions (a larger group still goes whole).
@@ -58,8 +57,8 @@ class RemoteGenerativeRewardFunction:
         reference_column: str | None = None,
         timeout: float = 300.0,
         retries: int | None = None,
-        backoff: float = 1.0,
-        max_backoff: float = 15.0,
+        backoff: float = 0.5,
+        max_backoff: float = 2.0,
         max_concurrency: int = 8,
         max_completions_per_request: int = 64,
         name: str = "gram_remote_reward",
@@ -68,27 +67,18 @@ class RemoteGenerativeRewardFunction:
             raise ValueError(f"`url` must be an http(s) URL, got {url!r}.")
         if reference not in ("group", "pivot"):
             raise ValueError(f"`reference` must be 'group' or 'pivot', got {reference!r}.")
-        if (
-            timeout <= 0
-            or (retries is not None and retries < 0)
-            or backoff < 0
-            or max_backoff < 0
-            or max_concurrency < 1
-            or max_completions_per_request < 1
-        ):
+        if max_concurrency < 1 or max_completions_per_request < 1:
             raise ValueError(
-                "`timeout`, `max_concurrency` and `max_completions_per_request` must be positive, "
-                "`retries`, `backoff` and `max_backoff` non-negative."
+                f"`max_concurrency` and `max_completions_per_request` must be positive, got {max_concurrency} and "
+                f"{max_completions_per_request}."
             )
+        self.policy = RetryPolicy(timeout=timeout, retries=retries, backoff=backoff, max_backoff=max_backoff)
         base = url.rstrip("/")
         self.url = base if base.rsplit("/", 1)[-1] in ("reward", "get_reward") else base + "/reward"
         self.api_key = api_key
         self.reference = reference
         self.reference_column = reference_column
         self.timeout = timeout
-        self.retries = retries
-        self.backoff = backoff
-        self.max_backoff = max_backoff
         self.max_concurrency = max_concurrency
         self.max_completions_per_request = max_completions_per_request
         self.__name__ = name
@@ -109,40 +99,30 @@ class RemoteGenerativeRewardFunction:
         return chunks + ([cur] if cur else [])
 
     async def _post(self, client, payload) -> list | None:
-        import httpx
+        n = len(payload["completions"])
 
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        deadline = time.monotonic() + self.timeout
-        attempt, error = 0, None
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                response = await client.post(self.url, json=payload, headers=headers, timeout=left)
-                if response.status_code == 200:
-                    rewards = response.json().get("rewards")
-                    if isinstance(rewards, list) and len(rewards) == len(payload["completions"]):
-                        return rewards
-                    error = f"malformed answer {response.text[:200]!r}"
-                elif response.status_code not in RETRY_STATUS:
-                    logger.warning(f"Reward server refused a request ({response.status_code}): {response.text[:300]}")
-                    return None
-                else:
-                    error = f"HTTP {response.status_code}: {response.text[:200]}"
-            except (httpx.TransportError, httpx.TimeoutException, ValueError) as e:
-                error = f"{type(e).__name__}: {e}"
-            if self.retries is not None and attempt >= self.retries:
-                break
-            delay = min(self.max_backoff, self.backoff * 2 ** min(attempt, 16)) * (0.5 + random.random())
-            delay = min(delay, max(0.0, deadline - time.monotonic()))
-            attempt += 1
-            logger.info(f"Reward request failed ({error}); retry {attempt} in {delay:.1f}s.")
-            await asyncio.sleep(delay)
-        logger.warning(
-            f"Reward request to {self.url} failed after {attempt + 1} attempts in {self.timeout:g}s budget: {error}"
-        )
-        return None
+        def rewards_of(answer):
+            rewards = answer.get("rewards") if isinstance(answer, dict) else None
+            if not isinstance(rewards, list) or len(rewards) != n:
+                raise ValueError(f"expected {n} rewards")
+            return rewards
+
+        def log_retry(attempt, error):
+            logger.info(f"Reward request failed ({error}); retry {attempt}.")
+
+        try:
+            return await apost_json(
+                client,
+                self.url,
+                payload,
+                policy=self.policy,
+                headers=bearer_headers(self.api_key),
+                validate=rewards_of,
+                on_retry=log_retry,
+            )
+        except RemoteCallError as e:
+            logger.warning(f"Reward request gave up after {e.attempts} attempt(s) in a {self.timeout:g}s budget: {e}")
+            return None
 
     async def score(self, prompts, completions, references=None) -> list[float | None]:
         """Rewards for ``completions`` (one per completion, ``None`` where the server could not be reached or could

@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from transformers.utils import logging
 
+from ..http_client import RemoteCallError, RetryPolicy, apost_json, bearer_headers, post_json
 from ..pairing import groups, has_reference
 
 logger = logging.get_logger(__name__)
-RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
 def _settings(url, api_key):
@@ -37,9 +35,7 @@ def _settings(url, api_key):
         raise ValueError(
             "No reward server URL: pass `url=` (custom_reward_function.reward_kwargs) or set TRL_GRAM_URL."
         )
-    api_key = api_key or os.environ.get("TRL_GRAM_API_KEY")
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    return url.rstrip("/"), headers
+    return url.rstrip("/"), bearer_headers(api_key or os.environ.get("TRL_GRAM_API_KEY"))
 
 
 def _question(extra_info, key, where="extra_info") -> object:
@@ -48,16 +44,9 @@ def _question(extra_info, key, where="extra_info") -> object:
     return extra_info[key]
 
 
-def _delay(attempt, backoff, left) -> float:
-    return max(0.0, min(min(15.0, backoff * 2 ** min(attempt, 16)) * (0.5 + random.random()), left))
-
-
-def _failed(url, attempts, timeout, error) -> RuntimeError:
-    return RuntimeError(
-        f"trl-gram reward server at {url} failed {attempts} times in {timeout:g}s (last: {error}); "
-        "is `trl-gram serve` "
-        "running and reachable from the workers?"
-    )
+def _failed(error: RemoteCallError) -> RuntimeError:
+    hint = "" if error.refused else "; is `trl-gram serve` running and reachable from the workers?"
+    return RuntimeError(f"trl-gram reward server: {error}{hint}")
 
 
 def _reference(ground_truth):
@@ -75,25 +64,6 @@ def _warn_unscored(failures, count) -> None:
         logger.warning(
             f"The reward server could not score {count} response(s), given the failure reward: {reasons[0]}"
         )
-
-
-def _post_sync(client, url, headers, payload, timeout, backoff) -> dict:
-    import httpx
-
-    deadline, attempt, error = time.monotonic() + timeout, 0, None
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            response = client.post(url, json=payload, headers=headers, timeout=left)
-            if response.status_code == 200:
-                return response.json()
-            error = f"HTTP {response.status_code}: {response.text[:300]}"
-            if response.status_code not in RETRY_STATUS:
-                raise RuntimeError(f"trl-gram reward server refused the request: {error}")
-        except httpx.HTTPError as e:
-            error = f"{type(e).__name__}: {e}"
-        attempt += 1
-        time.sleep(_delay(attempt - 1, backoff, deadline - time.monotonic()))
-    raise _failed(url, attempt, timeout, error)
 
 
 _CLIENTS: dict = {}  # one connection pool and concurrency limit per event loop (verl runs one per reward worker)
@@ -121,7 +91,7 @@ async def compute_score(
     question_key="question",
     failure_reward=0.5,
     timeout=600.0,
-    backoff=1.0,
+    backoff=0.5,
     max_concurrency=1024,
     **kwargs,
 ) -> float:
@@ -144,28 +114,18 @@ async def compute_score(
         "completions": [solution_str if isinstance(solution_str, str) else str(solution_str)],
         "references": [reference],
     }
-    import httpx
-
     client, semaphore = _client_for_loop(max_concurrency)
-    deadline, attempt, error = time.monotonic() + timeout, 0, None
     async with semaphore:
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                response = await client.post(base + "/reward", json=payload, headers=headers, timeout=left)
-                if response.status_code == 200:
-                    answer = response.json()
-                    reward = answer["rewards"][0]
-                    if reward is None:
-                        _warn_unscored(answer.get("failures") or [], 1)
-                    return failure_reward if reward is None else float(reward)
-                error = f"HTTP {response.status_code}: {response.text[:300]}"
-                if response.status_code not in RETRY_STATUS:
-                    raise RuntimeError(f"trl-gram reward server refused the request: {error}")
-            except httpx.HTTPError as e:
-                error = f"{type(e).__name__}: {e}"
-            attempt += 1
-            await asyncio.sleep(_delay(attempt - 1, backoff, deadline - time.monotonic()))
-    raise _failed(base, attempt, timeout, error)
+        try:
+            answer = await apost_json(
+                client, base + "/reward", payload, policy=RetryPolicy(timeout=timeout, backoff=backoff), headers=headers
+            )
+        except RemoteCallError as e:
+            raise _failed(e) from e
+    reward = answer["rewards"][0]
+    if reward is None:
+        _warn_unscored(answer.get("failures") or [], 1)
+    return failure_reward if reward is None else float(reward)
 
 
 def server_limits(url=None, api_key=None, timeout=10.0) -> dict:
@@ -218,7 +178,7 @@ def compute_score_batch(
     reference="group",
     failure_reward=0.5,
     timeout=1800.0,
-    backoff=1.0,
+    backoff=0.5,
     max_concurrency=8,
     max_pairs_per_request=None,
     **kwargs,
@@ -242,6 +202,7 @@ def compute_score_batch(
     limit = max_pairs_per_request or server_limits(url, api_key).get("max_pairs_per_request") or 4096
     chunks = split_step(questions, refs, reference, limit)
     out = [failure_reward] * n
+    policy = RetryPolicy(timeout=timeout, backoff=backoff)
 
     def send(idx):
         payload = {
@@ -251,7 +212,10 @@ def compute_score_batch(
             "reference": reference,
             "group_across_requests": False,
         }
-        answer = _post_sync(client, base + "/reward", headers, payload, timeout, backoff)
+        try:
+            answer = post_json(client, base + "/reward", payload, policy=policy, headers=headers)
+        except RemoteCallError as e:
+            raise _failed(e) from e
         rewards = answer["rewards"]
         if any(r is None for r in rewards):
             _warn_unscored(answer.get("failures") or [], sum(r is None for r in rewards))
