@@ -180,7 +180,10 @@ def test_a_parenthesised_lower_case_label_after_a_noun_is_read(label, noun, rest
 
 
 @settings(max_examples=200, deadline=None)
-@given(_label, st.sampled_from(["\\boxed{{{}}}", "$\\boxed{{{}}}$", "\\(\\boxed{{\\text{{{}}}}}\\)", "$$\\boxed{{ {} }}$$"]))
+@given(
+    _label,
+    st.sampled_from(["\\boxed{{{}}}", "$\\boxed{{{}}}$", "\\(\\boxed{{\\text{{{}}}}}\\)", "$$\\boxed{{ {} }}$$"]),
+)
 def test_a_latex_boxed_label_is_read(label, boxed):
     answer = boxed.format(label)
     assert parse_verdict(f"<think>x</think><answer>{answer}</answer>").label == label

@@ -37,7 +37,7 @@ QUESTIONS = ["What is 2 + 3?", "Write a poem about the sea and the sky, please, 
 RESPONSES = [["The answer is 5.", "It is 6.", "5"], ["The sea is big and blue.", "Sea.", "Waves and wind, the sky."]]
 TOL = 1e-3
 # The command docs/serving.md gives for `custom_reward_function.path`.
-DOCUMENTED_PATH_COMMAND = 'import trl_gram.serving.verl as m; print(m.__file__)'
+DOCUMENTED_PATH_COMMAND = "import trl_gram.serving.verl as m; print(m.__file__)"
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,9 @@ def openrlhf_0_9_0_queries(tokenizer, prompts, responses, prompt_max_len):
 def test_openrlhf_0_9_0_right_truncated_prompts_are_scored(judge, tokenizer):
     system = {"role": "system", "content": "You are a helpful assistant."}
     prompts = [
-        tokenizer.apply_chat_template([system, {"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+        tokenizer.apply_chat_template(
+            [system, {"role": "user", "content": q}], tokenize=False, add_generation_prompt=True
+        )
         for q in QUESTIONS
     ]
     budget = len(tokenizer(prompts[0], add_special_tokens=False)["input_ids"])  # the first fits, the second does not
@@ -206,7 +208,9 @@ def test_chat_markup_no_longer_moves_rewards(judge, tokenizer):
 def raw_request(url, path, declared, sent):
     host, port = url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)))
-    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+    )
     sock.sendall(head.encode() + sent)
     return sock
 

@@ -30,8 +30,11 @@ FORMATS: dict[str, tuple[str, str]] = {
         '{"id": "7", "prompt": "2+2?", "chosen": ["4"], "rejected": ["5", "3", "22"], "subset": "Math"}',
     ),
     "rm-bench": (
-        "prompt, chosen and rejected (3 strings each: concise, detailed plain, detailed markdown), domain; or GRAM's "
-        "flattened copy: one row per cell with chosen, rejected strings, id and matrix_id 'i-j'",
+        "prompt, chosen and rejected (3 strings each: concise, detailed plain, detailed markdown), domain "
+        "(data/total_dataset.json); or a per-domain file of its repository without domain (data/chat_filtered.json, "
+        "code_, math_, safety-refuse_, safety-response_filtered.json: id, subset, prompt, chosen, rejected, "
+        "error_key, error; the domain is the file name's); or GRAM's flattened copy: one row per cell with chosen, "
+        "rejected strings, id and matrix_id 'i-j'",
         '{"id": 1, "prompt": "2+2?", "chosen": ["4", "It is 4.", "**4**"], "rejected": ["5", "It is 5.", "**5**"], '
         '"domain": "math"}',
     ),
@@ -75,6 +78,12 @@ REWARDBENCH_SUBSETS = frozenset(
     "hep-python hep-rust".split()
 )
 REWARDBENCH2_SUBSETS = frozenset({"Factuality", "Precise IF", "Math", "Safety", "Focus", "Ties"})
+REWARDBENCH2_COLUMNS = frozenset({"num_correct", "num_rejected", "total_completions", "models"})
+RM_BENCH_FILE = re.compile(r"(chat|code|math|safety-refuse|safety-response)(?:_filtered)?$")
+
+
+class AmbiguousFormat(ValueError):
+    """Rows whose layout fits formats that score differently: the user must say which (``--format``)."""
 
 
 class DataError(ValueError):
@@ -170,8 +179,28 @@ def read_records(path: str, split: str | None = None) -> list[dict]:
     return data
 
 
+def _list_layout(records: list[dict], keys: set) -> str:
+    """``rewardbench2`` or ``rm-bench`` for rows of response lists without ``domain``: both layouts hold ``prompt``,
+    ``subset`` and lists of ``chosen``/``rejected`` but score differently (best-of-n against a 3 x 3 style matrix),
+    so the file must show which it is; otherwise [`AmbiguousFormat`]."""
+    rows = [r for r in records if isinstance(r, dict)]
+    rewardbench2 = bool(keys & REWARDBENCH2_COLUMNS) or all(str(r.get("subset")) in REWARDBENCH2_SUBSETS for r in rows)
+    rm_bench = all(
+        isinstance(r.get(c), list) and len(r[c]) == 3 for r in rows for c in ("chosen", "rejected")
+    ) and not any(str(r.get("subset")) in REWARDBENCH2_SUBSETS for r in rows)
+    if rewardbench2 != rm_bench:
+        return "rewardbench2" if rewardbench2 else "rm-bench"
+    raise AmbiguousFormat(
+        "rows of chosen/rejected response lists without `domain` could be rewardbench2 (scored best of n) or "
+        "rm-bench (scored on a 3 x 3 style matrix), and the columns do not tell which (rewardbench2: its subset names "
+        "or num_correct; rm-bench: 3 chosen and 3 rejected in every row); pass --format rewardbench2 or --format "
+        "rm-bench"
+    )
+
+
 def detect_format(records: list[dict]) -> str:
-    """The format of rows, from the columns of the first row (and its value types)."""
+    """The format of rows, from the columns of the first row (and its value types). Raises [`AmbiguousFormat`] when
+    the rows fit several layouts that score differently."""
     first = records[0] if records and isinstance(records[0], dict) else {}
     keys = set(first)
     if {"response1", "response2"} <= keys and any(k.startswith("annotator") for k in keys):
@@ -187,12 +216,22 @@ def detect_format(records: list[dict]) -> str:
     if {"chosen", "rejected"} <= keys:
         chosen = first.get("chosen")
         if isinstance(chosen, list) and chosen and all(isinstance(c, str) for c in chosen):
-            return "rm-bench" if "domain" in keys else "rewardbench2"
+            return "rm-bench" if "domain" in keys else _list_layout(records, keys)
         if "prompt" not in keys and isinstance(chosen, str):
             return "hh-rlhf"
         if "subset" in keys and str(first.get("subset")) in REWARDBENCH_SUBSETS:
             return "rewardbench"
     return "preference"
+
+
+def rm_bench_domain(path: str) -> str:
+    """The domain of an RM-Bench per-domain file, from its name (``data/chat_filtered.json`` -> ``chat``); else the
+    file's name itself (its rows are then scored as one domain)."""
+    name = Path(path).name
+    for suffix in (".gz", ".jsonl", ".json", ".parquet", ".csv"):
+        name = name[: -len(suffix)] if name.lower().endswith(suffix) else name
+    m = RM_BENCH_FILE.search(name)
+    return m.group(1) if m else name
 
 
 _NUMBER = re.compile(r"\s*[-+]?\d+(\.\d+)?\s*")
@@ -247,9 +286,12 @@ def read_eval_file(
         records = records[:max_samples]
     if not records:
         raise DataError(path, [(None, None, "no rows to evaluate")])
-    fmt = detect_format(records) if format == "auto" else format
+    try:
+        fmt = detect_format(records) if format == "auto" else format
+    except AmbiguousFormat as e:
+        raise DataError(path, [(None, None, str(e))]) from None
     data = EvalData(path, fmt, len(records))
-    ctx = {"ties": ties, "label_words": tuple(str(w) for w in label_words)}
+    ctx = {"ties": ties, "label_words": tuple(str(w) for w in label_words), "domain": rm_bench_domain(path)}
     problems, skipped = [], {}
     for k, rec in enumerate(records):
         row = start + k

@@ -145,7 +145,10 @@ def _read_rmbench(rec, row, ctx):
         comp = _pair(q, _text(rec, "chosen"), _text(rec, "rejected"), 0, row, domain, key)
         return [comp], {"domain": domain, "group": ("id", str(rec.get("id", q)))}
     chosen, rejected = _texts(rec, "chosen", 3), _texts(rec, "rejected", 3)
-    domain = _text(rec, "domain", kind="the domain (chat, math, code, safety-refuse, safety-response)")
+    if "domain" in rec or not ctx.get("domain"):
+        domain = _text(rec, "domain", kind="the domain (chat, math, code, safety-refuse, safety-response)")
+    else:  # a per-domain file of the RM-Bench repository (data/chat_filtered.json): the file's domain
+        domain = ctx["domain"]
     comps = [_pair(q, c, r, 0, row, domain, (i, j)) for i, c in enumerate(chosen) for j, r in enumerate(rejected)]
     return comps, {"domain": domain}
 
