@@ -7,8 +7,8 @@ A pairwise judge has a position bias, so a comparison is normally judged in both
    its comparisons, [`~schedules.orient`]; a completion compared with a reference is shown first for every other
    such completion, so the position bias cancels over the batch instead of within the pair).
 2. **Second order**, only for the comparisons whose first verdict failed to parse, is within ``second_order_margin``
-   of 0.5, or would reorder its group: were that verdict pure position bias (0.5 instead), a member of the group
-   would pass another in the mean-win ranking. Taken in that priority (failed, then closest to 0.5), within the
+   of 0.5, or decides the order of its two members: were that verdict pure position bias (0.5 instead), the two
+   would swap places in the group's mean-win ranking. Taken in that priority (failed, then closest to 0.5), within the
    group's ``max_judge_calls_per_group`` budget.
 3. **Extra votes** (``extra_votes > 0``): comparisons still within the margin after both orders are judged again in
    both orders with ``extra_votes`` sampled rationales each, budget permitting.
@@ -107,19 +107,13 @@ def _all_pairs_calls(n_groups_sizes, references: int) -> int:
     return sum(g * (g - 1) for g in n_groups_sizes) + 2 * references
 
 
-def _reorders(i, j, p, sums, counts, members) -> bool:
-    """Whether replacing the verdict ``p`` (P(i beats j)) by 0.5 moves i or j past another member by mean win."""
-    before = {k: sums[k] / counts[k] for k in members if counts[k]}
-    if i not in before or j not in before:
+def _reorders(i, j, p, sums, counts) -> bool:
+    """Whether replacing the verdict ``p`` (P(i beats j)) by 0.5 swaps i and j in the mean-win ranking."""
+    if not counts[i] or not counts[j]:
         return False
-    after = dict(before)
-    after[i] = (sums[i] - p + 0.5) / counts[i]
-    after[j] = (sums[j] - (1 - p) + 0.5) / counts[j]
-    for k in (i, j):
-        for m, v in before.items():
-            if m != k and (before[k] > v) != (after[k] > after.get(m, v)) and before[k] != v:
-                return True
-    return False
+    before = sums[i] / counts[i] - sums[j] / counts[j]
+    after = (sums[i] - p + 0.5) / counts[i] - (sums[j] - (1 - p) + 0.5) / counts[j]
+    return (before > 0) != (after > 0) or (before < 0) != (after < 0)
 
 
 def judge_comparisons(
@@ -194,11 +188,11 @@ def judge_comparisons(
     wanted = []  # (priority, k)
     for k, (c, part) in enumerate(zip(comparisons, parts)):
         jd = part[0]
-        if not usable(jd, use_failed):
+        if not usable(jd):  # unparsed (even when its answer-slot probability counts) or not judged
             wanted.append(((0, 0.0), k))
         elif abs(jd.prob - 0.5) < settings.second_order_margin:
             wanted.append(((1, abs(jd.prob - 0.5)), k))
-        elif c[4] is not None and _reorders(c[0], c[4], jd.prob, sums, counts, groups[group_of[c[0]]]):
+        elif c[4] is not None and _reorders(c[0], c[4], jd.prob, sums, counts):
             wanted.append(((2, abs(jd.prob - 0.5)), k))
     second = []
     for _, k in sorted(wanted):
