@@ -257,7 +257,7 @@ def test_adaptive_budget_and_extra_votes():
 def test_length_control_removes_the_length_effect():
     # the judge prefers longer answers; within each length the "good" one is better
     strengths = {}
-    for k, n in enumerate((10, 40, 160)):
+    for n in (10, 40, 160):
         strengths["x" * n] = math.log(n)
         strengths["y" * n + "good"] = math.log(n) + 0.5
     names = list(strengths)

@@ -132,6 +132,17 @@ COMPARISON_FIELDS = (
 )
 
 
+def comparison_overrides(**given) -> dict:
+    """The group-comparison settings a client sends to a reward server: those given (not ``None``), checked here so
+    a bad value fails at once rather than in every request."""
+    unknown = sorted(set(given) - set(COMPARISON_FIELDS))
+    if unknown:
+        raise ValueError(f"Unknown group-comparison settings {unknown}; known: {list(COMPARISON_FIELDS)}.")
+    given = {k: v for k, v in given.items() if v is not None}
+    ComparisonConfig(**given)
+    return given
+
+
 def check_comparison_settings(c) -> None:
     """Clear errors for bad [`ComparisonConfig`] values (also used by the server for per-request values)."""
     for name, allowed in (("schedule", SCHEDULES), ("aggregate", AGGREGATES), ("second_order", SECOND_ORDERS)):
