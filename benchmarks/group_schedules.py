@@ -33,27 +33,21 @@ import numpy as np
 from trl_gram.judge import JudgeRun, combine_runs
 from trl_gram.reward import GenerativeRewardFunction
 
-SCHEDULES = {  # name -> GenerativeRewardFunction settings
+SCHEDULES = {  # name -> GenerativeRewardFunction settings ("2G": a budget of twice the group size)
     "all pairs, both orders, mean (today)": dict(),
     "all pairs, both orders, Bradley-Terry": dict(aggregate="bradley_terry"),
+    "all pairs, adaptive, Bradley-Terry": dict(aggregate="bradley_terry", second_order="adaptive"),
     "pivot, both orders (today's cheap option)": dict(reference="pivot"),
     "circular d=2, both orders, BT": dict(schedule="circular", schedule_degree=2, aggregate="bradley_terry"),
     "sparse d=2, both orders, BT": dict(schedule="sparse", schedule_degree=2, aggregate="bradley_terry"),
-    "sparse d=3, adaptive, BT": dict(
-        schedule="sparse", schedule_degree=3, aggregate="bradley_terry", second_order="adaptive"
+    "sparse d=3, adaptive, budget 2G, BT": dict(
+        schedule="sparse", schedule_degree=3, aggregate="bradley_terry", second_order="adaptive", budget="2G"
     ),
-    "sparse d=4, one order only, BT": dict(
-        schedule="sparse",
-        schedule_degree=4,
-        aggregate="bradley_terry",
-        second_order="adaptive",
-        second_order_margin=0.0,
+    "sparse d=4, one order (budget 2G), BT": dict(
+        schedule="sparse", schedule_degree=4, aggregate="bradley_terry", second_order="adaptive", budget="2G"
     ),
     "sparse d=4, adaptive, BT": dict(
         schedule="sparse", schedule_degree=4, aggregate="bradley_terry", second_order="adaptive"
-    ),
-    "sparse d=4, adaptive, budget 2G, BT": dict(
-        schedule="sparse", schedule_degree=4, aggregate="bradley_terry", second_order="adaptive", budget="2G"
     ),
     "sparse d=4, both orders, BT": dict(schedule="sparse", schedule_degree=4, aggregate="bradley_terry"),
 }
@@ -128,7 +122,7 @@ class SimulatedJudge:
 
 
 def simulated(args) -> dict:
-    rows = {}
+    rows, baseline = {}, {}
     for g in args.group_sizes:
         rng = random.Random(g)
         groups = []
@@ -136,31 +130,43 @@ def simulated(args) -> dict:
             names = [f"q{k}-r{m}" for m in range(g)]
             groups.append({n: rng.gauss(0, 1) for n in names})
         for name, settings in SCHEDULES.items():
-            taus, calls = [], []
+            taus, calls, rhos = [], [], []
             for k, strengths in enumerate(groups):
                 judge = SimulatedJudge(strengths, bias=args.bias, noise=args.noise, seed=k)
                 reward = reward_for(judge, settings, g)
                 names = list(strengths)
                 out = reward([f"q{k}"] * g, names)
+                if name == BASELINE:
+                    baseline[(g, k)] = out
                 taus.append(kendall(out, [strengths[n] for n in names]))
+                rhos.append(spearman(out, baseline[(g, k)]))
                 calls.append(reward.last_cost.judge_calls)
             rows.setdefault(name, {})[g] = {
                 "judge_calls": float(np.mean(calls)),
                 "kendall_vs_truth": float(np.mean(taus)),
                 "kendall_vs_truth_se": float(np.std(taus, ddof=1) / math.sqrt(len(taus))),
+                "spearman_vs_all_pairs": float(np.mean(rhos)),
             }
     return {"settings": vars(args), "rows": rows}
 
 
 def simulated_table(result) -> str:
     sizes = sorted({int(g) for r in result["rows"].values() for g in r})
-    head = "| schedule | " + " | ".join(f"G={g}: calls / group | G={g}: Kendall τ vs truth" for g in sizes) + " |"
-    lines = [head, "|" + "---|" * (1 + 2 * len(sizes))]
+    head = (
+        "| schedule | "
+        + " | ".join(f"G={g}: calls / group | G={g}: Kendall τ vs truth | G={g}: Spearman vs all pairs" for g in sizes)
+        + " |"
+    )
+    lines = [head, "|" + "---|" * (1 + 3 * len(sizes))]
     for name, row in result["rows"].items():
         cells = []
         for g in sizes:
             r = row[str(g)] if str(g) in row else row[g]
-            cells += [f"{r['judge_calls']:.1f}", f"{r['kendall_vs_truth']:.3f} ± {r['kendall_vs_truth_se']:.3f}"]
+            cells += [
+                f"{r['judge_calls']:.1f}",
+                f"{r['kendall_vs_truth']:.3f} ± {r['kendall_vs_truth_se']:.3f}",
+                f"{r['spearman_vs_all_pairs']:.3f}",
+            ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

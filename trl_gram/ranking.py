@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from . import adaptive, pairing
-
 from .templates import TextOrMessages
 
 
