@@ -346,3 +346,39 @@ def test_real_tiny_judge_sparse_adaptive_bradley_terry(tiny_judge):
     assert len(out) == 6 and all(0.0 <= r <= 1.0 for r in out)
     cost = reward.last_cost
     assert 6 <= cost.judge_calls <= 12 < cost.all_pairs_calls == 30
+
+
+def test_grpo_switches_to_a_sparse_adaptive_schedule_with_arguments(tmp_path, tokenizer, tiny_judge):
+    from datasets import Dataset
+    from tiny_models import tiny_llama
+    from trl import GRPOConfig, GRPOTrainer
+
+    reward = GenerativeRewardFunction(
+        tiny_judge, reference="group", on_failure="prob", mode="direct", name="gram",
+        schedule="sparse", schedule_degree=2, aggregate="bradley_terry", second_order="adaptive",
+    )  # fmt: skip
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        max_steps=1,
+        per_device_train_batch_size=6,
+        num_generations=6,
+        max_completion_length=6,
+        learning_rate=1e-4,
+        logging_steps=1,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        seed=0,
+    )
+    trainer = GRPOTrainer(
+        model=tiny_llama(tokenizer, seed=1),
+        reward_funcs=[reward],
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": ["What is 2 + 3?", "Say hello."] * 3}),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    logged = trainer.state.log_history[0]
+    # one group of 6 per step: a cycle of 6 comparisons, one order each plus the second orders it needed
+    assert 6 <= logged["gram/judge_calls"] <= 12 and logged["gram/judge_calls_saved"] >= 0.6
+    assert math.isfinite(logged["rewards/gram/mean"])
