@@ -51,6 +51,14 @@ SCHEDULES = {  # name -> GenerativeRewardFunction settings ("2G": a budget of tw
     ),
     "sparse d=4, both orders, BT": dict(schedule="sparse", schedule_degree=4, aggregate="bradley_terry"),
 }
+REAL_DEFAULT = [  # the real judge costs minutes per schedule on a CPU: the informative ones
+    "all pairs, both orders, mean (today)",
+    "sparse d=4, one order (budget 2G), BT",
+    "sparse d=4, adaptive, BT",
+    "pivot, both orders (today's cheap option)",
+    "sparse d=2, both orders, BT",
+    "sparse d=4, both orders, BT",
+]
 BASELINE = "all pairs, both orders, mean (today)"
 
 
@@ -187,8 +195,8 @@ def read_hh(path: str) -> list[dict]:
                 continue
             chosen = row["chosen"][cut_c + len(marker) :].strip()
             rejected = row["rejected"][cut_r + len(marker) :].strip()
-            if chosen and rejected and chosen != rejected and len(prompt) < 300:
-                rows.append({"prompt": prompt, "chosen": chosen[:300], "rejected": rejected[:300]})
+            if chosen and rejected and chosen != rejected and len(prompt) < 200:
+                rows.append({"prompt": prompt, "chosen": chosen[:200], "rejected": rejected[:200]})
     return rows
 
 
@@ -327,7 +335,9 @@ def real(args) -> dict:
             members = [row["chosen"], row["rejected"], *others, *own[k][: g - 4]]
             groups.append((row["prompt"], members))
         rewards = {}
-        for name, settings in SCHEDULES.items():
+        names = [BASELINE] + [n for n in args.schedules if n != BASELINE]
+        for name in names:
+            settings = SCHEDULES[name]
             key = f"{g}|{name}"
             if key in result["rows"]:
                 rewards[name] = result["rows"][key]["rewards"]
@@ -346,18 +356,17 @@ def real(args) -> dict:
                 "judge_calls": calls,
                 "seconds": seconds,
             }
-            result_path.write_text(json.dumps(result) + "\n")
             print(f"G={g} {name}: {np.mean(calls):.1f} calls/group, {seconds:.1f} s", flush=True)
-        base = rewards[BASELINE]
-        for name in SCHEDULES:
-            r = result["rows"][f"{g}|{name}"]
-            r["spearman"] = float(np.nanmean([spearman(a, b) for a, b in zip(rewards[name], base)]))
-            r["kendall"] = float(np.nanmean([kendall(a, b) for a, b in zip(rewards[name], base)]))
-            r["advantage_sign_agreement"] = float(np.mean([sign_agreement(a, b) for a, b in zip(rewards[name], base)]))
-            r["wall_time_ratio"] = r["seconds"] / result["rows"][f"{g}|{BASELINE}"]["seconds"]
-            # how often the judge prefers the human-chosen answer to the rejected one, by this schedule's rewards
-            r["chosen_above_rejected"] = float(np.mean([o[0] > o[1] for o in rewards[name]]))
-    result_path.write_text(json.dumps(result) + "\n")
+            base = rewards[BASELINE]
+            r = result["rows"][key]
+            r["spearman"] = float(np.nanmean([spearman(a, b) for a, b in zip(outs, base)]))
+            r["kendall"] = float(np.nanmean([kendall(a, b) for a, b in zip(outs, base)]))
+            r["advantage_sign_agreement"] = float(np.mean([sign_agreement(a, b) for a, b in zip(outs, base)]))
+            r["wall_time_ratio"] = seconds / result["rows"][f"{g}|{BASELINE}"]["seconds"]
+            # how often this schedule's rewards put the human-chosen answer above the human-rejected one
+            r["chosen_above_rejected"] = float(np.mean([o[0] > o[1] for o in outs]))
+            result_path.write_text(json.dumps(result) + "\n")
+            (out / "real.md").write_text(real_table(result) + "\n")
     return result
 
 
@@ -385,14 +394,15 @@ def main():
     sim.add_argument("--noise", type=float, default=0.5, help="Judge noise (log-odds, per pair and order).")
     hh = sub.add_parser("real", help="Trained direct judge on hh-rlhf groups.")
     hh.add_argument("--data", required=True, help="hh_rlhf_harmless_base_test.jsonl.gz")
-    hh.add_argument("--groups", type=int, default=8)
-    hh.add_argument("--train_pairs", type=int, default=160)
+    hh.add_argument("--groups", type=int, default=6)
+    hh.add_argument("--train_pairs", type=int, default=96)
     hh.add_argument("--judge_lr", type=float, default=2e-4)
     hh.add_argument("--max_length", type=int, default=256)
-    hh.add_argument("--max_new_tokens", type=int, default=40)
+    hh.add_argument("--max_new_tokens", type=int, default=32)
     hh.add_argument("--train_only", action="store_true", help="Only train (and keep) the judge.")
+    hh.add_argument("--schedules", nargs="+", default=REAL_DEFAULT, choices=list(SCHEDULES), metavar="NAME")
     for p in (sim, hh):
-        p.add_argument("--group_sizes", type=int, nargs="+", default=[8, 16])
+        p.add_argument("--group_sizes", type=int, nargs="+", default=[8, 16] if p is sim else [8])
         p.add_argument("--out", default="runs/group_schedules")
     args = parser.parse_args()
     out = Path(args.out)
