@@ -382,3 +382,43 @@ def test_grpo_switches_to_a_sparse_adaptive_schedule_with_arguments(tmp_path, to
     # one group of 6 per step: a cycle of 6 comparisons, one order each plus the second orders it needed
     assert 6 <= logged["gram/judge_calls"] <= 12 and logged["gram/judge_calls_saved"] >= 0.6
     assert math.isfinite(logged["rewards/gram/mean"])
+
+
+def test_ppo_greedy_references_with_adaptive_orders(tokenizer, tmp_path):
+    from ppo_utils import ppo_config, prompt_dataset
+    from tiny_models import tiny_llama
+
+    from trl_gram.judge import GramJudge
+    from trl_gram.ppo import GramPPOTrainer
+
+    judge = GramJudge(tiny_llama(tokenizer, seed=7), tokenizer, mode="direct", cache_size=0)
+    calls = []
+    plain = judge.judge
+
+    def spy(questions, responses_1, responses_2, **kwargs):
+        calls.append((list(responses_1), list(responses_2), kwargs))
+        return plain(questions, responses_1, responses_2, **kwargs)
+
+    judge.judge = spy
+    reward = GenerativeRewardFunction(judge, second_order="adaptive")
+    seen = []
+
+    def probe(prompts, completions, references, **kwargs):
+        seen.append((list(completions), list(references)))
+        return [None] * len(completions)
+
+    args = ppo_config(tmp_path / "out", max_steps=1, num_ppo_epochs=1, greedy_reference=True)
+    trainer = GramPPOTrainer(
+        tiny_llama(tokenizer), [reward, probe], args=args, train_dataset=prompt_dataset(8), processing_class=tokenizer
+    )
+    trainer.train()
+    (shown_1, shown_2, kwargs), *rest = calls
+    completions, references = seen[0]
+    n = trainer.args.rollout_batch_size
+    assert kwargs["swap"] == "none" and len(shown_1) == n
+    # one order per sample first: the sample first for every other sample, its greedy reference first for the rest
+    expected = [(c, r) if k % 2 == 0 else (r, c) for k, (c, r) in enumerate(zip(completions, references))]
+    assert list(zip(shown_1, shown_2)) == expected
+    logs = [h for h in trainer.state.log_history if "gram_reward/judge_calls" in h]
+    second = len(rest[0][0]) if rest else 0  # second orders, where the first verdict was near 0.5
+    assert logs and logs[0]["gram_reward/judge_calls"] == n + second
