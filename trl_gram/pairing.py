@@ -8,9 +8,8 @@ One module for [`~reward.GenerativeRewardFunction`] (in-process) and the reward 
 * **Comparisons.** A completion with a reference (a reference answer, a label, the policy's greedy response) is
   compared with it. The others are compared within their group, among the members that have no reference:
   ``"group"`` compares every pair (G(G-1)/2 comparisons for G members), ``"pivot"`` each member with the group's
-  first (G-1).
-  ``schedule`` (see [`~schedules`]) thins the pairs of ``"group"``: ``"all"`` (the default), or a ``"sparse"`` or
-  ``"circular"`` graph of degree ``schedule_degree`` (d G / 2 comparisons instead of G(G-1)/2).
+  first (G-1). ``schedule`` ([`~schedules`]) thins the pairs of ``"group"``: ``"all"`` (the default), or a
+  ``"sparse"`` or ``"circular"`` graph of degree ``schedule_degree`` (d G / 2 comparisons instead of G(G-1)/2).
 * **Orders.** ``second_order="always"`` judges both orders of every comparison (the judge's ``swap``);
   ``"adaptive"`` judges one order first and the second only where it matters (see [`~adaptive`]).
 * **Aggregation.** ``aggregate="mean"``: a completion's reward is its mean win probability over its comparisons whose
