@@ -6,8 +6,8 @@ Two parts, each writing a JSON file and a Markdown table:
   judge calls per group and the Kendall tau of its rewards against the true ranking, over many groups (no model).
 * ``real``: hh-rlhf (harmless-base test) questions; each group holds the human-chosen and human-rejected answers,
   two answers to other questions (off-topic) and the embedded SmolLM2's own sampled answers. The judge is SmolLM2
-  trained briefly in direct mode with ``GramRewardTrainer`` (LoRA, a few hundred hh-rlhf pairs from questions
-  outside the groups; trained once and kept under ``--out``). For each schedule: judge calls per group, wall time
+  trained briefly in direct mode with ``GramRewardTrainer`` (LoRA, 96 hh-rlhf pairs from questions outside the
+  groups, half of them with an off-topic answer as the rejected one; trained once and kept under ``--out``). For each schedule: judge calls per group, wall time
   (ratio to all pairs, same process, cache off), and agreement with the all-pairs, both-orders rewards: Spearman and
   Kendall over the group, and the share of GRPO advantages (reward minus group mean) with the same sign.
 
@@ -319,6 +319,12 @@ def real(args) -> dict:
     rng = random.Random(0)
     rng.shuffle(rows)
     group_rows, train_rows = rows[: args.groups], rows[args.groups : args.groups + args.train_pairs]
+    if args.off_topic_share > 0:  # easier pairs: the human answer against an answer to another question
+        every = round(1 / args.off_topic_share)
+        train_rows = [
+            {**row, "rejected": train_rows[(k + 7) % len(train_rows)]["chosen"]} if k % every == every - 1 else row
+            for k, row in enumerate(train_rows)
+        ]
     folder = train_judge(args, train_rows, out)
     if args.train_only:
         return {}
@@ -396,7 +402,13 @@ def main():
     hh.add_argument("--data", required=True, help="hh_rlhf_harmless_base_test.jsonl.gz")
     hh.add_argument("--groups", type=int, default=6)
     hh.add_argument("--train_pairs", type=int, default=96)
-    hh.add_argument("--judge_lr", type=float, default=2e-4)
+    hh.add_argument("--judge_lr", type=float, default=5e-4)
+    hh.add_argument(
+        "--off_topic_share",
+        type=float,
+        default=0.5,
+        help="Share of training pairs whose rejected answer is another question's chosen one.",
+    )
     hh.add_argument("--max_length", type=int, default=256)
     hh.add_argument("--max_new_tokens", type=int, default=32)
     hh.add_argument("--train_only", action="store_true", help="Only train (and keep) the judge.")
