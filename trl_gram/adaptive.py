@@ -195,13 +195,14 @@ def judge_comparisons(
         elif c[4] is not None and _reorders(c[0], c[4], jd.prob, sums, counts):
             wanted.append(((2, abs(jd.prob - 0.5)), k))
     second = []
+    per_order = overrides.get("votes") or 1  # passes of one order (the votes of a call's override, else one)
     for _, k in sorted(wanted):
         c = comparisons[k]
         if c[4] is not None:
             g = group_of[c[0]]
-            if budget is not None and spent[g] + 1 > budget:
+            if budget is not None and spent[g] + per_order > budget:
                 continue
-            spent[g] += 1
+            spent[g] += per_order
         second.append(k)
     if second:
         # the other order: what was shown second now goes first
