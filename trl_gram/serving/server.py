@@ -170,8 +170,19 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
                 config.group_size,
                 config.group_timeout_s,
                 config.reference,
+                max_wait_s=config.group_max_wait_s,
             )
         return state["collector"]
+
+    def members_that_count(items, bad, in_request) -> list[int]:
+        """Tell the collector each prompt's sample count in this request (it warns when that disagrees with
+        `group_size`); the unreadable items whose prompt is known and whose group forms across requests: they
+        count toward it, so their siblings do not wait the deadline for them."""
+        for count in in_request.values():
+            collector().note_client_n(count)
+        return [
+            i for i in sorted(bad) if items[i].key is not None and not collector().complete_in(in_request[items[i].key])
+        ]
 
     async def score(items, reference, across: bool = True, fields=("prompts", "completions", "references")):
         """``(probs, failures, compared)`` for the items: errors, references, groups in the request, groups that
@@ -191,6 +202,9 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
             for members in pairing.groups(prompts, grouped):
                 if not collector().complete_in(in_request.get(items[members[0]].key, len(members))):
                     cross.append(members)
+            unreadable = members_that_count(items, bad, in_request)
+        else:
+            unreadable = []
         waiting = {i for m in cross for i in m}
         comparisons = pairing.plan(prompts, completions, references, reference, skip=bad | waiting)
 
@@ -221,11 +235,15 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
                         logger.warning("A response had nothing to compare with.")
 
         async def wait_for_group(members):
-            out = await collector().add([prompts[i] for i in members], [completions[i] for i in members])
+            key = items[members[0]].key
+            out = await collector().add([prompts[i] for i in members], [completions[i] for i in members], key=key)
             for i, (p, info) in zip(members, out):
                 probs[i], compared[i], failures[i] = p, info["compared"], info["failure"]
 
-        await asyncio.gather(local(), *(wait_for_group(m) for m in cross))
+        async def count_in_group(i):  # an unreadable member: its group counts it; it keeps its own error
+            await collector().add([prompts[i]], [None], key=items[i].key)
+
+        await asyncio.gather(local(), *(wait_for_group(m) for m in cross), *(count_in_group(i) for i in unreadable))
         counters["items"] += n
         counters["item_errors"] += len(bad)
         counters["unscored"] += sum(p is None for p in probs)
