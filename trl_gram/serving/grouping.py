@@ -222,12 +222,19 @@ class GroupCollector:
                 self._resolve(group.futures[k], (None, {**info, "compared": 0, "failure": reason}))
             return
         result = pairing.aggregate(len(group.futures), comparisons, judgments)
+        agreed = {k: [] for k in members}  # swap agreement of each member's comparisons (judge health)
+        for (i, _, _, _, j), jd in zip(comparisons, judgments):
+            if jd is not None and getattr(jd, "agreement", None) is not None:
+                for k in (i, j):
+                    agreed[k].append(float(jd.agreement))
         for k in members:
             failure = None
             if result.probs[k] is None:
                 first = result.first[k]
                 failure = f"every comparison failed: {first.failure}" if first is not None else "not judged"
-            self._resolve(group.futures[k], (result.probs[k], {**info, "compared": result.compared[k], "failure": failure}))
+            agreement = sum(agreed[k]) / len(agreed[k]) if agreed[k] else None
+            out = {**info, "compared": result.compared[k], "failure": failure, "agreement": agreement}
+            self._resolve(group.futures[k], (result.probs[k], out))
 
     @staticmethod
     def _resolve(future, value) -> None:
