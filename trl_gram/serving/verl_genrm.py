@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 
 from transformers.utils import logging
 
@@ -31,6 +32,7 @@ from trl_gram.serving.grouping import GroupCollector
 logger = logging.get_logger(__name__)
 
 _STATE: dict = {}  # per event loop (one per verl reward worker): judges and group collectors
+_LOCK = threading.Lock()  # one judge per router even when a step's first calls connect at once
 
 
 def router_url(address: str) -> str:
@@ -43,13 +45,14 @@ def _judge_for(address, tokenizer, options: dict):
     from trl_gram.judge import GramJudge
 
     key = ("judge", address, id(tokenizer), tuple(sorted(options.items())))
-    judges = _STATE.setdefault("judges", {})
-    if key not in judges:
-        judges[key] = GramJudge.from_openai(
-            [router_url(address)], tokenizer=tokenizer, served_model_name=options.get("served_model_name"),
-            **{k: v for k, v in options.items() if k != "served_model_name"},
-        )
-    return judges[key]
+    with _LOCK:
+        judges = _STATE.setdefault("judges", {})
+        if key not in judges:
+            judges[key] = GramJudge.from_openai(
+                [router_url(address)], tokenizer=tokenizer, served_model_name=options.get("served_model_name"),
+                **{k: v for k, v in options.items() if k != "served_model_name"},
+            )
+        return judges[key]
 
 
 def _collector_for(judge, group_size, group_timeout_s, reference) -> GroupCollector:
