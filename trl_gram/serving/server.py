@@ -35,6 +35,7 @@ from .auth import KeyMiddleware
 from .batcher import MicroBatcher
 from .config import ServeConfig
 from .grouping import GroupCollector
+from .metrics import CONTENT_TYPE, ServerMetrics
 
 logger = logging.get_logger(__name__)
 
@@ -87,6 +88,8 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
 
     app = FastAPI(title="trl-gram reward server", lifespan=lifespan)
     app.state.trl_gram = state
+    metrics = app.state.metrics = ServerMetrics()
+    install_metrics(app, metrics, state, counters)
     if config.api_key is not None:
         app.add_middleware(KeyMiddleware, key=config.api_key)
 
@@ -161,7 +164,14 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
                     f"`max_generated_tokens_per_request`={config.max_generated_tokens_per_request}; "
                     "split the request.",
                 )
-        return await state["batcher"].judge_async(q, a, b, mode=mode, swap=swap)
+        started, failed = time.monotonic(), True
+        try:
+            out = await state["batcher"].judge_async(q, a, b, mode=mode, swap=swap)
+            failed = False
+            return out
+        finally:
+            if len(q):  # empty calls (every item waits for its group) are not judge calls
+                metrics.judge_call(time.monotonic() - started, failed)
 
     def collector() -> GroupCollector:
         if state["collector"] is None:
@@ -184,11 +194,12 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
             i for i in sorted(bad) if items[i].key is not None and not collector().complete_in(in_request[items[i].key])
         ]
 
-    async def score(items, reference, across: bool = True, fields=("prompts", "completions", "references")):
+    async def score(items, reference, across: bool = True, fields=("prompts", "completions", "references"), health=None):
         """``(probs, failures, compared)`` for the items: errors, references, groups in the request, groups that
-        form across requests."""
+        form across requests (``health``: a list per item, filled with its comparisons' swap agreements)."""
         n = len(items)
         probs, failures, compared = [None] * n, [it.error for it in items], [0] * n
+        agreements = health if health is not None else [[] for _ in range(n)]  # swap agreement per item
         prompts = [it.prompt for it in items]
         completions = [it.completion for it in items]
         references = [it.reference for it in items]
@@ -211,6 +222,11 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
         async def local():
             judgments = await judge_pairs(*([c[k] for c in comparisons] for k in (1, 2, 3)))
             result = pairing.aggregate(n, comparisons, judgments)
+            for (i, _, _, _, j), jd in zip(comparisons, judgments):
+                if jd is not None and jd.agreement is not None:
+                    for k in (i, j):
+                        if k is not None:
+                            agreements[k].append(float(jd.agreement))
             raised = {}  # judge errors, told in the client's field names
             for (i, _, _, _, j), jd in zip(comparisons, judgments):
                 if jd is not None and not jd.runs and jd.failure:
@@ -239,6 +255,8 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
             out = await collector().add([prompts[i] for i in members], [completions[i] for i in members], key=key)
             for i, (p, info) in zip(members, out):
                 probs[i], compared[i], failures[i] = p, info["compared"], info["failure"]
+                if info.get("agreement") is not None:
+                    agreements[i].append(info["agreement"])
 
         async def count_in_group(i):  # an unreadable member: its group counts it; it keeps its own error
             await collector().add([prompts[i]], [None], key=items[i].key)
@@ -362,12 +380,55 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
             items = scoring.openrlhf_items(body, config.strip_tokens)
         except ValueError as e:
             raise RequestError(400, str(e)) from None
-        probs, failures, compared = await score(items, config.reference, fields=("prompts", "query", "labels"))
+        health = [[] for _ in items]
+        probs, failures, compared = await score(
+            items, config.reference, fields=("prompts", "query", "labels"), health=health
+        )
         fallback = pairing.neutral(config.output) if config.failure_reward is None else config.failure_reward
         rewards = [fallback if p is None else pairing.transform(p, config.output) for p in probs]
-        return {"rewards": rewards, "scores": rewards, "failures": failures, "compared": compared}
+        return {
+            "rewards": rewards,
+            "scores": rewards,
+            "failures": failures,
+            "compared": compared,
+            "extra_logs": openrlhf_extra_logs(probs, compared, health),
+        }
 
     return app
+
+
+def install_metrics(app, metrics, state, counters) -> None:
+    """`GET /metrics` (Prometheus text, behind the key like `/stats`) and the request counter it reads."""
+    from fastapi.responses import PlainTextResponse
+
+    @app.middleware("http")
+    async def count_requests(request, call_next):
+        response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.request(getattr(route, "path", "other"), response.status_code)
+        return response
+
+    @app.get("/metrics")
+    async def metrics_endpoint():
+        collector = state["collector"]
+        engine_stats = getattr(getattr(state["judge"], "backend", None), "engine_stats", None)
+        text = metrics.render(
+            counters, dict(collector.stats) if collector else None, engine_stats() if callable(engine_stats) else None
+        )
+        return PlainTextResponse(text, media_type=CONTENT_TYPE)
+
+
+def openrlhf_extra_logs(probs, compared, health) -> dict:
+    """Judge health for OpenRLHF's `extra_logs` (one number per key, averaged over the request's responses; OpenRLHF
+    logs each key with its rollout metrics): `swap_agreement` (its comparisons whose two orders agreed; 0 when none
+    was judged in both orders), `parse_failure` (responses not scored), `compared` (comparisons per response)."""
+    n = max(len(probs), 1)
+    agreed = [a for per_item in health for a in per_item]
+    return {
+        "swap_agreement": sum(agreed) / len(agreed) if agreed else 0.0,
+        "parse_failure": sum(p is None for p in probs) / n,
+        "compared": sum(compared) / n,
+    }
 
 
 class BackgroundServer:
