@@ -164,3 +164,21 @@ def test_from_openai_builds_the_judge(sharp_model, tokenizer):
         assert judge.backend.engine_urls == urls
         assert 0.0 <= judge.judge(["q"], ["a"], ["b"])[0].prob <= 1.0
         judge.release()
+
+
+def test_backend_openai_arguments_are_checked():
+    from trl_gram.judge import load_judge
+    from trl_gram.judge.loading import resolve_backend
+    from trl_gram.serving.cli import parse_serve_args
+
+    assert resolve_backend("openai") == "openai"
+    with pytest.raises(ValueError, match="needs `engine_urls`"):
+        load_judge("x", backend="openai")
+    with pytest.raises(ValueError, match="`engine_urls` is for `backend='openai'`"):
+        load_judge("x", backend="transformers", engine_urls=["http://127.0.0.1:1"])
+    args, _ = parse_serve_args(["--backend", "openai", "--engine_urls", "http://a:1", "http://b:2/v1", "--model", "m"])
+    assert args.engine_urls == ["http://a:1", "http://b:2/v1"] and args.served_model_name is None
+    with pytest.raises(ValueError, match="needs `--engine_urls"):
+        parse_serve_args(["--backend", "openai"])
+    with pytest.raises(ValueError, match="`--engine_urls` is for `--backend openai`"):
+        parse_serve_args(["--engine_urls", "http://a:1"])
