@@ -48,9 +48,12 @@ def _judge_for(address, tokenizer, options: dict):
     with _LOCK:
         judges = _STATE.setdefault("judges", {})
         if key not in judges:
+            # cache_size=0: groups of one worker are judged concurrently from executor threads, and the judge's run
+            # cache is not made for concurrent callers
+            fields = {"cache_size": 0, **{k: v for k, v in options.items() if k != "served_model_name"}}
             judges[key] = GramJudge.from_openai(
                 [router_url(address)], tokenizer=tokenizer, served_model_name=options.get("served_model_name"),
-                **{k: v for k, v in options.items() if k != "served_model_name"},
+                **fields,
             )
         return judges[key]
 
