@@ -50,9 +50,21 @@ def engines(model: str, count: int, log_dir: Path):
         for _ in range(count):
             port = _free_port()
             cmd = [
-                sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--dtype", "float32",
-                "--max-model-len", "4096", "--kv-cache-memory-bytes", str(2**30), "--host", "127.0.0.1",
-                "--port", str(port),
+                sys.executable,
+                "-m",
+                "vllm.entrypoints.openai.api_server",
+                "--model",
+                model,
+                "--dtype",
+                "float32",
+                "--max-model-len",
+                "4096",
+                "--kv-cache-memory-bytes",
+                str(2**30),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
             ]
             log = open(log_dir / f"engine{port}.log", "w")
             procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
@@ -79,8 +91,14 @@ def measure(judge, workload, mode: str, groups: int, max_new_tokens: int, repeat
     """Judge the first `groups` groups (all pairs, both orders) `repeats` times after one warm-up call; best time."""
     from trl_gram.judge import GramJudge
 
-    j = GramJudge(backend=judge.backend, tokenizer=judge.tokenizer, engine=judge.config.engine, mode=mode,
-                  max_new_tokens=max_new_tokens, cache_size=0)
+    j = GramJudge(
+        backend=judge.backend,
+        tokenizer=judge.tokenizer,
+        engine=judge.config.engine,
+        mode=mode,
+        max_new_tokens=max_new_tokens,
+        cache_size=0,
+    )
     q, a, b = workload.group_pairs(groups)
     j.judge(q[:2], a[:2], b[:2])  # warm-up (connections, first compile)
     best, probs = None, None
@@ -90,8 +108,13 @@ def measure(judge, workload, mode: str, groups: int, max_new_tokens: int, repeat
         elapsed = time.perf_counter() - start
         best = elapsed if best is None else min(best, elapsed)
         probs = [jd.prob for jd in out]
-    return {"pairs": len(q), "seconds": best, "pairs_per_s": len(q) / best, "probs": probs,
-            "load_avg": os.getloadavg()[0]}
+    return {
+        "pairs": len(q),
+        "seconds": best,
+        "pairs_per_s": len(q) / best,
+        "probs": probs,
+        "load_avg": os.getloadavg()[0],
+    }
 
 
 def main(argv=None):
@@ -114,19 +137,31 @@ def main(argv=None):
     tokenizer = AutoTokenizer.from_pretrained(model)
     workload = build_workload(tokenizer, args.prompts, args.completions, 100, 300, args.data_dir)
     plan = [("direct", args.prompts, 1), ("reason", args.reason_groups, args.max_new_tokens)]
-    results = {"workload": {"prompts": args.prompts, "completions": args.completions, "source": workload.source,
-                            "reason_groups": args.reason_groups, "max_new_tokens": args.max_new_tokens},
-               "cpus": os.cpu_count(), "runs": {}}
+    results = {
+        "workload": {
+            "prompts": args.prompts,
+            "completions": args.completions,
+            "source": workload.source,
+            "reason_groups": args.reason_groups,
+            "max_new_tokens": args.max_new_tokens,
+        },
+        "cpus": os.cpu_count(),
+        "runs": {},
+    }
 
     def run(name, judge):
         for mode, groups, tokens in plan:
             r = measure(judge, workload, mode, groups, tokens, args.repeats)
             results["runs"][f"{name}/{mode}"] = r
-            print(f"{name:>12} {mode:>6}: {r['pairs']} pairs in {r['seconds']:.1f} s = {r['pairs_per_s']:.2f} "
-                  f"pairs/s (load {r['load_avg']:.1f})", flush=True)
+            print(
+                f"{name:>12} {mode:>6}: {r['pairs']} pairs in {r['seconds']:.1f} s = {r['pairs_per_s']:.2f} "
+                f"pairs/s (load {r['load_avg']:.1f})",
+                flush=True,
+            )
 
-    inproc = GramJudge.from_vllm(model, dtype="float32", max_model_len=4096, cache_size=0,
-                                 llm_kwargs=dict(enforce_eager=True))
+    inproc = GramJudge.from_vllm(
+        model, dtype="float32", max_model_len=4096, cache_size=0, llm_kwargs=dict(enforce_eager=True)
+    )
     run("in-process", inproc)
     inproc.release()
     del inproc
@@ -148,12 +183,16 @@ def main(argv=None):
             "overhead_ratio": runs["openai x1"]["pairs_per_s"] / runs["in-process"]["pairs_per_s"],
             "scaling": runs["openai x2"]["pairs_per_s"] / runs["openai x1"]["pairs_per_s"],
             "max_prob_diff": max(
-                abs(x - y) for name in ("openai x1", "openai x2") for x, y in zip(runs[name]["probs"], ref)
+                abs(x - y)
+                for name in ("openai x1", "openai x2")
+                for x, y in zip(runs[name]["probs"], ref)
                 if x == x and y == y
             ),
         }
-        print(f"{mode}: overhead ratio (1 engine / in-process) {summary[mode]['overhead_ratio']:.2f}, scaling "
-              f"(2 / 1) {summary[mode]['scaling']:.2f}x, max reward difference {summary[mode]['max_prob_diff']:.2e}")
+        print(
+            f"{mode}: overhead ratio (1 engine / in-process) {summary[mode]['overhead_ratio']:.2f}, scaling "
+            f"(2 / 1) {summary[mode]['scaling']:.2f}x, max reward difference {summary[mode]['max_prob_diff']:.2e}"
+        )
     results["summary"] = summary
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -159,7 +159,9 @@ def test_connection_checks_name_the_url(sharp_model, tokenizer):
 
 def test_from_openai_builds_the_judge(sharp_model, tokenizer):
     with engines(sharp_model, tokenizer, count=1) as (_, urls):
-        judge = GramJudge.from_openai([u + "/v1" for u in urls], served_model_name="tiny", tokenizer=tokenizer, mode="direct")
+        judge = GramJudge.from_openai(
+            [u + "/v1" for u in urls], served_model_name="tiny", tokenizer=tokenizer, mode="direct"
+        )
         assert judge.backend.name == "openai" and judge.config.engine == "openai"
         assert judge.backend.engine_urls == urls
         assert 0.0 <= judge.judge(["q"], ["a"], ["b"])[0].prob <= 1.0

@@ -66,9 +66,21 @@ def _free_port() -> int:
 def _start_engine(port: int, log):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", default_model_path(),
-        "--dtype", "float32", "--max-model-len", "4096", "--kv-cache-memory-bytes", str(2**30),
-        "--host", "127.0.0.1", "--port", str(port),
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        default_model_path(),
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        "4096",
+        "--kv-cache-memory-bytes",
+        str(2**30),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
     ]
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -159,8 +171,16 @@ def test_gateway_passes_openrlhf_and_verl_contracts(engines, local, tokenizer_pa
     from trl_gram.serving.cli import judge_factory, parse_serve_args
 
     args, _ = parse_serve_args(
-        ["--backend", "openai", "--engine_urls", *[u + "/v1" for u in engines[0]], "--mode", "direct",
-         "--model", default_model_path()]
+        [
+            "--backend",
+            "openai",
+            "--engine_urls",
+            *[u + "/v1" for u in engines[0]],
+            "--mode",
+            "direct",
+            "--model",
+            default_model_path(),
+        ]
     )
     config = ServeConfig(group_size=N, group_timeout_s=60.0, batch_window_ms=20)
     tok = local.tokenizer
@@ -211,8 +231,12 @@ def _least_loaded_proxy(targets):
         load[target] += 1
         app.state.sent[target] += 1
         try:
-            answer = await client.request(request.method, f"{target}/{path}", content=await request.body(),
-                                          headers={"content-type": "application/json"})
+            answer = await client.request(
+                request.method,
+                f"{target}/{path}",
+                content=await request.body(),
+                headers={"content-type": "application/json"},
+            )
         finally:
             load[target] -= 1
         return Response(answer.content, status_code=answer.status_code, media_type="application/json")
@@ -227,15 +251,26 @@ def test_verl_reward_router_address_path(engines, local):
         async def reward_loop():
             calls = [
                 verl.compute_score(
-                    "hh", r, "", {"question": q}, reward_router_address=address,
-                    reward_model_tokenizer=local.tokenizer, group_size=N, mode="direct",
+                    "hh",
+                    r,
+                    "",
+                    {"question": q},
+                    reward_router_address=address,
+                    reward_model_tokenizer=local.tokenizer,
+                    group_size=N,
+                    mode="direct",
                 )
                 for q, group in zip(QUESTIONS[:2], GROUPS[:2])
                 for r in group
             ]
             reference = verl.compute_score(
-                "hh", "Paris.", "Paris is the capital.", {"question": QUESTIONS[0]},
-                reward_router_address=address, reward_model_tokenizer=local.tokenizer, mode="direct",
+                "hh",
+                "Paris.",
+                "Paris is the capital.",
+                {"question": QUESTIONS[0]},
+                reward_router_address=address,
+                reward_model_tokenizer=local.tokenizer,
+                mode="direct",
             )
             return await asyncio.gather(*calls), await reference
 
@@ -263,16 +298,28 @@ def test_grpo_step_and_eval_through_the_engines(engines, local, tmp_path):
             return rewards
 
     reward = Recording(
-        None, reference="group", name="gram",
+        None,
+        reference="group",
+        name="gram",
         judge_kwargs=dict(backend="openai", engine_urls=engines[0], mode="direct", cache_size=0),
     )
     tok = tiny_tokenizer()
     args = GRPOConfig(
-        output_dir=str(tmp_path / "grpo"), max_steps=1, per_device_train_batch_size=4, num_generations=4,
-        max_completion_length=8, report_to="none", use_cpu=True, save_strategy="no", logging_steps=1,
+        output_dir=str(tmp_path / "grpo"),
+        max_steps=1,
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=8,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1,
     )
     trainer = GRPOTrainer(
-        model=tiny_llama(tok, seed=1), reward_funcs=[reward], args=args, processing_class=tok,
+        model=tiny_llama(tok, seed=1),
+        reward_funcs=[reward],
+        args=args,
+        processing_class=tok,
         train_dataset=Dataset.from_dict({"prompt": QUESTIONS[:2] * 4}),
     )
     trainer.train()
@@ -282,12 +329,26 @@ def test_grpo_step_and_eval_through_the_engines(engines, local, tmp_path):
         assert rewards == pytest.approx(ref, abs=TOL)
     # trl-gram eval through the engines gives the in-process report.
     data = tmp_path / "pairs.jsonl"
-    data.write_text("".join(json.dumps({"prompt": q, "chosen": g[0], "rejected": g[1]}) + "\n" for q, g in zip(QUESTIONS, GROUPS)))
+    data.write_text(
+        "".join(json.dumps({"prompt": q, "chosen": g[0], "rejected": g[1]}) + "\n" for q, g in zip(QUESTIONS, GROUPS))
+    )
     reports = {}
     for backend, extra in (("openai", ["--engine_urls", *engines[0]]), ("transformers", [])):
         out = tmp_path / f"{backend}.json"
-        argv = ["eval", "--data", str(data), "--judge_model", default_model_path(), "--mode", "direct",
-                "--backend", backend, *extra, "--output_json", str(out)]
+        argv = [
+            "eval",
+            "--data",
+            str(data),
+            "--judge_model",
+            default_model_path(),
+            "--mode",
+            "direct",
+            "--backend",
+            backend,
+            *extra,
+            "--output_json",
+            str(out),
+        ]
         assert cli.main(argv) == 0
         reports[backend] = json.loads(out.read_text())
     assert _numbers(reports["openai"]) == pytest.approx(_numbers(reports["transformers"]), abs=TOL)
@@ -300,7 +361,9 @@ def _numbers(report, prefix=""):
     for k, v in items:
         if isinstance(v, (dict, list)):
             out.update(_numbers(v, f"{prefix}{k}/"))
-        elif isinstance(v, (int, float)) and not isinstance(v, bool) and "second" not in str(k) and "time" not in str(k):
+        elif (
+            isinstance(v, (int, float)) and not isinstance(v, bool) and "second" not in str(k) and "time" not in str(k)
+        ):
             out[f"{prefix}{k}"] = float(v)
     return out
 
@@ -313,7 +376,9 @@ def test_an_engine_killed_mid_step_loses_no_reward(engines, local):
     prompts, completions = _grpo_batch()
     box = {}
     worker = threading.Thread(
-        target=lambda: box.update(got=GenerativeRewardFunction(judge, reference="group")(prompts=prompts, completions=completions))
+        target=lambda: box.update(
+            got=GenerativeRewardFunction(judge, reference="group")(prompts=prompts, completions=completions)
+        )
     )
     worker.start()
     while worker.is_alive() and min(s["requests"] for s in judge.backend.engine_stats()) < 2:

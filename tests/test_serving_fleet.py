@@ -118,9 +118,13 @@ def test_metrics_text_format():
     sample = re.compile(r'^[a-z_:][a-z0-9_:]*(\{([a-z_]+="([^"\\]|\\.)*",?)*\})? [-+0-9.eEinfINFnaN]+$')
     for line in text.strip().splitlines():
         assert line.startswith("# HELP ") or line.startswith("# TYPE ") or sample.match(line), line
-    assert 'trl_gram_items_total{outcome="scored"} 7' in text and 'trl_gram_items_total{outcome="item_error"} 1' in text
+    assert (
+        'trl_gram_items_total{outcome="scored"} 7' in text and 'trl_gram_items_total{outcome="item_error"} 1' in text
+    )
     assert 'trl_gram_groups_total{closed="short"} 1' in text and "trl_gram_judge_errors_total 1" in text
-    assert 'trl_gram_judge_seconds_bucket{le="0.25"} 1' in text and 'trl_gram_judge_seconds_bucket{le="+Inf"} 2' in text
+    assert (
+        'trl_gram_judge_seconds_bucket{le="0.25"} 1' in text and 'trl_gram_judge_seconds_bucket{le="+Inf"} 2' in text
+    )
     assert 'trl_gram_engine_in_flight{engine="http://e\\"1"} 2' in text
 
 

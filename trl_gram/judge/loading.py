@@ -64,7 +64,9 @@ def load_judge(
         return GramJudge.from_pretrained(model_name_or_path, **kwargs)
     for name in ("adapter", "load_in_4bit", "device", "model_kwargs"):
         if kwargs.pop(name, None) not in (None, False):
-            raise ValueError(f"`{name}` is not supported with `backend={chosen!r}` (merge adapters into the checkpoint).")
+            raise ValueError(
+                f"`{name}` is not supported with `backend={chosen!r}` (merge adapters into the checkpoint)."
+            )
     if chosen == "openai":
         if not engine_urls:
             raise ValueError("`backend='openai'` needs `engine_urls` (the engines' base URLs).")

@@ -70,12 +70,16 @@ class ServerMetrics:
 
         with self._lock:
             family(
-                "trl_gram_requests_total", "counter", "HTTP requests answered.",
+                "trl_gram_requests_total",
+                "counter",
+                "HTTP requests answered.",
                 [({"endpoint": e, "status": s}, v) for (e, s), v in sorted(self.requests.items())],
             )
             scored = items.get("items", 0) - items.get("unscored", 0)
             family(
-                "trl_gram_items_total", "counter", "Responses by outcome.",
+                "trl_gram_items_total",
+                "counter",
+                "Responses by outcome.",
                 [
                     ({"outcome": "scored"}, scored),
                     ({"outcome": "unscored"}, items.get("unscored", 0) - items.get("item_errors", 0)),
@@ -84,14 +88,20 @@ class ServerMetrics:
             )
             g = groups or {}
             family(
-                "trl_gram_groups_total", "counter", "Groups formed across requests, by how they closed.",
+                "trl_gram_groups_total",
+                "counter",
+                "Groups formed across requests, by how they closed.",
                 [({"closed": how}, g.get(how, 0)) for how in ("complete", "short", "alone", "split")],
             )
             family(
-                "trl_gram_group_members_unreadable_total", "counter", "Unreadable members counted toward a group.",
+                "trl_gram_group_members_unreadable_total",
+                "counter",
+                "Unreadable members counted toward a group.",
                 [({}, g.get("unreadable_members", 0))],
             )
-            family("trl_gram_groups_pending", "gauge", "Responses waiting in open groups.", [({}, g.get("pending", 0))])
+            family(
+                "trl_gram_groups_pending", "gauge", "Responses waiting in open groups.", [({}, g.get("pending", 0))]
+            )
             family("trl_gram_judge_errors_total", "counter", "Judge calls that raised.", [({}, self.judge_errors)])
             out.append("# HELP trl_gram_judge_seconds Judge call latency.")
             out.append("# TYPE trl_gram_judge_seconds histogram")
@@ -111,4 +121,3 @@ class ServerMetrics:
             if engines:
                 family(name, kind, help_text, [({"engine": e["url"]}, float(e[key])) for e in engines])
         return "\n".join(out) + "\n"
-

@@ -191,10 +191,14 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
         for count in in_request.values():
             collector().note_client_n(count)
         return [
-            i for i in sorted(bad) if items[i].key is not None and not collector().complete_in(in_request[items[i].key])
+            i
+            for i in sorted(bad)
+            if items[i].key is not None and not collector().complete_in(in_request[items[i].key])
         ]
 
-    async def score(items, reference, across: bool = True, fields=("prompts", "completions", "references"), health=None):
+    async def score(
+        items, reference, across: bool = True, fields=("prompts", "completions", "references"), health=None
+    ):
         """``(probs, failures, compared)`` for the items: errors, references, groups in the request, groups that
         form across requests (``health``: a list per item, filled with its comparisons' swap agreements)."""
         n = len(items)

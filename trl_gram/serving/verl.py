@@ -115,8 +115,13 @@ async def compute_score(
         from trl_gram.serving.verl_genrm import compute_score_via_router
 
         return await compute_score_via_router(
-            data_source, solution_str, ground_truth, extra_info, question_key=question_key,
-            failure_reward=failure_reward, **kwargs,
+            data_source,
+            solution_str,
+            ground_truth,
+            extra_info,
+            question_key=question_key,
+            failure_reward=failure_reward,
+            **kwargs,
         )
     base, headers = _settings(url, api_key)
     reference = _reference(ground_truth)
@@ -129,7 +134,11 @@ async def compute_score(
     async with semaphore:
         try:
             answer = await apost_json(
-                client, base + "/reward", payload, policy=RetryPolicy(timeout=timeout, backoff=backoff), headers=headers
+                client,
+                base + "/reward",
+                payload,
+                policy=RetryPolicy(timeout=timeout, backoff=backoff),
+                headers=headers,
             )
         except RemoteCallError as e:
             raise _failed(e) from e

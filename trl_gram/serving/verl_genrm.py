@@ -52,7 +52,9 @@ def _judge_for(address, tokenizer, options: dict):
             # cache is not made for concurrent callers
             fields = {"cache_size": 0, **{k: v for k, v in options.items() if k != "served_model_name"}}
             judges[key] = GramJudge.from_openai(
-                [router_url(address)], tokenizer=tokenizer, served_model_name=options.get("served_model_name"),
+                [router_url(address)],
+                tokenizer=tokenizer,
+                served_model_name=options.get("served_model_name"),
                 **fields,
             )
         return judges[key]
@@ -112,7 +114,9 @@ async def compute_score_via_router(
     options = {"served_model_name": served_model_name, "mode": mode, "swap": swap, "max_new_tokens": max_new_tokens}
     options = {k: v for k, v in options.items() if v is not None}
     loop = asyncio.get_running_loop()
-    judge = await loop.run_in_executor(None, lambda: _judge_for(reward_router_address, reward_model_tokenizer, options))
+    judge = await loop.run_in_executor(
+        None, lambda: _judge_for(reward_router_address, reward_model_tokenizer, options)
+    )
     ref = _reference(ground_truth)
     if ref is not None:
         (jd,) = await loop.run_in_executor(None, lambda: judge.judge([question], [response], [ref]))

@@ -156,7 +156,9 @@ class EnginePool:
             engine.down_until = time.monotonic() + self.down_s
             for key in [k for k, e in self._affinity.items() if e is engine]:
                 del self._affinity[key]
-        logger.warning(f"Engine {engine.url} failed ({error}); its requests go to the other engines for {self.down_s:g} s.")
+        logger.warning(
+            f"Engine {engine.url} failed ({error}); its requests go to the other engines for {self.down_s:g} s."
+        )
 
     # -- sending ---------------------------------------------------------------------------------------------------
     def post(self, path: str, payload: dict, key=None) -> dict:
@@ -224,8 +226,13 @@ class EnginePool:
         with self._lock:
             return [
                 dict(
-                    url=e.url, up=e.up, in_flight=e.in_flight, requests=e.requests, errors=e.errors,
-                    retries=e.retries, resent=e.resent,
+                    url=e.url,
+                    up=e.up,
+                    in_flight=e.in_flight,
+                    requests=e.requests,
+                    errors=e.errors,
+                    retries=e.retries,
+                    resent=e.resent,
                 )
                 for e in self.engines
             ]
@@ -428,10 +435,16 @@ class OpenAIBackend:
     def _slot_payload(self, prompt, label_ids, mode) -> dict:
         if mode == "label_ids":
             return self._payload(
-                prompt, max_tokens=1, temperature=0.0, logprobs=len(label_ids),
-                logprob_token_ids=list(label_ids), return_tokens_as_token_ids=True,
+                prompt,
+                max_tokens=1,
+                temperature=0.0,
+                logprobs=len(label_ids),
+                logprob_token_ids=list(label_ids),
+                return_tokens_as_token_ids=True,
             )
-        return self._payload(prompt, max_tokens=1, temperature=0.0, echo=True, logprobs=1, return_tokens_as_token_ids=True)
+        return self._payload(
+            prompt, max_tokens=1, temperature=0.0, echo=True, logprobs=1, return_tokens_as_token_ids=True
+        )
 
     def _sampling(self, settings: GenerationSettings, row: int) -> dict:
         if not settings.sample:
@@ -464,7 +477,15 @@ class OpenAIBackend:
         return out
 
     def generate_to_slot(
-        self, prompts, label_ids, *, answer_open, forced_text, settings: GenerationSettings, progress=None, affinity=None
+        self,
+        prompts,
+        label_ids,
+        *,
+        answer_open,
+        forced_text,
+        settings: GenerationSettings,
+        progress=None,
+        affinity=None,
     ) -> list[SlotGeneration]:
         s = settings
         keys = list(affinity) if affinity is not None else [None] * len(prompts)
@@ -474,8 +495,13 @@ class OpenAIBackend:
             "/v1/completions",
             [
                 self._payload(
-                    p, max_tokens=s.max_new_tokens, stop=[answer_open], include_stop_str_in_output=True,
-                    skip_special_tokens=True, return_token_ids=True, **self._sampling(s, k),
+                    p,
+                    max_tokens=s.max_new_tokens,
+                    stop=[answer_open],
+                    include_stop_str_in_output=True,
+                    skip_special_tokens=True,
+                    return_token_ids=True,
+                    **self._sampling(s, k),
                 )
                 for k, p in enumerate(prompts)
             ],
@@ -512,7 +538,9 @@ class OpenAIBackend:
                         slot_reads.append((k, list(prompts[k]) + gens[k] + tokens[:i]))
                     break
         if slot_reads:
-            logits = self.slot_logits([ids for _, ids in slot_reads], label_ids, affinity=[keys[k] for k, _ in slot_reads])
+            logits = self.slot_logits(
+                [ids for _, ids in slot_reads], label_ids, affinity=[keys[k] for k, _ in slot_reads]
+            )
             for (k, _), row in zip(slot_reads, logits):
                 results[k].slot_logits = row
         if progress is not None:
@@ -536,7 +564,9 @@ class OpenAIBackend:
         """`n` sampled completions per prompt (one request with `n`): `(text, finished)` pairs."""
         payloads = []
         for k, p in enumerate(prompts):
-            params = dict(max_tokens=max_new_tokens, n=n, temperature=temperature, top_p=top_p, skip_special_tokens=True)
+            params = dict(
+                max_tokens=max_new_tokens, n=n, temperature=temperature, top_p=top_p, skip_special_tokens=True
+            )
             if self.seeded_requests:
                 params["seed"] = seed + k
             payloads.append(self._payload(p, **params))
