@@ -184,3 +184,33 @@ def test_backend_openai_arguments_are_checked():
         parse_serve_args(["--backend", "openai"])
     with pytest.raises(ValueError, match="`--engine_urls` is for `--backend openai`"):
         parse_serve_args(["--engine_urls", "http://a:1"])
+
+
+def test_verl_router_path_groups_per_worker(sharp_model, tokenizer):
+    """verl's `reward_router_address` path on a stub engine: a prompt's responses in one event loop form a group."""
+    import asyncio
+
+    from trl_gram.serving import verl
+
+    group = GROUPS[0]
+    with engines(sharp_model, tokenizer, count=1) as (_, urls):
+        address = urls[0].removeprefix("http://")
+
+        async def reward_loop():
+            kw = dict(reward_router_address=address, reward_model_tokenizer=tokenizer, served_model_name="tiny")
+            calls = [
+                verl.compute_score("hh", r, "", {"question": QUESTIONS[0]}, group_size=3, mode="direct", **kw)
+                for r in group
+            ]
+            return await asyncio.gather(*calls)
+
+        got = asyncio.run(reward_loop())
+    ref = _reference(sharp_model, tokenizer, mode="direct")
+    pairs = list(itertools.combinations(range(3), 2))
+    judged = ref.judge([QUESTIONS[0]] * 3, [group[i] for i, _ in pairs], [group[j] for _, j in pairs])
+    wins = {}
+    for (i, j), jd in zip(pairs, judged):
+        wins[(i, j)], wins[(j, i)] = jd.prob, 1 - jd.prob
+    expected = [sum(wins[(i, j)] for j in range(3) if j != i) / 2 for i in range(3)]
+    assert [g["score"] for g in got] == pytest.approx(expected, abs=1e-4)
+    assert all(g["compared"] == 2 and g["parse_failure"] == 0.0 for g in got)
