@@ -71,7 +71,16 @@ class JudgeArguments:
     judge_dtype: str = field(default="auto", metadata={"help": "Judge dtype: 'auto', 'bfloat16', 'float32', ..."})
     judge_backend: str = field(
         default="transformers",
-        metadata={"help": "Judge engine ('vllm': vllm.LLM).", "choices": ["auto", "transformers", "vllm"]},
+        metadata={
+            "help": "Judge engine ('vllm': vllm.LLM; 'openai': the engines of --judge_engine_urls).",
+            "choices": ["auto", "transformers", "vllm", "openai"],
+        },
+    )
+    judge_engine_urls: list[str] = field(
+        default_factory=list, metadata={"help": "judge_backend openai: the engines' base URLs (e.g. vllm serve)."}
+    )
+    judge_served_model_name: str | None = field(
+        default=None, metadata={"help": "judge_backend openai: the engines' model name (default: the judge model)."}
     )
     judge_tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs one vLLM judge is split over."})
     reward_output: str = field(
@@ -135,6 +144,8 @@ def load_judge(args: JudgeArguments, device=None, **config_fields):
 
     if args.judge_backend == "vllm":
         placement = dict(tensor_parallel_size=args.judge_tensor_parallel_size)
+    elif args.judge_backend == "openai":
+        placement = dict(engine_urls=args.judge_engine_urls, served_model_name=args.judge_served_model_name)
     else:
         placement = dict(device=args.judge_device or device or PartialState().device)
     return load(

@@ -99,12 +99,19 @@ class EvalArguments:
     backend: str = field(
         default="transformers",
         metadata={
-            "help": "Judge engine: transformers, vllm (`vllm.LLM`; install vLLM first), or auto (vLLM for reason "
-            "mode when installed).",
-            "choices": ["auto", "transformers", "vllm"],
+            "help": "Judge engine: transformers, vllm (`vllm.LLM`; install vLLM first), openai (engines behind "
+            "`--engine_urls`, e.g. `vllm serve`; `--judge_model` names the tokenizer), or auto (vLLM for reason mode "
+            "when installed).",
+            "choices": ["auto", "transformers", "vllm", "openai"],
         },
     )
     tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs one vLLM engine is split over."})
+    engine_urls: list[str] = field(
+        default_factory=list, metadata={"help": "`--backend openai`: base URLs of the engines (with or without /v1)."}
+    )
+    served_model_name: str | None = field(
+        default=None, metadata={"help": "`--backend openai`: the engines' model name (default: --judge_model)."}
+    )
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -197,6 +204,8 @@ def run_eval(args) -> int:
     from ..judge import load_judge
 
     vllm_only = dict(tensor_parallel_size=a.tensor_parallel_size) if a.backend != "transformers" else {}
+    if a.backend == "openai":
+        vllm_only = dict(engine_urls=a.engine_urls, served_model_name=a.served_model_name)
     judge = load_judge(
         a.judge_model,
         backend=a.backend,

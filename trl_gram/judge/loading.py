@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
-BACKENDS = ("auto", "transformers", "vllm")
+BACKENDS = ("auto", "transformers", "vllm", "openai")
 
 
 def vllm_available() -> bool:
@@ -13,7 +13,7 @@ def vllm_available() -> bool:
 
 
 def resolve_backend(backend: str, mode: str = "reason") -> str:
-    """`"transformers"` or `"vllm"` for a `backend` choice.
+    """`"transformers"`, `"vllm"` or `"openai"` for a `backend` choice.
 
     `"auto"` picks vLLM when it is installed and the judge generates (`mode="reason"`), else transformers (the
     prefix-sharing engine on CPU, padded batches on GPUs). Measured in one run on this project's 2-core CPU
@@ -36,6 +36,8 @@ def load_judge(
     gpu_memory_utilization: float | None = None,
     max_model_len: int | None = None,
     llm_kwargs: dict | None = None,
+    engine_urls: list[str] | str | None = None,
+    served_model_name: str | None = None,
     **kwargs,
 ):
     """A [`~trl_gram.judge.GramJudge`] loaded from a path (`None`: the embedded default).
@@ -44,7 +46,10 @@ def load_judge(
         backend (`str`): `"transformers"` ([`~trl_gram.judge.GramJudge.from_pretrained`]; `engine` then picks plain
             or prefix-sharing batches), `"vllm"` ([`~trl_gram.judge.GramJudge.from_vllm`]) or `"auto"`
             ([`resolve_backend`]: vLLM for reason mode when installed).
+            `"openai"` judges on OpenAI-compatible engines ([`~trl_gram.judge.GramJudge.from_openai`]: `engine_urls`,
+            `served_model_name`; `model_name_or_path` names the tokenizer and, by default, the served model).
         tensor_parallel_size, data_parallel_size, gpu_memory_utilization, max_model_len, llm_kwargs: vLLM only.
+        engine_urls, served_model_name: `"openai"` only.
         **kwargs: Keyword arguments of [`~trl_gram.judge.GramJudge.from_pretrained`] (`adapter`, `dtype`, `device`,
             `config`, ...) or, for vLLM, `dtype`, `config` and [`~trl_gram.judge.GramJudgeConfig`] fields.
     """
@@ -52,11 +57,23 @@ def load_judge(
 
     config = kwargs.get("config")
     mode = kwargs.get("mode") or (config.mode if config is not None else "reason")
-    if resolve_backend(backend, mode) == "transformers":
+    chosen = resolve_backend(backend, mode)
+    if chosen != "openai" and engine_urls:
+        raise ValueError(f"`engine_urls` is for `backend='openai'`, not {backend!r}.")
+    if chosen == "transformers":
         return GramJudge.from_pretrained(model_name_or_path, **kwargs)
     for name in ("adapter", "load_in_4bit", "device", "model_kwargs"):
         if kwargs.pop(name, None) not in (None, False):
-            raise ValueError(f"`{name}` is not supported with `backend='vllm'` (merge adapters into the checkpoint).")
+            raise ValueError(
+                f"`{name}` is not supported with `backend={chosen!r}` (merge adapters into the checkpoint)."
+            )
+    if chosen == "openai":
+        if not engine_urls:
+            raise ValueError("`backend='openai'` needs `engine_urls` (the engines' base URLs).")
+        kwargs.pop("dtype", None)  # the engines chose theirs
+        return GramJudge.from_openai(
+            engine_urls, served_model_name=served_model_name, tokenizer=model_name_or_path, **kwargs
+        )
     return GramJudge.from_vllm(
         model_name_or_path,
         tensor_parallel_size=tensor_parallel_size,

@@ -38,8 +38,11 @@ class ServeConfig(pairing.ComparisonConfig):
         group_size (`int`, *optional*): Responses per prompt for clients that send one sample per request (OpenRLHF's
             ``--n_samples_per_prompt``, verl's ``rollout.n``): a group closes as soon as that many arrived. ``None``:
             groups close at ``group_timeout_s``.
-        group_timeout_s (`float`): Deadline of a group formed across requests, from its first response; an incomplete
-            group is judged with what arrived. ``0`` turns grouping across requests off.
+        group_timeout_s (`float`): Deadline of a group formed across requests, from its latest response (capped by
+            ``group_max_wait_s``); an incomplete group is judged with what arrived, with a WARNING line and a
+            counter. ``0`` turns grouping across requests off.
+        group_max_wait_s (`float`, *optional*): Latest a group closes after its first response (default: ``4 x
+            group_timeout_s``).
         max_request_bytes (`int`): Largest request body accepted (413 above).
         body_timeout_s (`float`): Time a client has to send its whole request body; a body still incomplete then is
             answered 408 and its connection closed (a half-sent request never holds the server).
@@ -72,6 +75,10 @@ class ServeConfig(pairing.ComparisonConfig):
     )
     group_timeout_s: float = field(
         default=60.0, metadata={"help": "Deadline of a group formed across requests (0: no grouping across requests)."}
+    )
+    group_max_wait_s: float | None = field(
+        default=None,
+        metadata={"help": "Cap on a group's deadline after its first response (default: 4 x group_timeout_s)."},
     )
     max_request_bytes: int = field(default=8 * 2**20, metadata={"help": "Largest request body (413 above)."})
     body_timeout_s: float = field(
@@ -116,6 +123,8 @@ class ServeConfig(pairing.ComparisonConfig):
             raise ValueError(f"`group_size` must be positive, got {self.group_size}.")
         if self.body_timeout_s <= 0:
             raise ValueError(f"`body_timeout_s` must be positive, got {self.body_timeout_s}.")
+        if self.group_max_wait_s is not None and self.group_max_wait_s < 0:
+            raise ValueError(f"`group_max_wait_s` must be >= 0, got {self.group_max_wait_s}.")
         if self.group_timeout_s < 0:
             raise ValueError(f"`group_timeout_s` must be >= 0, got {self.group_timeout_s}.")
         if self.api_key_env and self.api_key is None:
@@ -138,7 +147,10 @@ class ServeJudgeArguments:
     Args:
         model (`str`, *optional*): Judge model folder or Hub id (default: the embedded SmolLM2 judge).
         adapter (`str`, *optional*): PEFT adapter to put on the model.
-        backend (`str`): ``"transformers"`` or ``"vllm"``.
+        backend (`str`): ``"transformers"``, ``"vllm"`` or ``"openai"`` (a gateway: the engines behind
+            ``engine_urls`` run the model, this server loads only the tokenizer ``model`` names).
+        engine_urls (`list[str]`): ``"openai"`` only: base URLs of the engines (with or without ``/v1``).
+        served_model_name (`str`, *optional*): ``"openai"`` only: the engines' model name (default: ``model``).
         mode (`str`): ``"reason"`` or ``"direct"``.
         template (`str`, *optional*): Judge template name.
         swap (`str`): Orders judged per pair.
@@ -155,7 +167,15 @@ class ServeJudgeArguments:
 
     model: str | None = field(default=None, metadata={"help": "Judge model folder or Hub id (default: embedded)."})
     adapter: str | None = field(default=None, metadata={"help": "PEFT adapter to put on the model."})
-    backend: str = field(default="transformers", metadata={"help": "Backend.", "choices": ["transformers", "vllm"]})
+    backend: str = field(
+        default="transformers", metadata={"help": "Backend.", "choices": ["transformers", "vllm", "openai"]}
+    )
+    engine_urls: list[str] = field(
+        default_factory=list, metadata={"help": "openai backend: engine base URLs (with or without /v1)."}
+    )
+    served_model_name: str | None = field(
+        default=None, metadata={"help": "openai backend: the engines' model name (default: --model)."}
+    )
     mode: str = field(default="reason", metadata={"help": "Judge mode.", "choices": ["reason", "direct"]})
     template: str | None = field(default=None, metadata={"help": "Template (gram-r2, gram-v1, gram-r2-direct)."})
     swap: str = field(default="both", metadata={"help": "Orders judged.", "choices": ["both", "random", "none"]})
@@ -170,3 +190,9 @@ class ServeJudgeArguments:
     gpu_memory_utilization: float | None = field(
         default=None, metadata={"help": "vLLM backend only (None: its default; on CPU a fixed KV cache)."}
     )
+
+    def __post_init__(self):
+        if self.backend == "openai" and not self.engine_urls:
+            raise ValueError("`--backend openai` needs `--engine_urls URL [URL ...]` (the engines' base URLs).")
+        if self.backend != "openai" and self.engine_urls:
+            raise ValueError(f"`--engine_urls` is for `--backend openai`, not {self.backend!r}.")
