@@ -1,14 +1,11 @@
 """Judge a few real preference pairs with a GRAM-style judge and print rationale + probability.
 
-    python examples/judge_demo.py                       # the embedded default judge, offline
-    python examples/judge_demo.py --model_name_or_path "$(python -c 'import trl_gram; print(trl_gram.default_model_path())')" \
-        --reason_prefix $'<think>\nFeedback:'          # the untrained base model, zero-shot
-    python examples/judge_demo.py --model_name_or_path wangclnlp/GRAM-RR-LLaMA-3.2-3B-RewardModel
+    python examples/judge_demo.py                       # embedded default SmolLM2-135M-Instruct, offline
+    python examples/judge_demo.py --model_name_or_path wangclnlp/GRAM-RR-LLaMA-3.2-3B-RewardModel --reason_prefix ""
 
-The embedded default judge is SmolLM2-135M-Instruct with the LoRA adapter that `recipes/gram_r2_embedded_judge.yaml`
-trains with the GRAM-R² pipeline on a few dozen human-labelled pairs (model card: docs/embedded_judge.md). It is a
-tiny judge for demos, tests and CPU smoke runs, not a substitute for a released GRAM checkpoint. The untrained base
-model (zero-shot) writes no verdict on its own; the `--reason_prefix` above steers it into the format.
+The default model is tiny and untrained as a judge (zero-shot it mostly says "A", whatever the order): the demo
+shows the mechanics — rationale, label read at the answer slot, probability, position debiasing — not a good
+judge. Train one with `trl-gram train`.
 """
 
 from __future__ import annotations
@@ -25,15 +22,15 @@ from trl_gram import GramJudge
 
 @dataclass
 class DemoArguments:
-    model_name_or_path: str | None = field(default=None, metadata={"help": "Judge model; default: the embedded judge."})
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Judge model; default: embedded SmolLM2."})
     pairs_file: str | None = field(
         default=None,
         metadata={"help": "JSON lines with question/chosen/rejected; default: the packaged demo pairs."},
     )
     max_new_tokens: int = field(default=96, metadata={"help": "Rationale budget in reason mode."})
     reason_prefix: str = field(
-        default="",
-        metadata={"help": "Prefill of the judge's reply (e.g. '<think>\\nFeedback:' steers a zero-shot model)."},
+        default="<think>\nFeedback:",
+        metadata={"help": "Prefill of the judge's reply (steers a zero-shot model into the format)."},
     )
     load_in_4bit: bool = field(default=False, metadata={"help": "Quantize the judge to NF4 (bitsandbytes)."})
 
