@@ -28,6 +28,7 @@ _EXPORTS = {
     "linear_search": "ranking",
     "rank_all": "ranking",
     "default_model_path": "default_model",
+    "default_judge_path": "default_model",
     "GramRewardConfig": "training.config",
     "GramRewardTrainer": "training.trainer",
     "PreferenceProver": "training.prover",
@@ -58,7 +59,7 @@ def __dir__():
 
 if TYPE_CHECKING:  # pragma: no cover  (every entry of _EXPORTS, for IDEs and type checkers)
     from .callbacks import GramWinRateCallback  # noqa: F401
-    from .default_model import default_model_path  # noqa: F401
+    from .default_model import default_judge_path, default_model_path  # noqa: F401
     from .judge import GramJudge, GramJudgeConfig, PairJudgment, load_judge  # noqa: F401
     from .parsing import Verdict, format_verdict, parse_verdict  # noqa: F401
     from .ppo.config import GramPPOConfig  # noqa: F401

