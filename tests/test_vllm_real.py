@@ -50,7 +50,7 @@ def vllm_judge():
 
 @pytest.fixture(scope="session")
 def hf_judge():
-    return GramJudge.from_pretrained(None, dtype="float32", device="cpu", engine="plain", cache_size=0)
+    return GramJudge.from_pretrained(None, dtype="float32", device="cpu", backend="transformers", cache_size=0)
 
 
 def _both(vllm_judge, hf_judge, **config):

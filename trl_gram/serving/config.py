@@ -1,5 +1,5 @@
-"""Settings of the reward server ([`ServeConfig`]) and of the judge it loads ([`ServeJudgeArguments`]); both are read
-by ``trl-gram serve`` with TRL's ``TrlParser`` (flags or ``--config serve.yaml``)."""
+"""Settings of the reward server ([`ServeConfig`]); ``trl-gram serve`` reads them with TRL's ``TrlParser`` (flags or
+``--config serve.yaml``) beside the judge it loads, a [`~trl_gram.judge.JudgeSpec`]."""
 
 from __future__ import annotations
 
@@ -116,44 +116,3 @@ class ServeConfig:
         fields = {k: v for k, v in self.__dict__.items() if k != "api_key"}
         shown = ", ".join(f"{k}={v!r}" for k, v in fields.items())
         return f"ServeConfig({shown}, api_key={'***' if self.api_key else None})"
-
-
-@dataclass
-class ServeJudgeArguments:
-    """The judge ``trl-gram serve`` loads.
-
-    Args:
-        model (`str`, *optional*): Judge model folder or Hub id (default: the embedded SmolLM2 judge).
-        adapter (`str`, *optional*): PEFT adapter to put on the model.
-        backend (`str`): ``"transformers"`` or ``"vllm"``.
-        mode (`str`): ``"reason"`` or ``"direct"``.
-        template (`str`, *optional*): Judge template name.
-        swap (`str`): Orders judged per pair.
-        max_new_tokens (`int`): Rationale length cap (reason mode).
-        max_length (`int`): Prompt length cap in tokens.
-        token_budget (`int`): Rows x padded length per judge batch.
-        engine (`str`): transformers engine (``auto``, ``fast``, ``plain``).
-        dtype (`str`): Model dtype.
-        device (`str`, *optional*): Device of the model.
-        load_in_4bit (`bool`): Load in 4 bits (bitsandbytes).
-        tensor_parallel_size (`int`): vLLM backend only.
-        gpu_memory_utilization (`float`): vLLM backend only.
-    """
-
-    model: str | None = field(default=None, metadata={"help": "Judge model folder or Hub id (default: embedded)."})
-    adapter: str | None = field(default=None, metadata={"help": "PEFT adapter to put on the model."})
-    backend: str = field(default="transformers", metadata={"help": "Backend.", "choices": ["transformers", "vllm"]})
-    mode: str = field(default="reason", metadata={"help": "Judge mode.", "choices": ["reason", "direct"]})
-    template: str | None = field(default=None, metadata={"help": "Template (gram-r2, gram-v1, gram-r2-direct)."})
-    swap: str = field(default="both", metadata={"help": "Orders judged.", "choices": ["both", "random", "none"]})
-    max_new_tokens: int = field(default=1024, metadata={"help": "Rationale length cap."})
-    max_length: int = field(default=4096, metadata={"help": "Prompt length cap (tokens)."})
-    token_budget: int = field(default=32768, metadata={"help": "Rows x padded length per batch."})
-    engine: str = field(default="auto", metadata={"help": "Engine.", "choices": ["auto", "fast", "plain"]})
-    dtype: str = field(default="auto", metadata={"help": "Model dtype."})
-    device: str | None = field(default=None, metadata={"help": "Device."})
-    load_in_4bit: bool = field(default=False, metadata={"help": "Load in 4 bits."})
-    tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM backend only."})
-    gpu_memory_utilization: float | None = field(
-        default=None, metadata={"help": "vLLM backend only (None: its default; on CPU a fixed KV cache)."}
-    )

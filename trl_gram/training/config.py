@@ -10,7 +10,7 @@ from trl import SFTConfig
 
 from ..templates import TEMPLATES, JudgeTemplate, get_template
 
-MODES = ("reason", "direct", "pretrain")
+TRAINING_MODES = ("reason", "direct", "pretrain")
 
 
 @dataclass
@@ -84,7 +84,7 @@ class GramRewardConfig(SFTConfig):
 
     mode: str = field(
         default="reason",
-        metadata={"help": "Judge training mode.", "choices": list(MODES)},
+        metadata={"help": "Judge training mode.", "choices": list(TRAINING_MODES)},
     )
     template: str | None = field(
         default=None,
@@ -165,8 +165,8 @@ class GramRewardConfig(SFTConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.mode not in MODES:
-            raise ValueError(f"`mode` must be one of {MODES}, got {self.mode!r}.")
+        if self.mode not in TRAINING_MODES:
+            raise ValueError(f"`mode` must be one of {TRAINING_MODES}, got {self.mode!r}.")
         if self.judge_kwargs is None:
             self.judge_kwargs = {}
         reserved = {"mode", "template", "swap", "votes", "max_new_tokens", "seed"} & set(self.judge_kwargs)

@@ -7,6 +7,7 @@ same, and released before a training stage needs the memory.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from transformers.utils import logging
@@ -71,7 +72,7 @@ class VLLMEngines:
         """A [`~trl_gram.judge.GramJudge`] with `config` on the engine of checkpoint `path`."""
         from ..judge import GramJudge
 
-        return GramJudge(backend=self._engine(path), config=config, engine="vllm")
+        return GramJudge(backend=self._engine(path), config=dataclasses.replace(config, backend="vllm"))
 
     def prover(self, path, config, label_words):
         """A [`~trl_gram.training.prover.PreferenceProver`] sampling and scoring on the engine of `path`."""
