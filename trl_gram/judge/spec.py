@@ -220,3 +220,24 @@ def _type_of(f: dataclasses.Field):
 
     hints = typing.get_type_hints(JudgeSpec)
     return hints[f.name]
+
+
+def judge_default(name: str):
+    """The one default of the [`JudgeSpec`] field `name` (a preset field's: the config's)."""
+    for source in (GramJudgeConfig, JudgeSpec):
+        if name in {f.name for f in dataclasses.fields(source)}:
+            f = next(f for f in dataclasses.fields(source) if f.name == name)
+            return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    raise KeyError(f"{name!r} is not a JudgeSpec field.")
+
+
+def judge_field(name: str, help: str | None = None) -> dataclasses.Field:
+    """A dataclass field taking the default, choices and help of the [`JudgeSpec`] field `name`, for configs that
+    name a judge setting their own way (`judge_eval_swap`, `pseudo_label_votes`, ...); `help` replaces the help."""
+    f = next(f for f in dataclasses.fields(JudgeSpec) if f.name == name)
+    metadata = {k: v for k, v in f.metadata.items() if k != "aliases"}
+    if help is not None:
+        metadata["help"] = help
+    if name in PRESET_FIELDS or f.default_factory is not dataclasses.MISSING:
+        return field(default_factory=lambda: judge_default(name), metadata=metadata)
+    return field(default=f.default, metadata=metadata)
