@@ -6,8 +6,7 @@ import dataclasses
 import pytest
 from trl import TrlParser
 
-from trl_gram.judge import GramJudge, GramJudgeConfig, JudgeSpec, judge_arguments, load_judge
-from trl_gram.judge import loading
+from trl_gram.judge import GramJudge, GramJudgeConfig, JudgeSpec, judge_arguments, load_judge, loading
 from trl_gram.judge.spec import PRESET_FIELDS, judge_default
 
 
@@ -64,7 +63,13 @@ def test_every_surface_shows_the_same_judge_defaults(monkeypatch):
 def test_prefixed_arguments_round_trip_and_old_flag_names():
     args_cls = judge_arguments()
     argv = ["--judge_model_name_or_path", "some/judge", "--judge_mode", "direct", "--judge_backend", "prefix"]
-    argv += ["--judge_chat_template_kwargs", '{"enable_thinking": false}', "--judge_engine_urls", "http://a", "http://b"]
+    argv += [
+        "--judge_chat_template_kwargs",
+        '{"enable_thinking": false}',
+        "--judge_engine_urls",
+        "http://a",
+        "http://b",
+    ]
     (args,) = TrlParser((args_cls,)).parse_args_and_config(argv)
     spec = args.spec()
     assert (spec.model, spec.mode, spec.backend) == ("some/judge", "direct", "prefix")

@@ -162,7 +162,16 @@ def test_best_of_n_example(tiny_paths, tmp_path):
     result = tmp_path / "best.jsonl"
     stdout = _run(
         [sys.executable, EXAMPLES / "best_of_n.py", "--model_name_or_path", tiny_paths["policy"]]
-        + ["--judge_model_name_or_path", tiny_paths["judge"], "--judge_mode", "direct", "--max_new_tokens", "6", "--n", "3"]
+        + [
+            "--judge_model_name_or_path",
+            tiny_paths["judge"],
+            "--judge_mode",
+            "direct",
+            "--max_new_tokens",
+            "6",
+            "--n",
+            "3",
+        ]
         + ["--method", "all", "--output_file", str(result)],
         cwd=tmp_path,
     )

@@ -14,8 +14,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..formats import FORMATS, DataError, EvalData, read_eval_file
 from ..judge.spec import JudgeSpec
-from .formats import FORMATS, DataError, EvalData, read_eval_file
 
 EVAL_HELP = "Evaluate a judge on a benchmark file (RewardBench 1/2, RM-Bench, JudgeBench, PandaLM, LLMBar, ...)."
 

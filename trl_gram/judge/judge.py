@@ -114,7 +114,10 @@ class GramJudgeConfig:
     )
     swap: str = field(
         default="both",
-        metadata={"help": "Orders judged per pair: both (debiased), random (one seeded order) or none.", "choices": list(SWAPS)},
+        metadata={
+            "help": "Orders judged per pair: both (debiased), random (one seeded order) or none.",
+            "choices": list(SWAPS),
+        },
     )
     votes: int = field(default=1, metadata={"help": "Rationales sampled per order in reason mode (1: greedy)."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature when votes > 1."})
@@ -138,7 +141,7 @@ class GramJudgeConfig:
     )
     chat_template_kwargs: dict | str | None = field(
         default_factory=dict,
-        metadata={"help": 'Extra apply_chat_template arguments, as JSON (e.g. \'{"enable_thinking": false}\').'},
+        metadata={"help": "Extra apply_chat_template arguments, as JSON (e.g. '{\"enable_thinking\": false}')."},
     )
     label_scoring: str = field(
         default="merged",

@@ -125,4 +125,3 @@ def load_judge(
         preset=None,
         **config_fields,
     )
-

@@ -82,8 +82,8 @@ def _parse(dataclass_types, argv, prog):
 def run_train(args) -> int:
     from trl import ModelConfig, get_peft_config
 
+    from ..formats import load_pairs
     from .config import GramRewardConfig
-    from .datasets import load_pairs
     from .trainer import GramRewardTrainer
 
     script_args, training_args, model_args = _parse(
@@ -118,8 +118,9 @@ def run_train(args) -> int:
 def run_self_train(args) -> int:
     from trl import ModelConfig, get_peft_config, get_quantization_config
 
+    from ..formats import load_pairs
     from .config import GramRewardConfig
-    from .datasets import as_unlabeled, load_pairs
+    from .judge_examples import as_unlabeled
     from .self_training import GramSelfTrainer, SelfTrainingConfig
 
     script_args, sargs, training_args, model_args = _parse(
@@ -156,4 +157,3 @@ def run_self_train(args) -> int:
         print(json.dumps({k: v for k, v in h.items() if k != "checkpoint"}))
     print(f"Final judge: {trainer.final_model_path}")
     return 0
-

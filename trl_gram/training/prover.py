@@ -27,8 +27,8 @@ from transformers.utils import logging
 
 from ..batching import left_pad, token_budget_batches, truncate_fields
 from ..templates import JudgeTemplate, question_to_text, response_to_text
-from .data import render_pairs, uses_chat_template, validate_pairs
 from .denoise import Candidate, DenoiseRules, check_candidate
+from .judge_examples import render_pairs, uses_chat_template, validate_pairs
 
 logger = logging.get_logger(__name__)
 

@@ -37,9 +37,9 @@ from transformers.utils import logging
 
 from ..judge import GramJudge, GramJudgeConfig
 from .config import GramRewardConfig, resolve_template
-from .data import render_pairs, validate_pairs
 from .denoise import DenoiseRules
-from .evaluation import judge_metrics
+from .judge_eval import judge_metrics
+from .judge_examples import render_pairs, validate_pairs
 from .prover import PreferenceProver, ProverConfig
 from .pseudo_label import pair_row, pseudo_label, select
 from .run_folder import RunFolder, read_jsonl, write_json, write_jsonl

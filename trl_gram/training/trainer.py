@@ -17,8 +17,8 @@ from trl import SFTTrainer
 from ..judge import GramJudge, GramJudgeConfig
 from ..templates import JudgeTemplate
 from .config import GramRewardConfig, resolve_template
-from .data import JudgeExampleBuilder, build_judge_dataset, validate_pairs
-from .evaluation import judge_outcomes, metrics_from_outcomes
+from .judge_eval import judge_outcomes, metrics_from_outcomes
+from .judge_examples import JudgeExampleBuilder, build_judge_dataset, validate_pairs
 from .losses import is_slot, label_logits_at_slots, label_smoothing_loss, split_label_slots
 
 logger = logging.get_logger(__name__)

@@ -422,3 +422,15 @@ def build_judge_dataset(
         "too_long": too_long,
     }
     return tokenized, rendered, stats
+
+
+def as_unlabeled(dataset: Dataset, seed: int = 0) -> Dataset:
+    """Drop the labels of preference rows: ``prompt``/``response_a``/``response_b`` with the two responses in a
+    seeded random order (so the position of the better response carries no signal)."""
+    pairs, _ = validate_pairs(dataset, need_label=False, on_invalid="skip", name="unlabeled")
+    rng = random.Random(seed)
+    rows = []
+    for p in pairs:
+        a, b = (p["first"], p["second"]) if rng.random() < 0.5 else (p["second"], p["first"])
+        rows.append({"prompt": p["question"], "response_a": a, "response_b": b})
+    return Dataset.from_list(rows)
