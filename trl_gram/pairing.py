@@ -23,7 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-REFERENCES = ("group", "pivot")
+GROUP_REFERENCES = ("group", "pivot")
 OUTPUTS = ("prob", "logit", "centered")
 EPS = 1e-6
 
@@ -59,8 +59,8 @@ def comparisons_within(members: Sequence[int], prompts, completions, reference: 
         reference (`str`):
             ``"group"`` (every pair) or ``"pivot"`` (each member against the first).
     """
-    if reference not in REFERENCES:
-        raise ValueError(f"`reference` must be one of {REFERENCES}, got {reference!r}.")
+    if reference not in GROUP_REFERENCES:
+        raise ValueError(f"`reference` must be one of {GROUP_REFERENCES}, got {reference!r}.")
     members = list(members)
     if reference == "group":
         return [
@@ -115,7 +115,7 @@ def plan(
 
 @dataclass
 class Aggregate:
-    """Per-completion result of [`aggregate`].
+    """Per-completion result of [`mean_win_rates`].
 
     Args:
         probs (`list[float | None]`): Mean win probability, ``None`` without a usable comparison.
@@ -135,7 +135,7 @@ class Aggregate:
         return [c == 0 and k > 0 for c, k in zip(self.counts, self.compared)]
 
 
-def aggregate(n: int, comparisons, judgments, use_failed: bool = False) -> Aggregate:
+def mean_win_rates(n: int, comparisons, judgments, use_failed: bool = False) -> Aggregate:
     """Mean win probability per completion over its comparisons.
 
     Args:
@@ -162,18 +162,6 @@ def aggregate(n: int, comparisons, judgments, use_failed: bool = False) -> Aggre
             counts[j] += 1
     probs = [sums[k] / counts[k] if counts[k] else None for k in range(n)]
     return Aggregate(probs, counts, compared, first)
-
-
-def summary(judgments) -> dict:
-    """Parse-failure rate over all runs and swap agreement of a list of judgments."""
-    judgments = [jd for jd in judgments if jd is not None]
-    runs = [r for jd in judgments for r in jd.runs]
-    agreements = [jd.agreement for jd in judgments if jd.agreement is not None]
-    return {
-        "pairs": len(judgments),
-        "parse_failure_rate": sum(r.failure is not None for r in runs) / len(runs) if runs else 0.0,
-        "swap_agreement": sum(agreements) / len(agreements) if agreements else None,
-    }
 
 
 def transform(value: float | None, output: str = "prob") -> float | None:

@@ -30,6 +30,7 @@ from transformers.utils import logging
 
 from . import pairing
 from .judge import GramJudge, PairJudgment
+from .judge_metrics import judgment_summary
 
 logger = logging.get_logger(__name__)
 
@@ -275,7 +276,7 @@ class GenerativeRewardFunction:
     def _aggregate(self, n, comparisons, judgments):
         """Mean win probability per completion over its usable comparisons (``None`` when it has none), whether it
         had comparisons that all failed, and the first judgment involving each completion."""
-        result = pairing.aggregate(n, comparisons, judgments, use_failed=self.on_failure == "prob")
+        result = pairing.mean_win_rates(n, comparisons, judgments, use_failed=self.on_failure == "prob")
         return result.probs, result.failed, result.first
 
     def _transform(self, value: float) -> float:
@@ -285,11 +286,10 @@ class GenerativeRewardFunction:
         if log_extra is not None and self.log_rationales:
             log_extra(f"{self.__name__}_rationale", [jd.rationale if jd is not None else "" for jd in first_pair])
         if log_metric is not None and judgments:
-            runs = [r for jd in judgments for r in jd.runs]
-            log_metric(f"{self.__name__}/parse_failure_rate", sum(r.failure is not None for r in runs) / len(runs))
-            agreements = [jd.agreement for jd in judgments if jd.agreement is not None]
-            if agreements:
-                log_metric(f"{self.__name__}/swap_agreement", sum(agreements) / len(agreements))
+            summary = judgment_summary(judgments)
+            for key in ("parse_failure_rate", "swap_agreement"):
+                if summary[key] is not None:  # undefined (no run, no pair judged in both orders): not logged
+                    log_metric(f"{self.__name__}/{key}", summary[key])
             log_metric(f"{self.__name__}/judged_pairs", float(len(judgments)))
 
 

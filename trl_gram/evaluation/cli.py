@@ -118,7 +118,8 @@ def _check_args(a: EvalArguments) -> None:
 
 def evaluate_file(judge, data: EvalData, swap: str = "both", show_progress: bool | None = None) -> dict:
     """Judge every comparison of a validated file and return its report (see [`~trl_gram.evaluation.report`])."""
-    from .metrics import aggregate, outcome
+    from ..judge_metrics import pair_outcome
+    from .metrics import official_aggregate
     from .report import file_report
 
     comps = data.comparisons
@@ -134,8 +135,8 @@ def evaluate_file(judge, data: EvalData, swap: str = "both", show_progress: bool
         else []
     )
     words = judge.template.label_words
-    outcomes = [outcome(j, c.label, words) for j, c in zip(judgments, comps)]
-    return file_report(data, aggregate(data.format, comps, outcomes, data.row_info))
+    outcomes = [pair_outcome(j, c.label, words) for j, c in zip(judgments, comps)]
+    return file_report(data, official_aggregate(data.format, comps, outcomes, data.row_info))
 
 
 def run_eval(args) -> int:

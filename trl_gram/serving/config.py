@@ -77,7 +77,7 @@ class ServeConfig:
     batch_window_ms: float = field(default=10.0, metadata={"help": "Wait for concurrent requests to join a batch."})
     max_batch_pairs: int = field(default=512, metadata={"help": "Pairs per judge call (shared round-robin)."})
     reference: str = field(
-        default="group", metadata={"help": "Comparison within a prompt group.", "choices": list(pairing.REFERENCES)}
+        default="group", metadata={"help": "Comparison within a prompt group.", "choices": list(pairing.GROUP_REFERENCES)}
     )
     output: str = field(default="prob", metadata={"help": "Reward scale.", "choices": list(pairing.OUTPUTS)})
     failure_reward: float | None = field(
@@ -89,8 +89,8 @@ class ServeConfig:
     )
 
     def __post_init__(self):
-        if self.reference not in pairing.REFERENCES:
-            raise ValueError(f"`reference` must be one of {pairing.REFERENCES}, got {self.reference!r}.")
+        if self.reference not in pairing.GROUP_REFERENCES:
+            raise ValueError(f"`reference` must be one of {pairing.GROUP_REFERENCES}, got {self.reference!r}.")
         if self.output not in pairing.OUTPUTS:
             raise ValueError(f"`output` must be one of {pairing.OUTPUTS}, got {self.output!r}.")
         for name in (

@@ -115,7 +115,7 @@ class GroupCollector:
             for f in group.futures:
                 self._resolve(f, (None, {**info, "compared": 0, "failure": reason}))
             return
-        result = pairing.aggregate(n, comparisons, judgments)
+        result = pairing.mean_win_rates(n, comparisons, judgments)
         for k, f in enumerate(group.futures):
             failure = None
             if result.probs[k] is None:

@@ -196,7 +196,7 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
 
         async def local():
             judgments = await judge_pairs(*([c[k] for c in comparisons] for k in (1, 2, 3)))
-            result = pairing.aggregate(n, comparisons, judgments)
+            result = pairing.mean_win_rates(n, comparisons, judgments)
             raised = {}  # judge errors, told in the client's field names
             for (i, _, _, _, j), jd in zip(comparisons, judgments):
                 if jd is not None and not jd.runs and jd.failure:
@@ -319,8 +319,8 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
     async def reward_endpoint(request: Request):
         body = await body_of(request)
         reference = body.get("reference") or config.reference
-        if reference not in pairing.REFERENCES:
-            raise RequestError(400, f"`reference` must be one of {pairing.REFERENCES}, got {reference!r}.")
+        if reference not in pairing.GROUP_REFERENCES:
+            raise RequestError(400, f"`reference` must be one of {pairing.GROUP_REFERENCES}, got {reference!r}.")
         across = body.get("group_across_requests", True)
         if not isinstance(across, bool):
             raise RequestError(400, "Field `group_across_requests` must be true or false.")

@@ -36,9 +36,9 @@ from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
 from ..judge import GramJudge, GramJudgeConfig
+from ..judge_metrics import judge_metrics
 from .config import GramRewardConfig, resolve_template
 from .denoise import DenoiseRules
-from .judge_eval import judge_metrics
 from .judge_examples import render_pairs, validate_pairs
 from .prover import PreferenceProver, ProverConfig
 from .pseudo_label import pair_row, pseudo_label, select

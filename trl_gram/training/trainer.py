@@ -4,7 +4,6 @@ on preference pairs, on top of TRL's ``SFTTrainer``."""
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 from accelerate.utils import gather_object, is_peft_model
@@ -15,9 +14,9 @@ from transformers.utils import logging
 from trl import SFTTrainer
 
 from ..judge import GramJudge, GramJudgeConfig
+from ..judge_metrics import judge_outcomes, metrics_from_outcomes
 from ..templates import JudgeTemplate
 from .config import GramRewardConfig, resolve_template
-from .judge_eval import judge_outcomes, metrics_from_outcomes
 from .judge_examples import JudgeExampleBuilder, build_judge_dataset, validate_pairs
 from .losses import is_slot, label_logits_at_slots, label_smoothing_loss, split_label_slots
 
@@ -298,4 +297,4 @@ class GramRewardTrainer(SFTTrainer):
             gathered = gather_object([(i, o) for i, o in zip(indices, outcomes)])
             outcomes = [o for _, o in sorted(gathered, key=lambda x: x[0])]
         metrics = metrics_from_outcomes(outcomes, subsets)
-        return {k: (float(v) if not (isinstance(v, float) and math.isnan(v)) else v) for k, v in metrics.items()}
+        return {k: float(v) for k, v in metrics.items() if v is not None}  # undefined metrics are not logged
