@@ -100,6 +100,7 @@ def parse_eval_args(argv: list[str]) -> tuple[EvalArguments, JudgeSpec]:
         prog="trl-gram eval",
         description=_description(),
         formatter_class=_HelpFormatter,
+        allow_abbrev=False,
     )
     args, lenient = parser.parse_args_and_config(argv)
     try:

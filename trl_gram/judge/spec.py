@@ -131,6 +131,9 @@ class JudgeSpec(_JudgeConfigFields):
             from ..presets import get_preset
 
             get_preset(self.preset)  # an unknown name fails now, naming the choices
+        for url in self.engine_urls:
+            if not str(url).startswith(("http://", "https://")):
+                raise ValueError(f"`engine_urls` must be http(s) base URLs, got {url!r}.")
         if self.tensor_parallel_size < 1:
             raise ValueError(f"`tensor_parallel_size` must be >= 1, got {self.tensor_parallel_size}.")
         # the config's own checks, on the fields given (a preset field left None takes its default here)

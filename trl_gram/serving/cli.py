@@ -23,7 +23,7 @@ def parse_serve_args(argv: list[str] | None = None) -> tuple[JudgeSpec, ServeCon
     from trl import TrlParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = TrlParser((JudgeSpec, ServeConfig), prog="trl-gram serve")
+    parser = TrlParser((JudgeSpec, ServeConfig), prog="trl-gram serve", allow_abbrev=False)
     flags = {a.split("=", 1)[0] for a in argv}
     if "--api_key" in flags or "--api-key" in flags:
         raise ValueError(
