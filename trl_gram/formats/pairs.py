@@ -65,12 +65,21 @@ def load_pairs(
     """Load pairwise data from a file, a ``save_to_disk`` folder, or (named explicitly) a Hub dataset.
 
     Args:
-        path: File path, folder, or Hub dataset id.
-        split: Split of a Hub dataset or of a saved ``DatasetDict``.
-        ties: ``"drop"`` (default) or ``"keep"`` rows without a majority preference (PandaLM).
-        limit: Keep at most this many rows (after ``select``).
-        select: A Python-style slice ``"start:stop"`` of rows to keep (e.g. ``"0:500"``), to carve disjoint
+        path (`str`):
+            File path, folder, or Hub dataset id.
+        split (`str`, *optional*, defaults to `"train"`):
+            Split of a Hub dataset or of a saved `DatasetDict`.
+        ties (`str`, *optional*, defaults to `"drop"`):
+            `"drop"` or `"keep"` rows without a majority preference (PandaLM).
+        limit (`int`, *optional*):
+            Keep at most this many rows (after `select`).
+        select (`str`, *optional*):
+            A Python-style slice `"start:stop"` of rows to keep (e.g. `"0:500"`), to carve disjoint
             train/unlabeled/held-out slices out of one file.
+
+    Returns:
+        `tuple[Dataset, dict]`: the rows in a trainer layout, and `{"format", "rows", "ties"}` (plus `"skipped"`: rows
+        a benchmark reader left out, by reason).
     """
     if ties not in ("drop", "keep"):
         raise ValueError(f"`ties` must be 'drop' or 'keep', got {ties!r}.")
