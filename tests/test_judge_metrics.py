@@ -14,19 +14,31 @@ from trl_gram.judge_metrics import (
 )
 
 
-def _judgment(prob, label, agreement, failures=(None, None)):
-    runs = [JudgeRun("AB", 0.5, label, failure=failures[0]), JudgeRun("BA", 0.5, label, failure=failures[1])]
+def _judgment(prob, label, agreement, failures=(None, None), first="A"):
+    runs = [JudgeRun("AB", 0.5, label, failure=failures[0], first_label=first)]
+    runs.append(JudgeRun("BA", 0.5, label, failure=failures[1], first_label=first))
     return PairJudgment(prob, label, agreement, runs)
 
 
 def test_unreadable_probability_falls_back_on_the_template_label_words():
     """A judge whose template says "first"/"second": with no probability, its label word decides (not "A"/"B")."""
     words = ("first", "second")
-    right = pair_outcome(_judgment(math.nan, "second", True), 1, words)
-    wrong = pair_outcome(_judgment(math.nan, "first", True), 1, words)
+    right = pair_outcome(_judgment(math.nan, "second", True, first="first"), 1, words)
+    wrong = pair_outcome(_judgment(math.nan, "first", True, first="first"), 1, words)
     assert (right["correct"], right["pred"]) == (1.0, 1)
     assert (wrong["correct"], wrong["pred"]) == (0.0, 0)
     assert right["p_better"] is None
+
+
+def test_runs_read_their_template_label_words():
+    """Swap agreement and each run's decision with label words other than A/B: in the BA order, "2" (the first
+    shown loses) means response 1 wins, so the two orders agree."""
+    from trl_gram.judge import combine_runs
+
+    runs = [JudgeRun("AB", 0.8, "1", first_label="1"), JudgeRun("BA", 0.4, "2", first_label="1")]
+    jd = combine_runs(runs, ("1", "2"))
+    assert jd.label == "1" and jd.agreement is True
+    assert pair_outcome(jd, 0, ("1", "2"))["decisions"] == [1, 1]
 
 
 def test_accuracy_agreement_and_failures_with_none_for_undefined():

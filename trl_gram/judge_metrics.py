@@ -73,8 +73,7 @@ def pair_outcome(judgment, label: int | None, label_words: tuple[str, str] = ("A
         p_better, tie = None, False
         win = pred == label
         correct = float(win)
-    want = None if label is None else label + 1
-    decisions = [0 if r.winner is None else (1 if r.winner == want else -1) for r in judgment.runs]
+    decisions = [_decision(r, label) for r in judgment.runs]
     orders = defaultdict(list)
     for r, d in zip(judgment.runs, decisions):
         orders[r.order].append(d > 0)
@@ -91,6 +90,13 @@ def pair_outcome(judgment, label: int | None, label_words: tuple[str, str] = ("A
         "failed_runs": sum(r.failure is not None for r in judgment.runs),
         "runs": len(judgment.runs),
     }
+
+
+def _decision(run, label: int | None) -> int:
+    """+1 when a run prefers the better response, -1 the other (or any response of a tie), 0 when unreadable."""
+    if run.winner is None:
+        return 0
+    return 1 if label is not None and run.winner == label + 1 else -1
 
 
 def summarize_outcomes(outcomes: Sequence[dict]) -> dict:

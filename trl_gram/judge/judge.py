@@ -564,7 +564,8 @@ class GramJudge:
         runs = []
         for (_, order, _), row in zip(items, logits):
             p = self._prob_first(row, template)
-            runs.append(JudgeRun(order=order, prob_first=p, label=template.label_words[0 if p >= 0.5 else 1]))
+            label = template.label_words[0 if p >= 0.5 else 1]
+            runs.append(JudgeRun(order=order, prob_first=p, label=label, first_label=template.label_words[0]))
         return runs
 
     def _run_reason(self, items, sample: bool, seed: int, show_progress) -> list[JudgeRun]:
@@ -593,5 +594,7 @@ class GramJudge:
             text = cfg.reason_prefix + result.text
             verdict = parse_with_template(text, template)
             p = self._prob_first(result.slot_logits, template) if result.slot_logits is not None else math.nan
-            runs.append(JudgeRun(order, p, verdict.label, verdict.rationale, verdict.failure, text))
+            runs.append(
+                JudgeRun(order, p, verdict.label, verdict.rationale, verdict.failure, text, template.label_words[0])
+            )
         return runs
