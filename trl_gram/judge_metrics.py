@@ -12,8 +12,11 @@ compute these numbers here:
   the same response.
 * **parse-failure rate**: the share of runs (order × vote) whose output could not be parsed (0 for direct judges).
 
-**Undefined is `None`** (never NaN): a mean over nothing (no pair judged in both orders, no labeled pair, no run) is
-`None`, so every report is standard JSON and a logger skips the key rather than plotting NaN.
+**Undefined is NaN** (`math.nan`, never `None`): a mean over nothing (no pair judged in both orders, no labeled pair,
+no run) is NaN, so every metric is a float that trainers and loggers take as they are, and a comparison with it is
+false (`swap_agreement >= 0.5` fails for a judge whose outputs could not be read); JSON reports write it as `null`
+(`trl-gram eval`'s report); the win-rate summary, a JSON-facing report like the reward server's answers, shows it as
+`None`.
 """
 
 from __future__ import annotations
@@ -23,20 +26,25 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 
-def mean(values: Iterable[float | None]) -> float | None:
-    """The mean of the defined values (`None` and NaN left out); `None` when none is defined."""
-    kept = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return sum(kept) / len(kept) if kept else None
+def is_undefined(value) -> bool:
+    """Whether a metric value is undefined (NaN; `None` is read the same way)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def agreement_rate(agreements: Iterable[bool | None]) -> float | None:
+def mean(values: Iterable[float | None]) -> float:
+    """The mean of the defined values (`None` and NaN left out); NaN when none is defined."""
+    kept = [float(v) for v in values if not is_undefined(v)]
+    return sum(kept) / len(kept) if kept else math.nan
+
+
+def agreement_rate(agreements: Iterable[bool | None]) -> float:
     """Swap agreement from per-pair agreements (`None`: the pair was not judged in both orders)."""
     return mean(float(a) for a in agreements if a is not None)
 
 
-def failure_rate(failed_runs: int, runs: int) -> float | None:
-    """Parse-failure rate of `runs` runs of which `failed_runs` failed (`None` when there was no run)."""
-    return failed_runs / runs if runs else None
+def failure_rate(failed_runs: int, runs: int) -> float:
+    """Parse-failure rate of `runs` runs of which `failed_runs` failed (NaN when there was no run)."""
+    return failed_runs / runs if runs else math.nan
 
 
 def judgment_summary(judgments) -> dict:
@@ -64,13 +72,13 @@ def pair_outcome(judgment, label: int | None, label_words: tuple[str, str] = ("A
     has_prob = prob is not None and not math.isnan(prob)
     pred = None if judgment.label is None else (0 if judgment.label == label_words[0] else 1)
     if label is None:
-        p_better, correct, win, tie = None, 0.0, False, False
+        p_better, correct, win, tie = math.nan, 0.0, False, False
     elif has_prob:
         p_better = prob if label == 0 else 1.0 - prob
         win, tie = p_better > 0.5, p_better == 0.5
         correct = 1.0 if win else 0.5 if tie else 0.0
     else:
-        p_better, tie = None, False
+        p_better, tie = math.nan, False
         win = pred == label
         correct = float(win)
     decisions = [_decision(r, label) for r in judgment.runs]
@@ -152,7 +160,7 @@ def judge_metrics(
 
 
 def format_metrics(metrics: dict) -> str:
-    """A small aligned table of metrics for the terminal (`None`: undefined)."""
+    """A small aligned table of metrics for the terminal."""
     width = max((len(k) for k in metrics), default=0)
     lines = []
     for key, value in metrics.items():

@@ -30,7 +30,7 @@ from transformers.utils import logging
 
 from . import pairing
 from .judge import GramJudge, PairJudgment
-from .judge_metrics import judgment_summary
+from .judge_metrics import is_undefined, judgment_summary
 
 logger = logging.get_logger(__name__)
 
@@ -340,7 +340,7 @@ class GenerativeRewardFunction:
         if log_metric is not None and judgments:
             summary = judgment_summary(judgments)
             for key in ("parse_failure_rate", "swap_agreement"):
-                if summary[key] is not None:  # undefined (no run, no pair judged in both orders): not logged
+                if not is_undefined(summary[key]):  # no run, or no pair judged in both orders: not logged
                     log_metric(f"{self.__name__}/{key}", summary[key])
             log_metric(f"{self.__name__}/judged_pairs", float(len(judgments)))
 

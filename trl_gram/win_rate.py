@@ -28,8 +28,7 @@ from accelerate.utils import is_trackio_available, is_wandb_available
 from transformers.utils import logging
 
 from .http_client import RemoteCallError, RetryPolicy, bearer_headers, post_json
-from .judge_metrics import agreement_rate
-from .judge_metrics import mean as _mean
+from .judge_metrics import agreement_rate, is_undefined
 
 logger = logging.get_logger(__name__)
 
@@ -108,6 +107,10 @@ class HackingThresholds:
     length_tolerance: float = 0.1
 
 
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
 def _pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     if len(xs) < 2:
         return None
@@ -143,7 +146,8 @@ def summarize(
     else:
         out["win_rate_stderr"] = None
     out["win_fraction"] = _mean([1.0 if p > 0.5 else 0.0 if p < 0.5 else 0.5 for p in probs])
-    out["swap_agreement"] = agreement_rate(r.agreement for r in judged)
+    agreement = agreement_rate(r.agreement for r in judged)  # the judge metric, NaN when undefined
+    out["swap_agreement"] = None if is_undefined(agreement) else agreement
     out["parse_failure_rate"] = _mean([r.parse_failure_rate for r in judged])
     out["completion_length"] = _mean([float(r.current_length) for r in results])
     out["reference_length"] = _mean([float(r.reference_length) for r in results])
@@ -269,7 +273,12 @@ class RemoteJudge:
 
         try:
             return post_json(
-                client, self.url, payload, policy=self.policy, headers=bearer_headers(self.api_key), validate=results_of
+                client,
+                self.url,
+                payload,
+                policy=self.policy,
+                headers=bearer_headers(self.api_key),
+                validate=results_of,
             )
         except RemoteCallError as e:
             raise RuntimeError(f"The judge server could not judge: {e}") from e

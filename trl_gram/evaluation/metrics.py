@@ -23,7 +23,7 @@ by row and subset and applies the format's rule:
 * **mt-bench**: agreement with the human votes, ties excluded, per turn and overall.
 * **hh-rlhf**, **preference**: pairwise accuracy (a probability of exactly one half counts half), per subset if any.
 
-Every format also reports swap agreement and the parse-failure rate. An undefined value is `None`.
+Every format also reports swap agreement and the parse-failure rate. An undefined value is NaN (`null` in JSON).
 """
 
 from __future__ import annotations

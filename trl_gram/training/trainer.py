@@ -315,4 +315,4 @@ class GramRewardTrainer(SFTTrainer):
             gathered = gather_object([(i, o) for i, o in zip(indices, outcomes)])
             outcomes = [o for _, o in sorted(gathered, key=lambda x: x[0])]
         metrics = metrics_from_outcomes(outcomes, subsets)
-        return {k: float(v) for k, v in metrics.items() if v is not None}  # undefined metrics are not logged
+        return {k: float(v) for k, v in metrics.items()}  # NaN: undefined (judge_metrics)
