@@ -130,7 +130,8 @@ def judge_outcomes(judge, pairs: Sequence[dict], swap: str = "both", show_progre
         swap=swap,
         show_progress=show_progress,
     )
-    words = judge.template.label_words
+    template = getattr(judge, "template", None)  # a judge-like object without one reads A/B
+    words = template.label_words if template is not None else ("A", "B")
     return [pair_outcome(j, p["label"], words) for j, p in zip(judgments, pairs)]
 
 

@@ -51,6 +51,7 @@ def read_eval_file(
     label_words: tuple[str, str] = ("A", "B"),
     split: str | None = None,
     records: list[dict] | None = None,
+    numeric_responses: bool = False,
 ) -> EvalData:
     """Read and validate a whole benchmark file.
 
@@ -65,6 +66,8 @@ def read_eval_file(
         label_words (`tuple[str, str]`): The label words of a ``response_a``/``response_b``/``label`` file.
         split (`str`, *optional*): The split of a saved or Hub dataset with several.
         records (`list[dict]`, *optional*): The file's rows when the caller has already read them.
+        numeric_responses (`bool`, *optional*, defaults to `False`): Accept a file whose every response is a number
+            (by default a sign of a label or score column taken for responses, a common CSV mix-up).
     """
     if format != "auto" and format not in READERS:
         raise DataError(
@@ -106,6 +109,7 @@ def read_eval_file(
         data.row_info[row] = info
     if problems:
         raise DataError(path, problems)
-    _numbers_only(path, records, data.comparisons)
+    if not numeric_responses:
+        _numbers_only(path, records, data.comparisons)
     data.skipped = skipped
     return data

@@ -40,7 +40,7 @@ def _rows(path: str, ties: str) -> tuple[list[dict], dict]:
     fmt = detect_format(records)
     if fmt == "preference":
         return records, {"format": fmt, "ties": 0}
-    data = read_eval_file(path, fmt, ties=ties, records=records)
+    data = read_eval_file(path, fmt, ties=ties, records=records, numeric_responses=True)
     rows = []
     for c in data.comparisons:
         chosen, rejected = (c.second, c.first) if c.label == 1 else (c.first, c.second)
