@@ -62,7 +62,7 @@ def test_every_surface_shows_the_same_judge_defaults(monkeypatch):
 
 def test_prefixed_arguments_round_trip_and_old_flag_names():
     args_cls = judge_arguments()
-    argv = ["--judge_model_name_or_path", "some/judge", "--judge_mode", "direct", "--judge_backend", "prefix"]
+    argv = ["--judge_model_name_or_path", "some/judge", "--judge_mode", "direct", "--judge_backend", "openai"]
     argv += [
         "--judge_chat_template_kwargs",
         '{"enable_thinking": false}',
@@ -72,7 +72,7 @@ def test_prefixed_arguments_round_trip_and_old_flag_names():
     ]
     (args,) = TrlParser((args_cls,)).parse_args_and_config(argv)
     spec = args.spec()
-    assert (spec.model, spec.mode, spec.backend) == ("some/judge", "direct", "prefix")
+    assert (spec.model, spec.mode, spec.backend) == ("some/judge", "direct", "openai")
     assert spec.chat_template_kwargs == {"enable_thinking": False}
     assert spec.engine_urls == ["http://a", "http://b"]
     assert args_cls(**spec.to_prefixed()).spec() == spec
@@ -82,6 +82,10 @@ def test_prefixed_arguments_round_trip_and_old_flag_names():
         JudgeSpec(backend="fast")
     with pytest.raises(ValueError, match="preset"):
         JudgeSpec(preset="nope")
+    with pytest.raises(ValueError, match="engine_urls"):
+        JudgeSpec(backend="openai")
+    with pytest.raises(ValueError, match="engine_urls"):
+        JudgeSpec(backend="transformers", engine_urls=["http://127.0.0.1:1/v1"])
 
 
 def _record_loads(monkeypatch):

@@ -85,11 +85,9 @@ def load_judge(
                 "`backend='openai'` needs `GramJudge.from_openai` (the OpenAI-compatible engine fleet), which this "
                 "version of trl-gram does not have; use backend transformers, prefix or vllm."
             )
-        if not spec.engine_urls:
-            raise ValueError("`backend='openai'` needs `engine_urls` (the engines' base URLs).")
         return GramJudge.from_openai(
             spec.engine_urls,
-            served_model_name=spec.served_model_name or spec.model,
+            served_model_name=spec.served_model_name,
             tokenizer=spec.model,
             config=GramJudgeConfig(**config_fields),
         )

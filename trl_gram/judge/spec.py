@@ -134,6 +134,10 @@ class JudgeSpec(_JudgeConfigFields):
         for url in self.engine_urls:
             if not str(url).startswith(("http://", "https://")):
                 raise ValueError(f"`engine_urls` must be http(s) base URLs, got {url!r}.")
+        if self.backend == "openai" and not self.engine_urls:
+            raise ValueError("`backend='openai'` needs `engine_urls` (the engines' base URLs, e.g. `vllm serve`).")
+        if self.backend != "openai" and self.engine_urls:
+            raise ValueError(f"`engine_urls` is for `backend='openai'`, not {self.backend!r}.")
         if self.tensor_parallel_size < 1:
             raise ValueError(f"`tensor_parallel_size` must be >= 1, got {self.tensor_parallel_size}.")
         # the config's own checks, on the fields given (a preset field left None takes its default here)
