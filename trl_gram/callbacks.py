@@ -89,7 +89,8 @@ class GramWinRateCallback(TrainerCallback):
         seed (`int`, *optional*, defaults to `0`):
             Seed of the train-prompt sample.
         judge_kwargs (`dict`, *optional*):
-            Keyword arguments for [`~trl_gram.judge.GramJudge.from_pretrained`] (a path or `None` judge) or for
+            Keyword arguments for [`~trl_gram.judge.load_judge`] (a path or `None` judge; e.g.
+            `{"backend": "openai", "engine_urls": [...]}` judges on engines) or for
             [`~trl_gram.win_rate.RemoteJudge`] (a URL judge, e.g. `{"api_key": ...}`).
     """
 
@@ -192,10 +193,12 @@ class GramWinRateCallback(TrainerCallback):
             if isinstance(spec, str) and spec.startswith(("http://", "https://")):
                 self._judge = RemoteJudge(spec, **self.judge_kwargs)
             elif spec is None or isinstance(spec, str):
-                from .judge import GramJudge
+                from .judge import load_judge
 
-                kwargs = {"device": self.trainer.accelerator.device, **self.judge_kwargs}
-                self._judge = GramJudge.from_pretrained(spec, **kwargs)
+                kwargs = dict(self.judge_kwargs)
+                if kwargs.get("backend", "transformers") == "transformers":
+                    kwargs.setdefault("device", self.trainer.accelerator.device)
+                self._judge = load_judge(spec, **kwargs)
             elif isinstance(spec, GenerativeRewardFunction):
                 self._judge = spec.judge
             elif callable(getattr(spec, "judge", None)):
