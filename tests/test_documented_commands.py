@@ -138,3 +138,8 @@ def test_documented_command_parses(where, line, command, monkeypatch):
     namespace, unknown = argparse.ArgumentParser.parse_known_args(parser, argv)
     assert not unknown, f"{where}:{line}: unknown arguments {unknown} in `{command}`"
     assert not unknown_in_config, f"{where}:{line}: unknown keys {unknown_in_config} in the config of `{command}`"
+
+
+def test_every_recipe_named_in_the_docs_exists():
+    named = {m for p in SOURCES for m in re.findall(r"recipes/[A-Za-z0-9_./-]+\.yaml", p.read_text(encoding="utf-8"))}
+    assert named and not sorted(n for n in named if not (ROOT / n).is_file())
