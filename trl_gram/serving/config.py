@@ -77,7 +77,8 @@ class ServeConfig:
     batch_window_ms: float = field(default=10.0, metadata={"help": "Wait for concurrent requests to join a batch."})
     max_batch_pairs: int = field(default=512, metadata={"help": "Pairs per judge call (shared round-robin)."})
     reference: str = field(
-        default="group", metadata={"help": "Comparison within a prompt group.", "choices": list(pairing.GROUP_REFERENCES)}
+        default="group",
+        metadata={"help": "Comparison within a prompt group.", "choices": list(pairing.GROUP_REFERENCES)},
     )
     output: str = field(default="prob", metadata={"help": "Reward scale.", "choices": list(pairing.OUTPUTS)})
     failure_reward: float | None = field(
