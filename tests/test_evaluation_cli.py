@@ -212,7 +212,7 @@ def test_end_to_end_on_a_tiny_model(tmp_path, capsys):
         capsys,
     )
     assert rc == 0, out.err
-    assert "alpacaeval-easy" in out.out and "RewardBench score" in out.out and "RM-Bench average" in out.out
+    assert "alpacaeval-easy" in out.out and "RewardBench score" in out.out and "RM-Bench math average" in out.out
     assert "skipped (identical_responses): 1 row(s): 2" in out.out
     doc = json.loads(report.read_text())
     r = doc[str(rb)]

@@ -125,3 +125,80 @@ def test_tag_soup_never_raises(text):
 
 def test_format_verdict_round_trip_still_holds():
     assert parse_verdict(format_verdict("A is wrong, not B.", "B")).label == "B"
+
+
+# --- Outputs a careful reader reads without doubt (one property per class), still with no wrong letter ---------------
+_label = st.sampled_from(["A", "B"])
+_rationale = st.text(alphabet=st.characters(blacklist_characters="<"), max_size=200)
+_plain = st.lists(st.sampled_from(["it", "is", "more", "accurate", "and", "clear", "the", "answer", "a", "so"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(_rationale, _label, st.integers(1, len("</answer>") - 1), st.sampled_from(["", "\n", " "]))
+def test_a_closing_tag_cut_off_at_the_end_is_read(rationale, label, cut, space):
+    text = f"<think>{rationale}</think>\n<answer>{space}{label}{space}{'</answer>'[:cut]}"
+    assert parse_verdict(text).label == label
+
+
+@settings(max_examples=200, deadline=None)
+@given(_label, st.sampled_from(["because", "since", "as", "for", "with", "which", "but", "in"]), _plain)
+def test_a_label_followed_by_a_lower_case_word_is_read(label, word, rest):
+    assert parse_verdict("<answer>" + " ".join([label, word] + rest) + "</answer>").label == label
+
+
+_FOREIGN = [
+    "La respuesta {} es mejor.",
+    "La réponse {} est meilleure",
+    "Die Antwort {} ist besser",
+    "Ответ {} лучше",
+    "答案是{}",
+    "{}更好。",
+    "回答{}の方が良い",
+    "{} es la mejor",
+]
+_FOREIGN_NEGATED = ["No es {}", "Nicht {}", "pas {}", "不是{}", "не {}"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(_label, st.sampled_from(_FOREIGN))
+def test_a_label_in_a_short_sentence_in_another_language_is_read(label, sentence):
+    assert parse_verdict(f"<think>...</think><answer>{sentence.format(label)}</answer>").label == label
+
+
+@settings(max_examples=200, deadline=None)
+@given(_label, st.sampled_from(_FOREIGN_NEGATED))
+def test_a_label_negated_in_another_language_is_never_the_verdict(label, sentence):
+    assert parse_verdict(f"<answer>{sentence.format(label)}</answer>").label != label
+
+
+@settings(max_examples=200, deadline=None)
+@given(_label, st.sampled_from(["Response", "Output", "Option", "Answer", "Assistant", "Candidate"]), _plain)
+def test_a_parenthesised_lower_case_label_after_a_noun_is_read(label, noun, rest):
+    text = "<answer>" + " ".join([noun, f"({label.lower()})"] + rest) + "</answer>"
+    assert parse_verdict(text).label == label
+    assert parse_verdict(f"<answer>not {noun} ({label.lower()})</answer>").label != label
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    _label,
+    st.sampled_from(["\\boxed{{{}}}", "$\\boxed{{{}}}$", "\\(\\boxed{{\\text{{{}}}}}\\)", "$$\\boxed{{ {} }}$$"]),
+)
+def test_a_latex_boxed_label_is_read(label, boxed):
+    answer = boxed.format(label)
+    assert parse_verdict(f"<think>x</think><answer>{answer}</answer>").label == label
+    assert parse_verdict(f"So the final answer is {answer}.").label == label  # no answer tag at all
+
+
+@settings(max_examples=200, deadline=None)
+@given(_label, st.lists(st.integers(0, 3), min_size=4, max_size=4))
+def test_nul_bytes_around_the_slot_are_ignored(label, counts):
+    a, b, c, d = ("\x00" * k for k in counts)
+    assert parse_verdict(f"<think>x</think>{a}<answer>{b}{label}{c}</answer>{d}").label == label
+
+
+@settings(max_examples=300, deadline=None)
+@given(_words, _label, _words, st.sampled_from(["{}", "({})", "\\boxed{{{}}}", "{}\x00"]))
+def test_negated_label_is_never_the_verdict_in_any_new_form(before, label, after, form):
+    text = "<answer>" + " ".join(before + ["not", form.format(label)] + after) + "</answer>"
+    assert parse_verdict(text).label != label

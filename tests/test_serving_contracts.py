@@ -71,8 +71,9 @@ def chat_prompt(tokenizer, question):
 
 
 def judge_question(prompt):
-    """The question as the server reads an OpenRLHF prompt: special-token strings removed, whitespace trimmed."""
-    return prompt.replace("<|im_end|>", "").replace("<pad>", "").strip()
+    """The question as the server reads an OpenRLHF prompt of one ChatML user turn: that turn's text, the policy's
+    role markup removed."""
+    return prompt.split("<|im_start|>user\n", 1)[1].split("<|im_end|>", 1)[0].strip()
 
 
 def openrlhf_query(tokenizer, prompt, response, max_prompt_tokens=None):

@@ -113,7 +113,9 @@ def test_truncated_prompt_recovery():
     prompt = "<|im_start|>user\nA long question about the sea and the sky<|im_end|>\n<|im_start|>assistant\n"
     tokens = ["<|im_end|>"]
     question, response = split_query("the sea and the sky\n<|im_start|>assistant\nBlue.<|im_end|>", prompt, tokens, 0)
-    assert response == "Blue." and question.startswith("<|im_start|>user\nA long question")
+    assert response == "Blue." and question == [
+        {"role": "user", "content": "A long question about the sea and the sky"}
+    ]
     # A cut inside a multi-byte character decodes as U+FFFD.
     assert split_query("\ufffdsky\n<|im_start|>assistant\nBlue.", prompt, tokens, 0)[1] == "Blue."
     with pytest.raises(ItemError, match="query\\[0\\]"):

@@ -8,7 +8,9 @@ would:
   (e.g. the model restating the format, ``"the format is <answer>A or B</answer>"``) is ignored as soon as an answer
   slot exists outside the rationale; answers inside the rationale are read only when there is no other.
 * Inside the slot, the usual variants of a well-formed answer are accepted (case, spaces, ``Response A``, ``[[A]]``,
-  ``**A**``, ``The better response is B.``, a missing closing tag at the very end).
+  ``**A**``, ``The better response is B.``, ``A because it is shorter``, ``Response (a)``, ``\\boxed{A}``, a short
+  sentence in another language such as ``La respuesta A es mejor`` or ``答案是A``, a closing tag missing or cut off
+  at the very end such as ``</ans``). Control characters such as NUL bytes in the slot are ignored.
 * Negated labels never become the verdict: ``Not B`` is a failure (``negated_answer``), not ``B``; ``A, not B`` is
   ``A``. Articles and filler words are never read as labels: ``I choose a response`` names no label.
 * What cannot be read with confidence is rejected: both labels (``A or B``, ``both``), final slots that disagree.
@@ -78,18 +80,32 @@ _FILLER = frozenset(
 # Lower-case spellings that are English words before they are labels ("a response", "I think").
 _WORD_LIKE = frozenset({"a", "i", "an"})
 _NEGATIONS = frozenset(
-    "not no never neither nor isn't aren't wasn't isnt doesn't don't cannot can't without except nope non".split()
+    "not no never neither nor isn't aren't wasn't isnt doesn't don't cannot can't without except nope non "
+    "nicht kein keine nein pas ni nunca jamais niet не нет ни 不 不是 没 没有 非 無 無い ない 아니".split()
 )
 _BOTH_WORDS = frozenset({"both", "neither", "tie", "tied", "equal", "equally"})
 # After an upper-case "A", these words make it a label ("A is better"); any other lower-case word makes it the article
 # ("A better response is the second").
 _PREDICATES = frozenset(
     "is was wins won seems appears does did has provides gives answers performs follows and or vs versus over than "
-    "clearly definitely".split()
+    "clearly definitely es est ist è é är er".split()
 )
+# Nor do these, which never follow the article ("A because it is shorter" names A).
+_NOT_AFTER_ARTICLE = frozenset(
+    "because since as for with in on at to by from due given which that who while whereas though although but here "
+    "there it its it's this these those he she they we you his her their".split()
+)
+# Control characters other than tab and newlines (NUL bytes from a broken stream) are ignored.
+_CONTROL = dict.fromkeys([c for c in range(32) if chr(c) not in "\t\n\r"] + [127])
+# LaTeX around a label: \boxed{A}, \text{A}, $...$, \( ... \).
+_LATEX_WRAP = re.compile(r"\\(?:boxed|fbox|text|textbf|textrm|mathrm|mathbf)\s*\{([^{}]*)\}")
+_LATEX_DELIMS = re.compile(r"\$+|\\[()\[\]]")
+# Letters of scripts written without spaces (CJK, kana, hangul, full-width forms) are words of their own.
+_UNSPACED = re.compile(r"([\u2e80-\u9fff\uac00-\ud7af\uff00-\uffef])")
 _STRIP_CHARS = " \t\r\n*_`'\"“”‘’.,:;!?()[]{}<>#-=|"
-_CLAUSE = re.compile(r"[,;.!?\n]+")
-_WORD = re.compile(r"[^\s,;.!?]+")
+_CLAUSE = re.compile(r"[,;.!?\n，。！？；]+")
+_WORD = re.compile(r"[^\s,;.!?，。！？；]+")
+_PARENTHESISED = re.compile(r"[(\[]\s*([^\s()\[\]]+)\s*[)\]]")
 
 
 @dataclass(frozen=True)
@@ -108,7 +124,11 @@ def _patterns(answer_open: str, answer_close: str, think_open: str, think_close:
     alternatives = sorted(kinds, key=len, reverse=True)
     return _Patterns(
         tags=re.compile("|".join(re.escape(t) for t in alternatives), re.IGNORECASE),
-        bracket=re.compile(r"\[\[\s*(" + "|".join(re.escape(w) for w in labels) + r")\s*\]\]", re.IGNORECASE),
+        bracket=re.compile(
+            r"\[\[\s*(" + "|".join(re.escape(w) for w in labels) + r")\s*\]\]"
+            r"|\\boxed\s*\{\s*(?:\\text(?:bf)?\s*\{\s*)?(" + "|".join(re.escape(w) for w in labels) + r")\s*\}",
+            re.IGNORECASE,
+        ),
         kinds=kinds,
     )
 
@@ -130,6 +150,10 @@ def _mentions(words: list[str], labels: tuple[str, str], skip_filler: bool) -> s
     label word spells the same."""
     found = set()
     for k, raw in enumerate(words):
+        wrapped = _PARENTHESISED.fullmatch(raw.strip("*_`'\"“”‘’:"))
+        if wrapped and _match_label(wrapped.group(1), labels, alone=True) is not None:
+            found.add(_match_label(wrapped.group(1), labels, alone=True))  # "Response (a)": a list marker
+            continue
         token = raw.strip(_STRIP_CHARS)
         if token.endswith("'s"):
             token = token[:-2]
@@ -138,17 +162,25 @@ def _mentions(words: list[str], labels: tuple[str, str], skip_filler: bool) -> s
         idx = _match_label(token, labels, alone=False)
         if idx is None:
             continue
-        if token.lower() in _WORD_LIKE and raw == token and k + 1 < len(words):
+        if token.lower() in _WORD_LIKE and raw == token and k == 0 and k + 1 < len(words):
             nxt = words[k + 1].strip(_STRIP_CHARS)
-            if nxt[:1].islower() and nxt.lower() not in _PREDICATES and _match_label(nxt, labels, False) is None:
-                continue  # "A better response ...": the article
+            if (
+                nxt[:1].islower()
+                and nxt.lower() not in _PREDICATES | _NOT_AFTER_ARTICLE
+                and _match_label(nxt, labels, False) is None
+            ):
+                continue  # "A better response ...": the article (only a clause's first word is a capitalised one)
         found.add(idx)
     return found
 
 
 def _read_slot(content: str, labels: tuple[str, str]) -> tuple[str | None, str | None]:
     """The label named by the content of one answer slot, or a failure reason."""
-    text = content.strip(_STRIP_CHARS)
+    content = content.translate(_CONTROL)
+    for _ in range(3):  # \boxed{\text{A}}: innermost first
+        content = _LATEX_WRAP.sub(r" \1 ", content)
+    body = _UNSPACED.sub(r" \1 ", _LATEX_DELIMS.sub(" ", content))
+    text = body.strip(_STRIP_CHARS)
     if not text:
         return None, EMPTY_ANSWER
     # The common case: exactly a label word, maybe wrapped in brackets, quotes or markdown.
@@ -156,7 +188,7 @@ def _read_slot(content: str, labels: tuple[str, str]) -> tuple[str | None, str |
     if idx is not None:
         return labels[idx], None
     lowered_labels = {w.lower() for w in labels}
-    clauses = [_WORD.findall(c) for c in _CLAUSE.split(text)]
+    clauses = [_WORD.findall(c) for c in _CLAUSE.split(body)]
     plains = [[w.strip(_STRIP_CHARS).lower() for w in words] for words in clauses]
     negative = [any(w in _NEGATIONS or w.endswith("n't") for w in plain) for plain in plains]
     both_seen = any(w in _BOTH_WORDS and w not in lowered_labels for plain in plains for w in plain)
@@ -207,8 +239,14 @@ def _scan(text: str, pats: _Patterns):
         elif kind == "ac" and open_at is not None:
             slots.append((open_at, text[open_content : m.start()], open_inside))
             open_at = None
-    if open_at is not None:  # an answer left open at the very end (generation stopped early)
-        slots.append((open_at, text[open_content:], open_inside))
+    if open_at is not None:  # an answer left open at the very end (generation stopped early), maybe in its closing tag
+        content = text[open_content:]
+        close = next(tag for tag, kind in kinds.items() if kind == "ac")
+        for cut in range(len(close) - 1, 0, -1):
+            if content[-cut:].lower() == close[:cut]:
+                content = content[:-cut]
+                break
+        slots.append((open_at, content, open_inside))
     if think_start is not None:  # an unclosed rationale runs to the end
         think_regions.append((think_start, think_content, len(text)))
     return think_regions, slots
@@ -276,7 +314,7 @@ def _parse(text: str, labels: tuple[str, str], pats: _Patterns) -> Verdict:
             return any(s <= pos < e for s, e in zip(starts, ends))
 
         outside = [m for m in brackets if not inside(m.start())] or brackets
-        found = {m.group(1).lower() for m in outside}
+        found = {(m.group(1) or m.group(2)).lower() for m in outside}
         rationale = _rationale(text, think_regions, outside[0].start())
         if len(found) > 1:
             return Verdict(None, rationale, CONFLICTING_ANSWERS)

@@ -7,11 +7,21 @@ Both `trl_gram.training` and `trl_gram.evaluation` import from here; neither imp
 
 from .files import EvalData, read_eval_file
 from .pairs import load_pairs
-from .readers import FORMATS, READERS, Comparison, detect_format, judgebench_category, split_transcript
+from .readers import (
+    FORMATS,
+    READERS,
+    AmbiguousFormat,
+    Comparison,
+    detect_format,
+    judgebench_category,
+    rm_bench_domain,
+    split_transcript,
+)
 from .records import DataError, read_records
 
 __all__ = [
     "FORMATS",
+    "AmbiguousFormat",
     "READERS",
     "Comparison",
     "DataError",
@@ -21,5 +31,6 @@ __all__ = [
     "load_pairs",
     "read_eval_file",
     "read_records",
+    "rm_bench_domain",
     "split_transcript",
 ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .readers import FORMATS, READERS, Comparison, _Bad, _Skip, detect_format
+from .readers import FORMATS, READERS, AmbiguousFormat, Comparison, _Bad, _Skip, detect_format, rm_bench_domain
 from .records import DataError, read_records
 
 
@@ -86,9 +86,12 @@ def read_eval_file(
         records = records[:max_samples]
     if not records:
         raise DataError(path, [(None, None, "no rows to evaluate")])
-    fmt = detect_format(records) if format == "auto" else format
+    try:
+        fmt = detect_format(records) if format == "auto" else format
+    except AmbiguousFormat as e:
+        raise DataError(path, [(None, None, str(e))]) from None
     data = EvalData(path, fmt, len(records))
-    ctx = {"ties": ties, "label_words": tuple(str(w) for w in label_words)}
+    ctx = {"ties": ties, "label_words": tuple(str(w) for w in label_words), "domain": rm_bench_domain(path)}
     problems, skipped = [], {}
     for k, rec in enumerate(records):
         row = start + k

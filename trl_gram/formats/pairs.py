@@ -26,8 +26,8 @@ from datasets import Dataset, load_dataset, load_from_disk
 from transformers.utils import logging
 
 from .files import read_eval_file
-from .readers import detect_format
-from .records import read_records
+from .readers import AmbiguousFormat, detect_format
+from .records import DataError, read_records
 
 logger = logging.get_logger(__name__)
 
@@ -37,7 +37,10 @@ def _rows(path: str, ties: str) -> tuple[list[dict], dict]:
     records = read_records(path)
     if not records:
         return [], {"format": "empty", "ties": 0}
-    fmt = detect_format(records)
+    try:
+        fmt = detect_format(records)
+    except AmbiguousFormat as e:
+        raise DataError(path, [(None, None, str(e))]) from None
     if fmt == "preference":
         return records, {"format": fmt, "ties": 0}
     data = read_eval_file(path, fmt, ties=ties, records=records, numeric_responses=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..templates import is_conversational, question_to_text, response_to_text
@@ -147,7 +148,10 @@ def _read_rmbench(rec, row, ctx):
         comp = _pair(q, _text(rec, "chosen"), _text(rec, "rejected"), 0, row, domain, key)
         return [comp], {"domain": domain, "group": ("id", str(rec.get("id", q)))}
     chosen, rejected = _texts(rec, "chosen", 3), _texts(rec, "rejected", 3)
-    domain = _text(rec, "domain", kind="the domain (chat, math, code, safety-refuse, safety-response)")
+    if "domain" in rec or not ctx.get("domain"):
+        domain = _text(rec, "domain", kind="the domain (chat, math, code, safety-refuse, safety-response)")
+    else:  # a per-domain file of the RM-Bench repository (data/chat_filtered.json): the file's domain
+        domain = ctx["domain"]
     comps = [_pair(q, c, r, 0, row, domain, (i, j)) for i, c in enumerate(chosen) for j, r in enumerate(rejected)]
     return comps, {"domain": domain}
 
@@ -273,8 +277,11 @@ FORMATS: dict[str, tuple[str, str]] = {
         '{"id": "7", "prompt": "2+2?", "chosen": ["4"], "rejected": ["5", "3", "22"], "subset": "Math"}',
     ),
     "rm-bench": (
-        "prompt, chosen and rejected (3 strings each: concise, detailed plain, detailed markdown), domain; or GRAM's "
-        "flattened copy: one row per cell with chosen, rejected strings, id and matrix_id 'i-j'",
+        "prompt, chosen and rejected (3 strings each: concise, detailed plain, detailed markdown), domain "
+        "(data/total_dataset.json); or a per-domain file of its repository without domain (data/chat_filtered.json, "
+        "code_, math_, safety-refuse_, safety-response_filtered.json: id, subset, prompt, chosen, rejected, "
+        "error_key, error; the domain is the file name's); or GRAM's flattened copy: one row per cell with chosen, "
+        "rejected strings, id and matrix_id 'i-j'",
         '{"id": 1, "prompt": "2+2?", "chosen": ["4", "It is 4.", "**4**"], "rejected": ["5", "It is 5.", "**5**"], '
         '"domain": "math"}',
     ),
@@ -318,10 +325,36 @@ REWARDBENCH_SUBSETS = frozenset(
     "hep-python hep-rust".split()
 )
 REWARDBENCH2_SUBSETS = frozenset({"Factuality", "Precise IF", "Math", "Safety", "Focus", "Ties"})
+REWARDBENCH2_COLUMNS = frozenset({"num_correct", "num_rejected", "total_completions", "models"})
+RM_BENCH_FILE = re.compile(r"(chat|code|math|safety-refuse|safety-response)(?:_filtered)?$")
+
+
+class AmbiguousFormat(ValueError):
+    """Rows whose layout fits formats that score differently: the user must say which (``--format``)."""
+
+
+def _list_layout(records: list[dict], keys: set) -> str:
+    """``rewardbench2`` or ``rm-bench`` for rows of response lists without ``domain``: both layouts hold ``prompt``,
+    ``subset`` and lists of ``chosen``/``rejected`` but score differently (best-of-n against a 3 x 3 style matrix),
+    so the file must show which it is; otherwise [`AmbiguousFormat`]."""
+    rows = [r for r in records if isinstance(r, dict)]
+    rewardbench2 = bool(keys & REWARDBENCH2_COLUMNS) or all(str(r.get("subset")) in REWARDBENCH2_SUBSETS for r in rows)
+    rm_bench = all(
+        isinstance(r.get(c), list) and len(r[c]) == 3 for r in rows for c in ("chosen", "rejected")
+    ) and not any(str(r.get("subset")) in REWARDBENCH2_SUBSETS for r in rows)
+    if rewardbench2 != rm_bench:
+        return "rewardbench2" if rewardbench2 else "rm-bench"
+    raise AmbiguousFormat(
+        "rows of chosen/rejected response lists without `domain` could be rewardbench2 (scored best of n) or "
+        "rm-bench (scored on a 3 x 3 style matrix), and the columns do not tell which (rewardbench2: its subset names "
+        "or num_correct; rm-bench: 3 chosen and 3 rejected in every row); pass --format rewardbench2 or --format "
+        "rm-bench"
+    )
 
 
 def detect_format(records: list[dict]) -> str:
-    """The format of rows, from the columns of the first row (and its value types)."""
+    """The format of rows, from the columns of the first row (and its value types). Raises [`AmbiguousFormat`] when
+    the rows fit several layouts that score differently."""
     first = records[0] if records and isinstance(records[0], dict) else {}
     keys = set(first)
     if {"response1", "response2"} <= keys and any(k.startswith("annotator") for k in keys):
@@ -337,9 +370,19 @@ def detect_format(records: list[dict]) -> str:
     if {"chosen", "rejected"} <= keys:
         chosen = first.get("chosen")
         if isinstance(chosen, list) and chosen and all(isinstance(c, str) for c in chosen):
-            return "rm-bench" if "domain" in keys else "rewardbench2"
+            return "rm-bench" if "domain" in keys else _list_layout(records, keys)
         if "prompt" not in keys and isinstance(chosen, str):
             return "hh-rlhf"
         if "subset" in keys and str(first.get("subset")) in REWARDBENCH_SUBSETS:
             return "rewardbench"
     return "preference"
+
+
+def rm_bench_domain(path: str) -> str:
+    """The domain of an RM-Bench per-domain file, from its name (``data/chat_filtered.json`` -> ``chat``); else the
+    file's name itself (its rows are then scored as one domain)."""
+    name = Path(path).name
+    for suffix in (".gz", ".jsonl", ".json", ".parquet", ".csv"):
+        name = name[: -len(suffix)] if name.lower().endswith(suffix) else name
+    m = RM_BENCH_FILE.search(name)
+    return m.group(1) if m else name

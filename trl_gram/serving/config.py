@@ -38,6 +38,8 @@ class ServeConfig:
         group_timeout_s (`float`): Deadline of a group formed across requests, from its first response; an incomplete
             group is judged with what arrived. ``0`` turns grouping across requests off.
         max_request_bytes (`int`): Largest request body accepted (413 above).
+        body_timeout_s (`float`): Time a client has to send its whole request body; a body still incomplete then is
+            answered 408 and its connection closed (a half-sent request never holds the server).
         max_pairs_per_request (`int`): Most comparisons one request may ask for (413 above).
         max_generated_tokens_per_request (`int`): Cap on the tokens one request may make the judge generate (reason
             mode: comparisons x orders x votes x ``max_new_tokens``; 413 above).
@@ -69,6 +71,9 @@ class ServeConfig:
         default=60.0, metadata={"help": "Deadline of a group formed across requests (0: no grouping across requests)."}
     )
     max_request_bytes: int = field(default=8 * 2**20, metadata={"help": "Largest request body (413 above)."})
+    body_timeout_s: float = field(
+        default=30.0, metadata={"help": "Time to send a whole request body (408 and the connection closed after)."}
+    )
     max_pairs_per_request: int = field(default=4096, metadata={"help": "Most comparisons per request (413 above)."})
     max_generated_tokens_per_request: int = field(
         default=2**20, metadata={"help": "Most tokens one request may make the judge generate (413 above)."}
@@ -104,6 +109,8 @@ class ServeConfig:
                 raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
         if self.group_size is not None and self.group_size < 1:
             raise ValueError(f"`group_size` must be positive, got {self.group_size}.")
+        if self.body_timeout_s <= 0:
+            raise ValueError(f"`body_timeout_s` must be positive, got {self.body_timeout_s}.")
         if self.group_timeout_s < 0:
             raise ValueError(f"`group_timeout_s` must be >= 0, got {self.group_timeout_s}.")
         if self.api_key_env and self.api_key is None:

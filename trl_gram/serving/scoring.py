@@ -14,6 +14,7 @@ named after the client's own field (``labels[3]``, ``references[0]``).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..pairing import has_reference, prompt_key
@@ -142,16 +143,68 @@ def _overlap(prompt: str, query: str) -> int:
     return pi[-1]
 
 
+def _common_head(prompt: str, query: str) -> int:
+    """Length of the longest start of ``prompt`` that ``query`` starts with (a prompt cut from the right)."""
+    n = 0
+    for a, b in zip(prompt, query):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
 MIN_OVERLAP = 8
 
+# Role markup of the common chat templates, once their end-of-turn tokens are stripped: (turn start, role) pairs.
+# Each family is recognised only when the prompt starts with one of its turn markers (after a BOS token).
+_BOS = re.compile(r"^(?:\s|<s>|<bos>|<\|begin_of_text\|>|<\|startoftext\|>)*")
+_ROLE = {"human": "user", "model": "assistant", "bot": "assistant"}
+CHAT_MARKUP = {
+    "chatml": re.compile(r"<\|im_start\|>(system|user|assistant|tool)[ \t]*\n?"),
+    "llama-3": re.compile(r"<\|start_header_id\|>(system|user|assistant|ipython|tool)<\|end_header_id\|>\s*"),
+    "gemma": re.compile(r"<start_of_turn>(system|user|model)[ \t]*\n?"),
+    "phi": re.compile(r"<\|(system|user|assistant)\|>[ \t]*\n?"),
+    "mistral": re.compile(r"\[(INST|/INST)\]\s*"),
+    "human-assistant": re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]*"),
+}
 
-def split_query(query: str, prompt: str, tokens, i: int) -> tuple[str, str]:
+
+def chat_messages(text: str) -> list[dict] | None:
+    """The turns of a prompt rendered with a common chat template (ChatML, Llama 3, Gemma, Phi, Mistral
+    ``[INST]``, ``Human:``/``Assistant:``) as ``{role, content}`` messages, the empty assistant turn that opens the
+    answer dropped; ``None`` when ``text`` does not start with such markup (it is then judged as it is)."""
+    body = text[_BOS.match(text).end() :]
+    for name, marker in CHAT_MARKUP.items():
+        found = list(marker.finditer(body))
+        if not found or found[0].start() != 0 or (name == "human-assistant" and not body.startswith("Human:")):
+            continue
+        messages = []
+        for k, m in enumerate(found):
+            end = found[k + 1].start() if k + 1 < len(found) else len(body)
+            role = m.group(1).lower()
+            role = {"inst": "user", "/inst": "assistant"}.get(role, _ROLE.get(role, role))
+            messages.append({"role": role, "content": body[m.end() : end].strip()})
+        if messages and messages[-1]["role"] == "assistant" and not messages[-1]["content"]:
+            messages.pop()
+        if any(m["role"] == "user" and m["content"] for m in messages):
+            return messages
+    return None
+
+
+def judge_question(prompt: str):
+    """What the judge reads of an OpenRLHF prompt: its chat turns when it carries a chat template's role markup (the
+    judge then sees the question as a TRL conversational prompt, without the policy's markup), else the text."""
+    return chat_messages(prompt) or prompt.strip()
+
+
+def split_query(query: str, prompt: str, tokens, i: int) -> tuple[object, str]:
     """Question and response of OpenRLHF's ``query[i]`` (prompt + response) given ``prompts[i]``.
 
     Special-token strings in ``tokens`` are removed from both first. When the query does not contain the whole
-    prompt (OpenRLHF keeps the last ``prompt_max_len`` tokens of a long prompt), the response starts after the
-    longest end of the prompt the query begins with (at least [`MIN_OVERLAP`] characters, or the whole prompt when
-    shorter); the judge still reads the whole prompt.
+    prompt, it holds a cut prompt: its end (current OpenRLHF keeps the last ``prompt_max_len`` tokens) or its start
+    (OpenRLHF 0.9.0 cuts with the tokenizer's ``truncation_side``, usually ``right``). The response starts after the
+    longer of the prompt's end and start that the query begins with (at least [`MIN_OVERLAP`] characters, or the
+    whole prompt when shorter). The judge still reads the whole prompt ([`judge_question`]).
     """
     if not isinstance(query, str):
         raise ItemError(f"`query[{i}]` must be a string, got {type(query).__name__}.")
@@ -161,13 +214,14 @@ def split_query(query: str, prompt: str, tokens, i: int) -> tuple[str, str]:
     prompt = strip_tokens(check_text(prompt, f"prompts[{i}]"), tokens)
     at = query.find(prompt)
     if at >= 0:
-        return prompt.strip(), query[at + len(prompt) :].strip()
+        return judge_question(prompt), query[at + len(prompt) :].strip()
     cut = query.lstrip("\ufffd")  # a cut through a multi-byte character decodes as U+FFFD
-    n = _overlap(prompt, cut)
+    n = max(_overlap(prompt, cut), _common_head(prompt, query))
     if n >= min(MIN_OVERLAP, len(prompt)) and n > 0:
-        return prompt.strip(), cut[n:].strip()
+        rest = cut[n:] if _overlap(prompt, cut) == n else query[n:]
+        return judge_question(prompt), rest.lstrip("\ufffd").strip()
     raise ItemError(
-        f"`query[{i}]` contains neither `prompts[{i}]` nor its end: cannot tell the response apart "
+        f"`query[{i}]` contains neither `prompts[{i}]`, nor its end, nor its start: cannot tell the response apart "
         "(is `prompts` the text the policy was given?)."
     )
 

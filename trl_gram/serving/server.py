@@ -50,6 +50,9 @@ def rename_judge_args(message: str, question: str, first: str, second: str) -> s
     return _JUDGE_ARG.sub(lambda m: f"`{names[m.group(1)]}`", message)
 
 
+NOTHING_TO_COMPARE = "nothing to compare with"  # how the failure of a response alone in its group starts
+
+
 class RequestError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
@@ -77,7 +80,7 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
         raise ValueError("Pass exactly one of `judge` and `judge_factory`.")
     config = config or ServeConfig()
     state = {"batcher": None, "judge": None, "collector": None, "error": None, "started": time.time()}
-    counters = {"items": 0, "unscored": 0, "item_errors": 0, "nothing_to_compare": 0, "refused": 0}
+    counters = {"items": 0, "unscored": 0, "item_errors": 0, "nothing_to_compare": 0, "refused": 0, "dropped": 0}
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -112,12 +115,26 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > config.max_request_bytes:
             raise RequestError(413, f"Request body over {config.max_request_bytes} bytes.")
+        from starlette.requests import ClientDisconnect
+
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > config.max_request_bytes:
-                raise RequestError(413, f"Request body over {config.max_request_bytes} bytes.")
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(config.body_timeout_s):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > config.max_request_bytes:
+                        raise RequestError(413, f"Request body over {config.max_request_bytes} bytes.")
+                    chunks.append(chunk)
+        except ClientDisconnect:  # the client is gone: one line, no traceback, nothing to answer
+            counters["dropped"] += 1
+            logger.warning(f"A client disconnected before sending its whole request body ({request.url.path}).")
+            raise RequestError(400, "The client disconnected before sending its whole body.") from None
+        except TimeoutError:
+            counters["dropped"] += 1
+            logger.warning(f"A request body was not received within body_timeout_s={config.body_timeout_s:g} s.")
+            raise RequestError(
+                408, f"The request body did not arrive within {config.body_timeout_s:g} s (`body_timeout_s`)."
+            ) from None
         try:
             body = json.loads(b"".join(chunks))
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
@@ -214,18 +231,24 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
                     failures[i] = (
                         f"every comparison failed: {raised.get(i, first.failure)}"
                         if first is not None
-                        else "nothing to compare with: no other response to this prompt and no reference"
+                        else f"{NOTHING_TO_COMPARE}: no other response to this prompt and no reference"
                     )
                     if first is None:
                         counters["nothing_to_compare"] += 1
                         logger.warning("A response had nothing to compare with.")
+                    else:
+                        logger.warning(f"An item could not be scored: {failures[i]}")
 
         async def wait_for_group(members):
             out = await collector().add([prompts[i] for i in members], [completions[i] for i in members])
             for i, (p, info) in zip(members, out):
                 probs[i], compared[i], failures[i] = p, info["compared"], info["failure"]
+                if failures[i] and not failures[i].startswith(NOTHING_TO_COMPARE):  # that one is logged by the group
+                    logger.warning(f"An item could not be scored: {failures[i]}")
 
         await asyncio.gather(local(), *(wait_for_group(m) for m in cross))
+        for i in sorted(bad):  # errors found reading the request (the judge's own failures are logged above)
+            logger.warning(f"An item could not be scored: {failures[i]}")
         counters["items"] += n
         counters["item_errors"] += len(bad)
         counters["unscored"] += sum(p is None for p in probs)
@@ -235,6 +258,8 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
         if e.status >= 400:
             counters["refused"] += 1
         headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+        if e.status == 408:  # the rest of the body may still come: close the connection
+            headers = {"Connection": "close"}
         return JSONResponse({"error": e.message}, status_code=e.status, headers=headers)
 
     @app.exception_handler(RequestError)
@@ -334,7 +359,10 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
             "rewards": rewards,
             "failures": failures,
             "compared": compared,
-            "stats": {"unscored": sum(r is None for r in rewards), "nothing_to_compare": compared.count(0)},
+            "stats": {
+                "unscored": sum(r is None for r in rewards),
+                "nothing_to_compare": sum(bool(f) and f.startswith(NOTHING_TO_COMPARE) for f in failures),
+            },
         }
 
     @app.post("/get_reward")

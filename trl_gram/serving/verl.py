@@ -23,8 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from transformers.utils import logging
 
-from ..http_client import RemoteCallError, RetryPolicy, apost_json, bearer_headers, post_json
-from ..pairing import groups, has_reference
+# Absolute imports: verl loads this file by its path (`custom_reward_function.path`) as a module outside the package.
+from trl_gram.http_client import RemoteCallError, RetryPolicy, apost_json, bearer_headers, post_json
+from trl_gram.pairing import groups, has_reference
 
 logger = logging.get_logger(__name__)
 
