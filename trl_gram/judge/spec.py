@@ -135,9 +135,15 @@ class JudgeSpec(_JudgeConfigFields):
             if not str(url).startswith(("http://", "https://")):
                 raise ValueError(f"`engine_urls` must be http(s) base URLs, got {url!r}.")
         if self.backend == "openai" and not self.engine_urls:
-            raise ValueError("`backend='openai'` needs `engine_urls` (the engines' base URLs, e.g. `vllm serve`).")
+            raise ValueError(
+                "`backend='openai'` needs `engine_urls`, the engines' base URLs (on a command line: `--backend openai` "
+                "needs `--engine_urls URL [URL ...]`)."
+            )
         if self.backend != "openai" and self.engine_urls:
-            raise ValueError(f"`engine_urls` is for `backend='openai'`, not {self.backend!r}.")
+            raise ValueError(
+                f"`engine_urls` is for `backend='openai'`, not {self.backend!r} (on a command line: `--engine_urls` is "
+                "for `--backend openai`)."
+            )
         if self.tensor_parallel_size < 1:
             raise ValueError(f"`tensor_parallel_size` must be >= 1, got {self.tensor_parallel_size}.")
         # the config's own checks, on the fields given (a preset field left None takes its default here)
