@@ -25,6 +25,7 @@ from trl import ModelConfig, TrlParser
 from trl.data_utils import is_conversational
 
 from trl_gram.judge import load_judge
+from trl_gram.pairing import COMPARISON_FIELDS, ComparisonConfig
 from trl_gram.ranking import knockout, linear_search, rank_all
 from trl_gram.script_utils import JudgeArguments, PromptArguments, judge_spec, load_policy, load_prompt_dataset
 
@@ -37,7 +38,8 @@ class BestOfNArguments:
     method: str = field(
         default="knockout",
         metadata={
-            "help": "'knockout' (n-1 comparisons in log2 n rounds), 'linear' or 'all' (every pair).",
+            "help": "'knockout' (n-1 comparisons in log2 n rounds), 'linear' or 'all' (every pair, or the pairs of "
+            "--schedule; with --aggregate, --second_order...).",
             "choices": list(METHODS),
         },
     )
@@ -97,7 +99,7 @@ def vllm_sampler(judge, policy_path, judge_path, args):
     return engine.tokenizer, sample_vllm
 
 
-def main(args, prompt_args, judge_args, model_args):
+def main(args, prompt_args, judge_args, comparison_args, model_args):
     if args.n < 1:
         raise ValueError(f"`n` must be >= 1, got {args.n}.")
     start = time.perf_counter()
@@ -122,7 +124,8 @@ def main(args, prompt_args, judge_args, model_args):
     results = []
     for prompt in prompts:
         candidates = draw(prompt)
-        ranked = METHODS[args.method](judge, prompt, candidates)
+        comparison = {f: getattr(comparison_args, f) for f in COMPARISON_FIELDS} if args.method == "all" else {}
+        ranked = METHODS[args.method](judge, prompt, candidates, **comparison)
         results.append({"prompt": prompt, "candidates": candidates, "winner": ranked.winner, "scores": ranked.scores})
         question = prompt[-1]["content"] if isinstance(prompt, list) else prompt
         print("=" * 80)
@@ -142,5 +145,5 @@ def main(args, prompt_args, judge_args, model_args):
 
 
 if __name__ == "__main__":
-    parser = TrlParser((BestOfNArguments, PromptArguments, JudgeArguments, ModelConfig))
+    parser = TrlParser((BestOfNArguments, PromptArguments, JudgeArguments, ComparisonConfig, ModelConfig))
     main(*parser.parse_args_and_config())

@@ -15,6 +15,10 @@ rate tells progress.
 
     accelerate launch examples/grpo_with_gram.py --judge_mode direct
 
+Fewer judge calls per group (``docs/reward.md``): `--schedule sparse` (each completion meets `--schedule_degree` others),
+`--aggregate bradley_terry`, `--second_order adaptive`, `--max_judge_calls_per_group N`, `--length_control`
+(`trl_gram.pairing.ComparisonConfig`).
+
 Other models, data, LoRA, 4-bit, lengths: the flags of `GRPOConfig`, TRL's `ModelConfig`, and the prompt/judge
 arguments of `trl_gram.script_utils`.
 """
@@ -28,6 +32,7 @@ from trl.trainer.utils import get_peft_config
 
 from trl_gram.callbacks import GramWinRateCallback
 from trl_gram.judge import load_judge
+from trl_gram.pairing import COMPARISON_FIELDS, ComparisonConfig
 from trl_gram.reward import GenerativeRewardFunction
 from trl_gram.script_utils import (
     JudgeArguments,
@@ -74,7 +79,7 @@ class GRPOScriptArguments:
     )
 
 
-def main(script_args, prompt_args, judge_args, training_args, model_args):
+def main(script_args, prompt_args, judge_args, comparison_args, training_args, model_args):
     start = time.perf_counter()
     device = training_args.device  # sets up the (distributed) state before anything else uses it
     policy, tokenizer, policy_path = load_policy(model_args, device)
@@ -84,7 +89,10 @@ def main(script_args, prompt_args, judge_args, training_args, model_args):
             judge, reference_column=script_args.reference_column, output=judge_args.reward_output
         )
     else:
-        reward = GenerativeRewardFunction(judge, reference=script_args.reference, output=judge_args.reward_output)
+        comparison = {f: getattr(comparison_args, f) for f in COMPARISON_FIELDS}
+        reward = GenerativeRewardFunction(
+            judge, reference=script_args.reference, output=judge_args.reward_output, **comparison
+        )
     trainer = GRPOTrainer(
         model=policy,
         reward_funcs=[reward],
@@ -106,6 +114,14 @@ def main(script_args, prompt_args, judge_args, training_args, model_args):
         print(f"  policy: {policy_path}; judge: {judge_args.judge_model or 'embedded SmolLM2'}")
         ref = script_args.reference_column and f"column {script_args.reference_column!r}" or script_args.reference
         print(f"  reference: {ref}; {trainer.state.global_step} steps in {time.perf_counter() - start:.1f} s")
+        calls = reward_curve(history, f"{reward.__name__}/judge_calls")
+        if calls:
+            saved = reward_curve(history, f"{reward.__name__}/judge_calls_saved")
+            print(
+                f"  comparisons: schedule={comparison_args.schedule}, aggregate={comparison_args.aggregate}, "
+                f"second_order={comparison_args.second_order}; {sum(calls) / len(calls):.1f} judge passes per step, "
+                f"{100 * sum(saved) / len(saved):.0f}% fewer than all pairs in both orders"
+            )
         print("  reward per step: " + " ".join(f"{r:+.4f}" for r in rewards))
         if failures:
             print(f"  judge parse-failure rate: {sum(failures) / len(failures):.3f}")
@@ -116,6 +132,8 @@ def main(script_args, prompt_args, judge_args, training_args, model_args):
 
 
 if __name__ == "__main__":
-    parser = TrlParser((GRPOScriptArguments, PromptArguments, JudgeArguments, GRPOConfig, ModelConfig))
+    parser = TrlParser(
+        (GRPOScriptArguments, PromptArguments, JudgeArguments, ComparisonConfig, GRPOConfig, ModelConfig)
+    )
     parser.set_defaults_with_config(**DEMO_DEFAULTS)
     main(*parser.parse_args_and_config())

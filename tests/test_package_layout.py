@@ -6,10 +6,10 @@ from __future__ import annotations
 import ast
 import importlib
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 import trl_gram
 

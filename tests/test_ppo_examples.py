@@ -142,8 +142,11 @@ def test_two_processes_split_the_prompts_and_stay_in_sync(tmp_path):
 
 def test_grpo_example_group_and_reference_column(tiny_paths, tmp_path):
     flags = [*_tiny_flags(tiny_paths, tmp_path / "grpo"), "--max_steps", "2", "--log_completions", "false"]
-    stdout = _run([sys.executable, EXAMPLES / "grpo_with_gram.py", *flags], cwd=tmp_path)
+    sparse = ["--schedule", "sparse", "--schedule_degree", "2", "--aggregate", "bradley_terry"]
+    stdout = _run([sys.executable, EXAMPLES / "grpo_with_gram.py", *flags, *sparse], cwd=tmp_path)
     assert "GRPO with a GRAM generative reward: summary" in stdout and "reference: group; 2 steps" in stdout
+    # groups of 4 on a cycle: 4 comparisons in both orders instead of 6
+    assert "comparisons: schedule=sparse, aggregate=bradley_terry, second_order=always; 8.0 judge passes" in stdout
     assert "eval/win_rate vs the starting policy on 8 prompts (greedy):" in stdout and "step     2: " in stdout
     column = [
         "--dataset_name",

@@ -4,14 +4,18 @@
   at once), n − 1 comparisons in ⌈log2 n⌉ rounds.
 * [`linear_search`]: the champion so far meets each next candidate, n − 1 sequential comparisons (the GRAM
   authors' best-of-n procedure; useful when candidates arrive one by one).
-* [`rank_all`]: every pair, one batched call, candidates ordered by mean win probability (n(n−1)/2 comparisons).
+* [`rank_all`]: every pair, one batched call, candidates ordered by mean win probability (n(n−1)/2 comparisons);
+  or, with the group-comparison settings of [`~pairing.ComparisonConfig`] (``schedule="sparse"``,
+  ``aggregate="bradley_terry"``, ``second_order="adaptive"``...), fewer comparisons spent where they matter.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from . import adaptive, pairing
 from .templates import TextOrMessages
 
 
@@ -24,12 +28,14 @@ class RankResult:
         order: Candidate indices from best to worst (for [`rank_all`]; only the winner first otherwise).
         scores: Per-candidate mean win probability over the comparisons it took part in.
         comparisons: ``(i, j, P(i beats j))`` for every comparison made.
+        judge_calls: Judge passes spent ([`rank_all`] only).
     """
 
     winner: int
     order: list[int]
     scores: list[float]
     comparisons: list[tuple[int, int, float]] = field(default_factory=list)
+    judge_calls: int | None = None
 
 
 def _check(questions, candidates):
@@ -106,24 +112,35 @@ def linear_search(judge, question: TextOrMessages, candidates: Sequence[TextOrMe
 
 
 def rank_all(judge, question: TextOrMessages, candidates: Sequence[TextOrMessages], **judge_kwargs) -> RankResult:
-    """Full ranking: every pair judged (one batched call), ordered by mean win probability."""
+    """Full ranking: every pair judged (one batched call), ordered by mean win probability.
+
+    Keyword arguments named like the fields of [`~pairing.ComparisonConfig`] (``schedule``, ``schedule_degree``,
+    ``aggregate``, ``second_order``, ``second_order_margin``, ``max_judge_calls_per_group``, ``extra_votes``,
+    ``length_control``, ``schedule_seed``) choose the comparisons and the scores; the others go to ``judge.judge``.
+    """
     _check([question], [candidates])
-    n = len(candidates)
-    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
-    out = (
-        judge.judge(
-            [question] * len(pairs),
-            [candidates[i] for i, _ in pairs],
-            [candidates[j] for _, j in pairs],
-            **judge_kwargs,
-        )
-        if pairs
-        else []
+    settings = pairing.ComparisonConfig(
+        **{k: judge_kwargs.pop(k) for k in pairing.COMPARISON_FIELDS if k in judge_kwargs}
     )
-    history = [(i, j, jd.prob) for (i, j), jd in zip(pairs, out)]
-    scores = _scores(n, history)
+    n = len(candidates)
+    comparisons = pairing.comparisons_within(
+        range(n),
+        [question] * n,
+        list(candidates),
+        "group",
+        settings.schedule,
+        settings.schedule_degree,
+        random.Random(settings.schedule_seed),
+        balanced=settings.second_order == "adaptive",
+    )
+    judgments, cost = adaptive.run_sync(judge, comparisons, settings, judge_kwargs)
+    history = [(i, j, jd.prob) for (i, _, _, _, j), jd in zip(comparisons, judgments)]
+    probs = pairing.score_completions(n, comparisons, judgments, use_failed=True, method=settings.aggregate).probs
+    if settings.length_control:
+        probs = pairing.length_controlled(probs, [pairing.text_length(c) for c in candidates], [list(range(n))])
+    scores = [0.5 if p is None else p for p in probs]
     order = sorted(range(n), key=lambda i: -scores[i])
-    return RankResult(order[0], order, scores, history)
+    return RankResult(order[0], order, scores, history, cost.judge_calls)
 
 
 def best_of_n(

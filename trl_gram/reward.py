@@ -17,18 +17,26 @@ How a completion gets a scalar (its win probability against something):
 * ``reference="pairs"``: completion i against completion i + N/2, the layout of ``OnlineDPOTrainer`` (which calls
   with the prompts doubled). ``"group"`` gives the same comparisons there, since each prompt appears twice.
 
-Pairing, aggregation and output scales live in [`~pairing`], shared with the reward server.
+Fewer comparisons per group (see ``docs/reward.md``): ``schedule="sparse"`` (each completion meets
+``schedule_degree`` others instead of all), ``aggregate="bradley_terry"`` (one ranking model fitted to the whole
+group's verdicts), ``second_order="adaptive"`` (the second order only where the first is uncertain or decisive) and
+``length_control=True`` ([`~pairing.ComparisonConfig`]). The judge passes spent are logged as
+``<name>/judge_calls`` and the share saved against all pairs in both orders as ``<name>/judge_calls_saved``.
+
+Pairing, aggregation and output scales live in [`~pairing`], shared with the reward server; the orders in
+[`~adaptive`].
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 from collections.abc import Sequence
 
 from transformers.utils import logging
 
-from . import pairing
+from . import adaptive, pairing
 from .judge import GramJudge, PairJudgment
 from .judge_metrics import is_undefined, judgment_summary
 
@@ -77,6 +85,12 @@ class GenerativeRewardFunction:
         name (`str`, *optional*, defaults to `"gram_reward"`):
             The reward's name (`__name__`), used by TRL in logs.
 
+        schedule, schedule_degree, aggregate, second_order, second_order_margin, max_judge_calls_per_group,
+        extra_votes, length_control, schedule_seed (*optional*):
+            How a group is compared and its verdicts aggregated (see [`~pairing.ComparisonConfig`]; the defaults are
+            all pairs, both orders, mean win probability). `schedule` applies to `reference="group"`; the others to
+            every comparison.
+
     Example:
 
     ```python
@@ -105,6 +119,15 @@ class GenerativeRewardFunction:
         gather_groups: bool = True,
         log_rationales: bool = True,
         name: str = "gram_reward",
+        schedule: str = "all",
+        schedule_degree: int = 4,
+        aggregate: str = "mean",
+        second_order: str = "always",
+        second_order_margin: float = 0.2,
+        max_judge_calls_per_group: int | None = None,
+        extra_votes: int = 0,
+        length_control: bool = False,
+        schedule_seed: int = 0,
     ):
         if reference not in REFERENCES:
             raise ValueError(f"`reference` must be one of {REFERENCES}, got {reference!r}.")
@@ -120,6 +143,23 @@ class GenerativeRewardFunction:
             raise ValueError(
                 f"`judge` must be a GramJudge, a JudgeSpec, a model path/id or None, got {type(judge).__name__}."
             )
+        self.comparison = pairing.ComparisonConfig(
+            schedule=schedule,
+            schedule_degree=schedule_degree,
+            aggregate=aggregate,
+            second_order=second_order,
+            second_order_margin=second_order_margin,
+            max_judge_calls_per_group=max_judge_calls_per_group,
+            extra_votes=extra_votes,
+            length_control=length_control,
+            schedule_seed=schedule_seed,
+        )
+        if schedule != "all" and reference not in ("group", None):
+            raise ValueError(f"`schedule={schedule!r}` thins the pairs of `reference='group'`, not of {reference!r}.")
+        if second_order == "adaptive" and swap not in (None, "both"):
+            raise ValueError(f"`second_order='adaptive'` chooses the orders itself; leave `swap` unset, not {swap!r}.")
+        self._rng = random.Random(schedule_seed)
+        self.last_cost: adaptive.JudgeCost | None = None
         self.reference = reference
         self.reference_column = reference_column
         self.output = output
@@ -161,7 +201,13 @@ class GenerativeRewardFunction:
         ref = (
             self.reference_column and f"reference_column={self.reference_column!r}" or f"reference={self.reference!r}"
         )
-        return f"{type(self).__name__}(name={self.__name__!r}, {ref}, output={self.output!r})"
+        changed = {
+            f: getattr(self.comparison, f)
+            for f in pairing.COMPARISON_FIELDS
+            if getattr(self.comparison, f) != getattr(pairing.ComparisonConfig(), f)
+        }
+        extra = "".join(f", {k}={v!r}" for k, v in changed.items())
+        return f"{type(self).__name__}(name={self.__name__!r}, {ref}, output={self.output!r}{extra})"
 
     # ---------------------------------------------------------------------------------------------------------------
     def __call__(
@@ -212,6 +258,12 @@ class GenerativeRewardFunction:
         comparisons, how, total = self._plan(prompts, completions, references, columns)
         judgments = self._judge_all(comparisons)
         probs, failed, first_pair = self._aggregate(total, comparisons, judgments)
+        if self.comparison.length_control:
+            texts = {**{c[4]: c[3] for c in comparisons if c[4] is not None}, **{c[0]: c[2] for c in comparisons}}
+            lengths = [pairing.text_length(texts[k]) if k in texts else 0 for k in range(total)]
+            probs = pairing.length_controlled(
+                probs, lengths, pairing.components(total, [(c[0], c[4]) for c in comparisons])
+            )
         if how == "gathered":
             probs, failed, first_pair = self._local_slice(probs, failed, first_pair)
         self._log(first_pair, judgments, log_extra, log_metric)
@@ -267,7 +319,7 @@ class GenerativeRewardFunction:
             return [(i, prompts[i], completions[i], completions[i + half], i + half) for i in range(half)], how, n
         # OnlineDPO's doubled prompts need no special case: equal prompts anywhere form a group, so the groups are
         # exactly the pairs (i, i + N/2).
-        return pairing.plan(prompts, completions, reference=reference), how, n
+        return pairing.plan(prompts, completions, reference=reference, settings=self.comparison, rng=self._rng), how, n
 
     @staticmethod
     def _against(prompts, completions, refs, what):
@@ -305,13 +357,16 @@ class GenerativeRewardFunction:
 
     # ---------------------------------------------------------------------------------------------------------------
     def _judge_all(self, comparisons) -> list[PairJudgment]:
+        self.last_cost = None
         if not comparisons:
             return []
         judge = self.judge
         q = [c[1] for c in comparisons]
         a = [c[2] for c in comparisons]
         b = [c[3] for c in comparisons]
-        judgments = judge.judge(q, a, b, **self.call_overrides)
+        judgments, self.last_cost = adaptive.run_sync(
+            judge, comparisons, self.comparison, self.call_overrides, use_failed=self.on_failure == "prob"
+        )
         if self.on_failure == "retry":
             failed = [k for k, jd in enumerate(judgments) if jd.failure is not None]
             if failed:
@@ -328,7 +383,9 @@ class GenerativeRewardFunction:
     def _aggregate(self, n, comparisons, judgments):
         """Mean win probability per completion over its usable comparisons (``None`` when it has none), whether it
         had comparisons that all failed, and the first judgment involving each completion."""
-        result = pairing.mean_win_rates(n, comparisons, judgments, use_failed=self.on_failure == "prob")
+        result = pairing.score_completions(
+            n, comparisons, judgments, use_failed=self.on_failure == "prob", method=self.comparison.aggregate
+        )
         return result.probs, result.failed, result.first
 
     def _transform(self, value: float) -> float:
@@ -343,6 +400,9 @@ class GenerativeRewardFunction:
                 if not is_undefined(summary[key]):  # no run, or no pair judged in both orders: not logged
                     log_metric(f"{self.__name__}/{key}", summary[key])
             log_metric(f"{self.__name__}/judged_pairs", float(len(judgments)))
+            if self.last_cost is not None:
+                log_metric(f"{self.__name__}/judge_calls", float(self.last_cost.judge_calls))
+                log_metric(f"{self.__name__}/judge_calls_saved", float(self.last_cost.saved))
 
 
 class AsyncGenerativeRewardFunction(GenerativeRewardFunction):

@@ -111,13 +111,20 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+def centered_moments(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, float]:
+    """``(sxy, sxx, syy)``: sums of products of deviations from the means (zeros for fewer than two points). The
+    length-win correlation below and the reward's length control ([`~pairing.length_controlled`]) both read them."""
     if len(xs) < 2:
-        return None
+        return 0.0, 0.0, 0.0
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
     sxx = sum((x - mx) ** 2 for x in xs)
     syy = sum((y - my) ** 2 for y in ys)
+    return sxy, sxx, syy
+
+
+def _pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    sxy, sxx, syy = centered_moments(xs, ys)
     if sxx <= 0 or syy <= 0:
         return None
     return sxy / math.sqrt(sxx * syy)

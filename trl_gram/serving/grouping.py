@@ -5,7 +5,8 @@ client's group would be judged.
 A group is keyed by its prompt (the question as the judge reads it, [`~pairing.prompt_key`]). It closes when
 ``group_size`` responses have arrived (OpenRLHF's ``--n_samples_per_prompt``, verl's ``rollout.n``) or at its deadline,
 ``timeout_s`` after its first response, whichever comes first. At the deadline the group is judged with what arrived:
-every pair among the members present (``"group"``) or each against the first to arrive (``"pivot"``). A response
+every pair among the members present (``"group"``, or the pairs of a sparse schedule) or each against the first to
+arrive (``"pivot"``), with the group-comparison settings of the request that opened the group. A response
 alone in its group at the deadline has nothing to compare with: it gets ``None`` (the server's failure value) with a
 reason, a warning in the log and a count in ``/stats``. A response that arrives after its group closed starts a new
 group.
@@ -14,11 +15,12 @@ group.
 from __future__ import annotations
 
 import asyncio
+import random
 from dataclasses import dataclass, field
 
 from transformers.utils import logging
 
-from .. import pairing
+from .. import adaptive, pairing
 
 logger = logging.get_logger(__name__)
 
@@ -29,6 +31,7 @@ class _Group:
     completions: list = field(default_factory=list)
     futures: list = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
+    settings: pairing.ComparisonConfig | None = None
 
 
 class GroupCollector:
@@ -40,15 +43,30 @@ class GroupCollector:
             ``None``: groups close only at their deadline.
         timeout_s (`float`): Deadline of a group, from its first response.
         reference (`str`): ``"group"`` or ``"pivot"``.
+        settings ([`~pairing.ComparisonConfig`], *optional*): Default schedule, aggregate and orders of a group.
+        rng (`random.Random`, *optional*): Draws the sparse schedules.
+        on_cost (`Callable`, *optional*): Called with each group's [`~adaptive.JudgeCost`].
     """
 
-    def __init__(self, judge_pairs, group_size: int | None, timeout_s: float, reference: str = "group"):
+    def __init__(
+        self,
+        judge_pairs,
+        group_size: int | None,
+        timeout_s: float,
+        reference: str = "group",
+        settings: pairing.ComparisonConfig | None = None,
+        rng: random.Random | None = None,
+        on_cost=None,
+    ):
         if group_size is not None and group_size < 1:
             raise ValueError(f"`group_size` must be positive or None, got {group_size}.")
         self.judge_pairs = judge_pairs
         self.group_size = group_size
         self.timeout_s = timeout_s
         self.reference = reference
+        self.settings = settings or pairing.ComparisonConfig()
+        self.rng = rng or random.Random(self.settings.schedule_seed)
+        self.on_cost = on_cost
         self._open: dict[str, _Group] = {}
         self._tasks: set = set()
         self._hinted = False
@@ -58,13 +76,14 @@ class GroupCollector:
         """Whether ``count`` responses of one prompt in one request already make a whole group."""
         return count >= (2 if self.group_size is None else self.group_size)
 
-    async def add(self, prompts, completions) -> list[tuple[float | None, dict]]:
-        """Add responses of one prompt; returns, once their group is judged, ``(prob, info)`` for each."""
+    async def add(self, prompts, completions, settings=None) -> list[tuple[float | None, dict]]:
+        """Add responses of one prompt; returns, once their group is judged, ``(prob, info)`` for each. ``settings``
+        (a [`~pairing.ComparisonConfig`]) count when they open the group."""
         loop = asyncio.get_running_loop()
         key = pairing.prompt_key(prompts[0])
         group = self._open.get(key)
         if group is None:
-            group = self._open[key] = _Group()
+            group = self._open[key] = _Group(settings=settings or self.settings)
             group.timer = loop.call_later(self.timeout_s, self._close, key, group, "deadline")
         futures = [loop.create_future() for _ in completions]
         group.prompts += list(prompts)
@@ -105,17 +124,30 @@ class GroupCollector:
             logger.warning(f"A response had nothing to compare with ({self.stats['nothing_to_compare']} so far).")
             self._resolve(group.futures[0], (None, {**info, "compared": 0, "failure": reason}))
             return
-        comparisons = pairing.comparisons_within(range(n), group.prompts, group.completions, self.reference)
+        settings = group.settings
+        comparisons = pairing.comparisons_within(
+            range(n),
+            group.prompts,
+            group.completions,
+            self.reference,
+            settings.schedule,
+            settings.schedule_degree,
+            self.rng,
+            balanced=settings.second_order == "adaptive",
+        )
         try:
-            judgments = await self.judge_pairs(
-                [c[1] for c in comparisons], [c[2] for c in comparisons], [c[3] for c in comparisons]
-            )
+            judgments, cost = await adaptive.run_async(self.judge_pairs, comparisons, settings)
         except Exception as e:  # noqa: BLE001  (every member gets the reason; the server keeps serving)
             reason = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
             for f in group.futures:
                 self._resolve(f, (None, {**info, "compared": 0, "failure": reason}))
             return
-        result = pairing.mean_win_rates(n, comparisons, judgments)
+        if self.on_cost is not None:
+            self.on_cost(cost)
+        result = pairing.score_completions(n, comparisons, judgments, method=settings.aggregate)
+        if settings.length_control:
+            lengths = [pairing.text_length(c) for c in group.completions]
+            result.probs = pairing.length_controlled(result.probs, lengths, [list(range(n))])
         for k, f in enumerate(group.futures):
             failure = None
             if result.probs[k] is None:

@@ -17,6 +17,7 @@ import time
 
 from transformers.utils import logging
 
+from .. import pairing
 from ..http_client import RemoteCallError, RetryPolicy, apost_json, bearer_headers
 from ..pairing import groups as _groups
 
@@ -46,6 +47,9 @@ class RemoteGenerativeRewardFunction:
         max_completions_per_request (`int`): Requests are cut at group boundaries to hold at most this many
             completions (a larger group still goes whole).
         name (`str`): The reward's name in TRL logs.
+        schedule, schedule_degree, aggregate, second_order, second_order_margin, max_judge_calls_per_group,
+        length_control, schedule_seed: Group-comparison settings sent with each request ([`~pairing.ComparisonConfig`];
+            ``None``: the server's own).
     """
 
     def __init__(
@@ -62,6 +66,14 @@ class RemoteGenerativeRewardFunction:
         max_concurrency: int = 8,
         max_completions_per_request: int = 64,
         name: str = "gram_remote_reward",
+        schedule: str | None = None,
+        schedule_degree: int | None = None,
+        aggregate: str | None = None,
+        second_order: str | None = None,
+        second_order_margin: float | None = None,
+        max_judge_calls_per_group: int | None = None,
+        length_control: bool | None = None,
+        schedule_seed: int | None = None,
     ):
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ValueError(f"`url` must be an http(s) URL, got {url!r}.")
@@ -73,6 +85,16 @@ class RemoteGenerativeRewardFunction:
                 f"{max_completions_per_request}."
             )
         self.policy = RetryPolicy(timeout=timeout, retries=retries, backoff=backoff, max_backoff=max_backoff)
+        self.comparison = pairing.comparison_overrides(
+            schedule=schedule,
+            schedule_degree=schedule_degree,
+            aggregate=aggregate,
+            second_order=second_order,
+            second_order_margin=second_order_margin,
+            max_judge_calls_per_group=max_judge_calls_per_group,
+            length_control=length_control,
+            schedule_seed=schedule_seed,
+        )
         base = url.rstrip("/")
         self.url = base if base.rsplit("/", 1)[-1] in ("reward", "get_reward") else base + "/reward"
         self.api_key = api_key
@@ -144,6 +166,7 @@ class RemoteGenerativeRewardFunction:
                 "completions": [completions[i] for i in idx],
                 "reference": self.reference,
                 "group_across_requests": False,  # each request holds whole groups
+                **self.comparison,
             }
             if references is not None:
                 payload["references"] = [references[i] for i in idx]

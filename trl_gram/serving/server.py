@@ -6,7 +6,9 @@ Endpoints (JSON):
   "labels": [...]}`` -> ``{"rewards", "scores", "failures", "compared"}``. Works for one batched request per rollout
   batch (OpenRLHF 0.9) and for one request per sample (OpenRLHF >= 0.9.1): responses of one prompt that arrive in
   separate requests are grouped ([`~serving.grouping.GroupCollector`]).
-* ``POST /reward``: the TRL-shaped form (``prompts``, ``completions``, ``references``?, ``reference``?) used by
+* ``POST /reward``: the TRL-shaped form (``prompts``, ``completions``, ``references``?, ``reference``?, and any of
+  the group-comparison settings ``schedule``, ``schedule_degree``, ``aggregate``, ``second_order``,
+  ``second_order_margin``, ``max_judge_calls_per_group``, ``length_control``, ``schedule_seed``?) used by
   [`~serving.remote_reward.RemoteGenerativeRewardFunction`] and the verl functions (``null`` for failures);
   ``"group_across_requests": false`` when the request holds whole groups (nothing waits for other requests).
 * ``POST /judge``: one pair ``{"question", "response_a", "response_b"}`` or ``{"pairs": [...]}``.
@@ -21,7 +23,9 @@ clients that only take a URL.
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' `Request` annotations at runtime.
 import asyncio
 import contextlib
+import dataclasses
 import json
+import random
 import re
 import threading
 import time
@@ -29,7 +33,7 @@ from collections.abc import Callable
 
 from transformers.utils import logging
 
-from .. import pairing
+from .. import adaptive, pairing
 from . import scoring
 from .auth import KeyMiddleware
 from .batcher import MicroBatcher
@@ -81,6 +85,13 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
     config = config or ServeConfig()
     state = {"batcher": None, "judge": None, "collector": None, "error": None, "started": time.time()}
     counters = {"items": 0, "unscored": 0, "item_errors": 0, "nothing_to_compare": 0, "refused": 0, "dropped": 0}
+    costs = {"judge_calls": 0, "all_pairs_calls": 0, "second_orders": 0}
+    defaults = config.comparison_settings()
+    rng = random.Random(defaults.schedule_seed)
+
+    def spent(cost: adaptive.JudgeCost) -> None:
+        for key in costs:
+            costs[key] += getattr(cost, key)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -183,16 +194,32 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
     def collector() -> GroupCollector:
         if state["collector"] is None:
             state["collector"] = GroupCollector(
-                lambda q, a, b: judge_pairs(q, a, b, check=False),
+                lambda q, a, b, **kw: judge_pairs(q, a, b, check=False, **kw),
                 config.group_size,
                 config.group_timeout_s,
                 config.reference,
+                settings=defaults,
+                rng=rng,
+                on_cost=spent,
             )
         return state["collector"]
 
-    async def score(items, reference, across: bool = True, fields=("prompts", "completions", "references")):
+    def settings_of(body: dict) -> pairing.ComparisonConfig:
+        """The server's group-comparison settings with the request's own values (400 on a bad one)."""
+        given = {f: body[f] for f in pairing.COMPARISON_FIELDS if f in body}
+        if given.get("extra_votes"):
+            raise RequestError(400, "`extra_votes` is not available on the reward server.")
+        try:
+            return dataclasses.replace(defaults, **given) if given else defaults
+        except ValueError as e:
+            raise RequestError(400, str(e)) from None
+
+    async def score(
+        items, reference, across: bool = True, fields=("prompts", "completions", "references"), settings=None
+    ):
         """``(probs, failures, compared)`` for the items: errors, references, groups in the request, groups that
         form across requests."""
+        settings = settings or defaults
         n = len(items)
         probs, failures, compared = [None] * n, [it.error for it in items], [0] * n
         prompts = [it.prompt for it in items]
@@ -209,11 +236,18 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
                 if not collector().complete_in(in_request.get(items[members[0]].key, len(members))):
                     cross.append(members)
         waiting = {i for m in cross for i in m}
-        comparisons = pairing.plan(prompts, completions, references, reference, skip=bad | waiting)
+        comparisons = pairing.plan(
+            prompts, completions, references, reference, skip=bad | waiting, settings=settings, rng=rng
+        )
 
         async def local():
-            judgments = await judge_pairs(*([c[k] for c in comparisons] for k in (1, 2, 3)))
-            result = pairing.mean_win_rates(n, comparisons, judgments)
+            judgments, cost = await adaptive.run_async(judge_pairs, comparisons, settings)
+            spent(cost)
+            result = pairing.score_completions(n, comparisons, judgments, method=settings.aggregate)
+            if settings.length_control:
+                lengths = [pairing.text_length(c) if c is not None else 0 for c in completions]
+                links = [(c[0], c[4]) for c in comparisons]
+                result.probs = pairing.length_controlled(result.probs, lengths, pairing.components(n, links))
             raised = {}  # judge errors, told in the client's field names
             for (i, _, _, _, j), jd in zip(comparisons, judgments):
                 if jd is not None and not jd.runs and jd.failure:
@@ -240,7 +274,9 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
                         logger.warning(f"An item could not be scored: {failures[i]}")
 
         async def wait_for_group(members):
-            out = await collector().add([prompts[i] for i in members], [completions[i] for i in members])
+            out = await collector().add(
+                [prompts[i] for i in members], [completions[i] for i in members], settings=settings
+            )
             for i, (p, info) in zip(members, out):
                 probs[i], compared[i], failures[i] = p, info["compared"], info["failure"]
                 if failures[i] and not failures[i].startswith(NOTHING_TO_COMPARE):  # that one is logged by the group
@@ -295,6 +331,9 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
             "batcher": dict(state["batcher"].stats) if state["batcher"] else None,
             "items": {**counters, "nothing_to_compare": nothing},
             "groups": groups,
+            "judge_calls": {**costs, "saved": 1 - costs["judge_calls"] / costs["all_pairs_calls"]}
+            if costs["all_pairs_calls"]
+            else dict(costs),
         }
 
     @app.post("/judge")
@@ -349,11 +388,12 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
         across = body.get("group_across_requests", True)
         if not isinstance(across, bool):
             raise RequestError(400, "Field `group_across_requests` must be true or false.")
+        settings = settings_of(body)
         try:
             items = scoring.reward_items(body)
         except ValueError as e:
             raise RequestError(400, str(e)) from None
-        probs, failures, compared = await score(items, reference, across)
+        probs, failures, compared = await score(items, reference, across, settings=settings)
         rewards = [pairing.transform(p, config.output) for p in probs]
         return {
             "rewards": rewards,

@@ -10,7 +10,9 @@
 
 The judge needs the question: put it in each row's ``extra_info`` under ``question`` (verl's own preprocessing scripts
 do). A non-empty ``ground_truth`` is a reference answer (the response scores its win probability against it);
-otherwise responses to the same question are compared with each other. URL and key can also come from
+otherwise responses to the same question are compared with each other, with the group-comparison settings of
+[`~pairing.ComparisonConfig`] (``schedule``, ``schedule_degree``, ``aggregate``, ``second_order``...) when given in
+``reward_kwargs`` (else the server's). URL and key can also come from
 ``TRL_GRAM_URL`` / ``TRL_GRAM_API_KEY``. Requests are retried with exponential backoff and jitter until ``timeout``
 seconds are spent; then a ``RuntimeError`` says what failed.
 """
@@ -24,8 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from transformers.utils import logging
 
 # Absolute imports: verl loads this file by its path (`custom_reward_function.path`) as a module outside the package.
+from trl_gram import schedules
 from trl_gram.http_client import RemoteCallError, RetryPolicy, apost_json, bearer_headers, post_json
-from trl_gram.pairing import groups, has_reference
+from trl_gram.pairing import COMPARISON_FIELDS, comparison_overrides, groups, has_reference
 
 logger = logging.get_logger(__name__)
 
@@ -107,6 +110,8 @@ async def compute_score(
         timeout (`float`): Time budget of the call, retries included.
         max_concurrency (`int`): Requests in flight at once per reward worker. Groups form from the requests in
             flight, so keep it well above ``rollout.n`` (verl sends a prompt's responses one after the other).
+        **kwargs: Group-comparison settings (``schedule="sparse"``, ``second_order="adaptive"``...): those of the
+            request that opens a group on the server are its group's; other keys verl passes are ignored.
     """
     base, headers = _settings(url, api_key)
     reference = _reference(ground_truth)
@@ -114,6 +119,7 @@ async def compute_score(
         "prompts": [_question(extra_info, question_key)],
         "completions": [solution_str if isinstance(solution_str, str) else str(solution_str)],
         "references": [reference],
+        **comparison_overrides(**{k: kwargs[k] for k in COMPARISON_FIELDS if k in kwargs}),
     }
     client, semaphore = _client_for_loop(max_concurrency)
     async with semaphore:
@@ -143,15 +149,17 @@ def server_limits(url=None, api_key=None, timeout=10.0) -> dict:
     return {}
 
 
-def split_step(questions, references, reference="group", max_pairs=4096, max_items=None) -> list[list[int]]:
+def split_step(
+    questions, references, reference="group", max_pairs=4096, max_items=None, schedule="all", schedule_degree=4
+) -> list[list[int]]:
     """Requests for one step: lists of indices, each prompt's group whole, at most ``max_pairs`` comparisons (and
-    ``max_items`` responses) per request."""
+    ``max_items`` responses) per request (a group's comparisons under ``schedule``, [`~schedules.cost`])."""
     referenced = [i for i in range(len(questions)) if has_reference(references[i])]
     rest = [i for i in range(len(questions)) if not has_reference(references[i])]
     units = [([i], 1) for i in referenced]
     for g in groups(questions, rest):
         n = len(g)
-        cost = n * (n - 1) // 2 if reference == "group" else n - 1
+        cost = schedules.cost(n, schedule, schedule_degree) if reference == "group" else n - 1
         if cost > max_pairs:
             raise ValueError(
                 f"A group of {n} responses to one question needs {cost} comparisons, more than the server's "
@@ -193,6 +201,7 @@ def compute_score_batch(
         timeout (`float`): Time budget of each request, retries included.
         max_concurrency (`int`): Requests in flight at once.
         max_pairs_per_request (`int`, *optional*): Comparisons per request (default: the server's limit).
+        **kwargs: Group-comparison settings sent with each request (see [`compute_score`]).
     """
     import httpx
 
@@ -200,8 +209,10 @@ def compute_score_batch(
     n = len(solution_strs)
     questions = [_question(info, question_key, f"extra_infos[{i}]") for i, info in enumerate(extra_infos)]
     refs = [_reference(g) for g in (list(ground_truths) if ground_truths is not None else [None] * n)]
+    comparison = comparison_overrides(**{k: kwargs[k] for k in COMPARISON_FIELDS if k in kwargs})
     limit = max_pairs_per_request or server_limits(url, api_key).get("max_pairs_per_request") or 4096
-    chunks = split_step(questions, refs, reference, limit)
+    schedule = (comparison.get("schedule", "all"), comparison.get("schedule_degree", 4))
+    chunks = split_step(questions, refs, reference, limit, None, *schedule)
     out = [failure_reward] * n
     policy = RetryPolicy(timeout=timeout, backoff=backoff)
 
@@ -212,6 +223,7 @@ def compute_score_batch(
             "references": [refs[i] for i in idx],
             "reference": reference,
             "group_across_requests": False,
+            **comparison,
         }
         try:
             answer = post_json(client, base + "/reward", payload, policy=policy, headers=headers)
