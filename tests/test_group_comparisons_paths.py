@@ -102,3 +102,12 @@ def test_ranking_takes_the_same_settings(judge):
     assert sparse.scores == pytest.approx(local, abs=1e-6) and sparse.judge_calls == cost.judge_calls
     assert len(sparse.comparisons) == 6 and sparse.order[0] == max(range(6), key=lambda k: local[k])
     assert best_of_n(judge, QUESTION, GROUP, method="all", **SETTINGS) == sparse.winner
+
+
+def test_adaptive_with_every_second_order_equals_both_orders_on_a_real_judge(judge):
+    both, _ = _local(judge, schedule="sparse", schedule_degree=3, aggregate="bradley_terry")
+    adaptive, cost = _local(
+        judge, schedule="sparse", schedule_degree=3, aggregate="bradley_terry", second_order="adaptive",
+        second_order_margin=0.5,
+    )  # fmt: skip
+    assert adaptive == pytest.approx(both, abs=1e-5) and cost.second_orders == 9 == cost.judge_calls - 9

@@ -418,6 +418,57 @@ class GramJudge:
         )
         return cls(backend=backend, config=GramJudgeConfig(**{**fields, "backend": "vllm"}))
 
+    @classmethod
+    def from_openai(
+        cls,
+        engine_urls,
+        *,
+        served_model_name: str | None = None,
+        tokenizer=None,
+        config: GramJudgeConfig | None = None,
+        preset: str | None = "auto",
+        backend_kwargs: dict | None = None,
+        **config_fields,
+    ) -> GramJudge:
+        """A judge on OpenAI-compatible engines (`vllm serve`, ...): [`~trl_gram.judge.backends.openai.OpenAIBackend`].
+        Only the tokenizer is loaded here; the engines run the model. Connecting checks every engine (each error
+        names its URL).
+
+        Args:
+            engine_urls: One base URL or a list (with or without `/v1`); comparisons of one question stay on one
+                engine, questions spread over engines by load, a failing engine's requests go to the others.
+            served_model_name: The model name the engines serve (default: `tokenizer` when it is a name or path the
+                engines serve, else the one model they serve).
+            tokenizer: The judge tokenizer, or its name or path (`None`: the embedded default model's).
+            preset: As for [`~GramJudge.from_pretrained`] (recognised from the tokenizer's or served model's name).
+            backend_kwargs: Keyword arguments of the backend (`max_in_flight`, `request_timeout`, `retries`,
+                `timeout`, `logprob_mode`, `api_key`, ...).
+            **config_fields: Fields of [`GramJudgeConfig`].
+        """
+        from transformers import AutoTokenizer
+
+        from .backends.openai import OpenAIBackend
+
+        if tokenizer is None:
+            from ..default_model import default_model_path
+
+            tokenizer = default_model_path()
+        name = tokenizer if isinstance(tokenizer, str) else getattr(tokenizer, "name_or_path", None)
+        if isinstance(tokenizer, str):
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+        config_fields = _with_preset(preset, served_model_name or name, None, config, config_fields)
+        fields = {**(config.__dict__ if config is not None else {}), **config_fields, "backend": "openai"}
+        if served_model_name is None and name is not None:
+            served_model_name = name
+        backend = OpenAIBackend(
+            engine_urls,
+            tokenizer,
+            served_model_name=served_model_name,
+            max_length=fields.get("max_length", GramJudgeConfig.max_length),
+            **(backend_kwargs or {}),
+        )
+        return cls(backend=backend, tokenizer=tokenizer, config=GramJudgeConfig(**fields))
+
     def release(self) -> None:
         """Free the backend's memory (e.g. before a training stage); the judge is unusable afterwards."""
         if self.backend is not None:
@@ -505,16 +556,16 @@ class GramJudge:
                 orders.append((rng.choice(("AB", "BA")),))
             else:
                 orders.append(("AB",))
-        items = []  # (pair index, order, prompt ids)
+        items = []  # (pair index, order, prompt ids, question: the affinity key of engine fleets)
         for i, (q, a, b) in enumerate(texts):
             for order in orders[i]:
                 first, second = (a, b) if order == "AB" else (b, a)
                 ids, _ = self.encode_prompt(q, first, second, mode)
-                items.extend((i, order, ids) for _ in range(votes if mode == "reason" else 1))
+                items.extend((i, order, ids, q) for _ in range(votes if mode == "reason" else 1))
 
         runs = self._run_cached(items, mode, votes, seed, show_progress)
         per_pair: list[list[JudgeRun]] = [[] for _ in range(n)]
-        for (i, _, _), run in zip(items, runs):
+        for (i, *_), run in zip(items, runs):
             per_pair[i].append(run)
         words = self.template_for(mode).label_words
         return [combine_runs(sorted(r, key=lambda x: x.order), words) for r in per_pair]
@@ -527,7 +578,7 @@ class GramJudge:
     def _progress(self, items, show_progress, desc):
         show = self.config.show_progress if show_progress is None else show_progress
         if show is None:
-            show = sum(len(ids) for _, _, ids in items) > self.config.token_budget
+            show = sum(len(item[2]) for item in items) > self.config.token_budget
         return tqdm(total=len(items), desc=desc, disable=not show, leave=False)
 
     def _run_cached(self, items, mode, votes, seed, show_progress) -> list[JudgeRun]:
@@ -539,7 +590,7 @@ class GramJudge:
             self._cache.check(self.backend.fingerprint())
             cfg = self.config
             setting = (mode, template.label_words, template.answer_open, cfg.max_new_tokens, cfg.force_answer)
-            keys = [(setting, tuple(ids)) for _, _, ids in items]
+            keys = [(setting, tuple(item[2])) for item in items]
             cached = [self._cache.get(k) for k in keys]
         todo = [j for j in range(len(items)) if not cacheable or cached[j] is None]
         sub = [items[j] for j in todo]
@@ -554,15 +605,22 @@ class GramJudge:
         for j, run in zip(todo, fresh):
             self._cache.put(keys[j], run)
             cached[j] = run
-        return [dataclasses.replace(run, order=order) for run, (_, order, _) in zip(cached, items)]
+        return [dataclasses.replace(run, order=item[1]) for run, item in zip(cached, items)]
+
+    def _affinity(self, items) -> dict:
+        """``affinity=`` (each item's question) for backends that route requests by it (engine fleets keep all
+        comparisons of one question on one engine, for its prefix cache)."""
+        return {"affinity": [item[3] for item in items]} if getattr(self.backend, "accepts_affinity", False) else {}
 
     def _run_direct(self, items, show_progress) -> list[JudgeRun]:
         template = self.template_for("direct")
         first_ids, second_ids = self._label_token_ids(template)
         with self._progress(items, show_progress, "judging (direct)") as bar:
-            logits = self.backend.slot_logits([ids for _, _, ids in items], first_ids + second_ids, progress=bar)
+            logits = self.backend.slot_logits(
+                [item[2] for item in items], first_ids + second_ids, progress=bar, **self._affinity(items)
+            )
         runs = []
-        for (_, order, _), row in zip(items, logits):
+        for (_, order, *_), row in zip(items, logits):
             p = self._prob_first(row, template)
             label = template.label_words[0 if p >= 0.5 else 1]
             runs.append(JudgeRun(order=order, prob_first=p, label=label, first_label=template.label_words[0]))
@@ -582,15 +640,16 @@ class GramJudge:
         )
         with self._progress(items, show_progress, "judging (reason)") as bar:
             results = self.backend.generate_to_slot(
-                [ids for _, _, ids in items],
+                [item[2] for item in items],
                 first_ids + second_ids,
                 answer_open=template.answer_open,
                 forced_text=functools.partial(forced_text, template=template),
                 settings=settings,
                 progress=bar,
+                **self._affinity(items),
             )
         runs = []
-        for (_, order, _), result in zip(items, results):
+        for (_, order, *_), result in zip(items, results):
             text = cfg.reason_prefix + result.text
             verdict = parse_with_template(text, template)
             p = self._prob_first(result.slot_logits, template) if result.slot_logits is not None else math.nan

@@ -79,12 +79,7 @@ def load_judge(
         spec = dataclasses.replace(spec, **fields)
     config_fields = spec.config_fields()  # the preset applied: the mode is final
     backend = resolve_backend(config_fields["backend"], config_fields.get("mode", "reason"))
-    if backend == "openai":
-        if not hasattr(GramJudge, "from_openai"):
-            raise ValueError(
-                "`backend='openai'` needs `GramJudge.from_openai` (the OpenAI-compatible engine fleet), which this "
-                "version of trl-gram does not have; use backend transformers, prefix or vllm."
-            )
+    if backend == "openai":  # a gateway: the tokenizer only, the engines run the model
         return GramJudge.from_openai(
             spec.engine_urls,
             served_model_name=spec.served_model_name,

@@ -6,6 +6,7 @@ Examples::
     trl-gram serve --mode direct --group_size 8 --port 8000
     TRL_GRAM_API_KEY=... trl-gram serve --model PATH --host 0.0.0.0 --api_key_env TRL_GRAM_API_KEY
     trl-gram serve --backend vllm --model wangclnlp/GRAM-RR-LLaMA-3.1-8B-RewardModel --tensor_parallel_size 2
+    trl-gram serve --backend openai --model PATH --engine_urls http://10.0.0.1:8000 http://10.0.0.2:8000 --group_size 8
 """
 
 from __future__ import annotations

@@ -38,8 +38,11 @@ class ServeConfig(pairing.ComparisonConfig):
         group_size (`int`, *optional*): Responses per prompt for clients that send one sample per request (OpenRLHF's
             ``--n_samples_per_prompt``, verl's ``rollout.n``): a group closes as soon as that many arrived. ``None``:
             groups close at ``group_timeout_s``.
-        group_timeout_s (`float`): Deadline of a group formed across requests, from its first response; an incomplete
-            group is judged with what arrived. ``0`` turns grouping across requests off.
+        group_timeout_s (`float`): Deadline of a group formed across requests, from its latest response (capped by
+            ``group_max_wait_s``); an incomplete group is judged with what arrived, with a WARNING line and a
+            counter. ``0`` turns grouping across requests off.
+        group_max_wait_s (`float`, *optional*): Latest a group closes after its first response (default: ``4 x
+            group_timeout_s``).
         max_request_bytes (`int`): Largest request body accepted (413 above).
         body_timeout_s (`float`): Time a client has to send its whole request body; a body still incomplete then is
             answered 408 and its connection closed (a half-sent request never holds the server).
@@ -72,6 +75,10 @@ class ServeConfig(pairing.ComparisonConfig):
     )
     group_timeout_s: float = field(
         default=60.0, metadata={"help": "Deadline of a group formed across requests (0: no grouping across requests)."}
+    )
+    group_max_wait_s: float | None = field(
+        default=None,
+        metadata={"help": "Cap on a group's deadline after its first response (default: 4 x group_timeout_s)."},
     )
     max_request_bytes: int = field(default=8 * 2**20, metadata={"help": "Largest request body (413 above)."})
     body_timeout_s: float = field(
@@ -117,6 +124,8 @@ class ServeConfig(pairing.ComparisonConfig):
             raise ValueError(f"`group_size` must be positive, got {self.group_size}.")
         if self.body_timeout_s <= 0:
             raise ValueError(f"`body_timeout_s` must be positive, got {self.body_timeout_s}.")
+        if self.group_max_wait_s is not None and self.group_max_wait_s < 0:
+            raise ValueError(f"`group_max_wait_s` must be >= 0, got {self.group_max_wait_s}.")
         if self.group_timeout_s < 0:
             raise ValueError(f"`group_timeout_s` must be >= 0, got {self.group_timeout_s}.")
         if self.api_key_env and self.api_key is None:

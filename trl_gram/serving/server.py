@@ -39,6 +39,7 @@ from .auth import KeyMiddleware
 from .batcher import MicroBatcher
 from .config import ServeConfig
 from .grouping import GroupCollector
+from .metrics import CONTENT_TYPE, ServerMetrics
 
 logger = logging.get_logger(__name__)
 
@@ -101,6 +102,8 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
 
     app = FastAPI(title="trl-gram reward server", lifespan=lifespan)
     app.state.trl_gram = state
+    metrics = app.state.metrics = ServerMetrics()
+    install_metrics(app, metrics, state, counters)
     if config.api_key is not None:
         app.add_middleware(KeyMiddleware, key=config.api_key)
 
@@ -189,7 +192,14 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
                     f"`max_generated_tokens_per_request`={config.max_generated_tokens_per_request}; "
                     "split the request.",
                 )
-        return await state["batcher"].judge_async(q, a, b, mode=mode, swap=swap)
+        started, failed = time.monotonic(), True
+        try:
+            out = await state["batcher"].judge_async(q, a, b, mode=mode, swap=swap)
+            failed = False
+            return out
+        finally:
+            if len(q):  # empty calls (every item waits for its group) are not judge calls
+                metrics.judge_call(time.monotonic() - started, failed)
 
     def collector() -> GroupCollector:
         if state["collector"] is None:
@@ -198,6 +208,7 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
                 config.group_size,
                 config.group_timeout_s,
                 config.reference,
+                max_wait_s=config.group_max_wait_s,
                 settings=defaults,
                 rng=rng,
                 on_cost=spent,
@@ -214,14 +225,32 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
         except ValueError as e:
             raise RequestError(400, str(e)) from None
 
+    def members_that_count(items, bad, in_request) -> list[int]:
+        """Tell the collector each prompt's sample count in this request (it warns when that disagrees with
+        `group_size`); the unreadable items whose prompt is known and whose group forms across requests: they
+        count toward it, so their siblings do not wait the deadline for them."""
+        for count in in_request.values():
+            collector().note_client_n(count)
+        return [
+            i
+            for i in sorted(bad)
+            if items[i].key is not None and not collector().complete_in(in_request[items[i].key])
+        ]
+
     async def score(
-        items, reference, across: bool = True, fields=("prompts", "completions", "references"), settings=None
+        items,
+        reference,
+        across: bool = True,
+        fields=("prompts", "completions", "references"),
+        settings=None,
+        health=None,
     ):
         """``(probs, failures, compared)`` for the items: errors, references, groups in the request, groups that
-        form across requests."""
+        form across requests (``health``: a list per item, filled with its comparisons' swap agreements)."""
         settings = settings or defaults
         n = len(items)
         probs, failures, compared = [None] * n, [it.error for it in items], [0] * n
+        agreements = health if health is not None else [[] for _ in range(n)]  # swap agreement per item
         prompts = [it.prompt for it in items]
         completions = [it.completion for it in items]
         references = [it.reference for it in items]
@@ -235,6 +264,9 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
             for members in pairing.groups(prompts, grouped):
                 if not collector().complete_in(in_request.get(items[members[0]].key, len(members))):
                     cross.append(members)
+            unreadable = members_that_count(items, bad, in_request)
+        else:
+            unreadable = []
         waiting = {i for m in cross for i in m}
         comparisons = pairing.plan(
             prompts, completions, references, reference, skip=bad | waiting, settings=settings, rng=rng
@@ -248,6 +280,11 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
                 lengths = [pairing.text_length(c) if c is not None else 0 for c in completions]
                 links = [(c[0], c[4]) for c in comparisons]
                 result.probs = pairing.length_controlled(result.probs, lengths, pairing.components(n, links))
+            for (i, _, _, _, j), jd in zip(comparisons, judgments):
+                if jd is not None and jd.agreement is not None:
+                    for k in (i, j):
+                        if k is not None:
+                            agreements[k].append(float(jd.agreement))
             raised = {}  # judge errors, told in the client's field names
             for (i, _, _, _, j), jd in zip(comparisons, judgments):
                 if jd is not None and not jd.runs and jd.failure:
@@ -274,15 +311,21 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
                         logger.warning(f"An item could not be scored: {failures[i]}")
 
         async def wait_for_group(members):
+            key = items[members[0]].key
             out = await collector().add(
-                [prompts[i] for i in members], [completions[i] for i in members], settings=settings
+                [prompts[i] for i in members], [completions[i] for i in members], key=key, settings=settings
             )
             for i, (p, info) in zip(members, out):
                 probs[i], compared[i], failures[i] = p, info["compared"], info["failure"]
+                if info.get("agreement") is not None:
+                    agreements[i].append(info["agreement"])
                 if failures[i] and not failures[i].startswith(NOTHING_TO_COMPARE):  # that one is logged by the group
                     logger.warning(f"An item could not be scored: {failures[i]}")
 
-        await asyncio.gather(local(), *(wait_for_group(m) for m in cross))
+        async def count_in_group(i):  # an unreadable member: its group counts it; it keeps its own error
+            await collector().add([prompts[i]], [None], key=items[i].key, settings=settings)
+
+        await asyncio.gather(local(), *(wait_for_group(m) for m in cross), *(count_in_group(i) for i in unreadable))
         for i in sorted(bad):  # errors found reading the request (the judge's own failures are logged above)
             logger.warning(f"An item could not be scored: {failures[i]}")
         counters["items"] += n
@@ -412,12 +455,55 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
             items = scoring.openrlhf_items(body, config.strip_tokens)
         except ValueError as e:
             raise RequestError(400, str(e)) from None
-        probs, failures, compared = await score(items, config.reference, fields=("prompts", "query", "labels"))
+        health = [[] for _ in items]
+        probs, failures, compared = await score(
+            items, config.reference, fields=("prompts", "query", "labels"), health=health
+        )
         fallback = pairing.neutral(config.output) if config.failure_reward is None else config.failure_reward
         rewards = [fallback if p is None else pairing.transform(p, config.output) for p in probs]
-        return {"rewards": rewards, "scores": rewards, "failures": failures, "compared": compared}
+        return {
+            "rewards": rewards,
+            "scores": rewards,
+            "failures": failures,
+            "compared": compared,
+            "extra_logs": openrlhf_extra_logs(probs, compared, health),
+        }
 
     return app
+
+
+def install_metrics(app, metrics, state, counters) -> None:
+    """`GET /metrics` (Prometheus text, behind the key like `/stats`) and the request counter it reads."""
+    from fastapi.responses import PlainTextResponse
+
+    @app.middleware("http")
+    async def count_requests(request, call_next):
+        response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.request(getattr(route, "path", "other"), response.status_code)
+        return response
+
+    @app.get("/metrics")
+    async def metrics_endpoint():
+        collector = state["collector"]
+        engine_stats = getattr(getattr(state["judge"], "backend", None), "engine_stats", None)
+        text = metrics.render(
+            counters, dict(collector.stats) if collector else None, engine_stats() if callable(engine_stats) else None
+        )
+        return PlainTextResponse(text, media_type=CONTENT_TYPE)
+
+
+def openrlhf_extra_logs(probs, compared, health) -> dict:
+    """Judge health for OpenRLHF's `extra_logs` (one number per key, averaged over the request's responses; OpenRLHF
+    logs each key with its rollout metrics): `swap_agreement` (its comparisons whose two orders agreed; 0 when none
+    was judged in both orders), `parse_failure` (responses not scored), `compared` (comparisons per response)."""
+    n = max(len(probs), 1)
+    agreed = [a for per_item in health for a in per_item]
+    return {
+        "swap_agreement": sum(agreed) / len(agreed) if agreed else 0.0,
+        "parse_failure": sum(p is None for p in probs) / n,
+        "compared": sum(compared) / n,
+    }
 
 
 class BackgroundServer:

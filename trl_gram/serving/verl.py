@@ -104,7 +104,10 @@ async def compute_score(
     Args:
         data_source, solution_str, ground_truth, extra_info: What verl passes (``ground_truth``: reference answer or
             empty; ``extra_info[question_key]``: the question).
-        url (`str`): The server (``custom_reward_function.reward_kwargs.url``), else ``TRL_GRAM_URL``.
+        url (`str`): The server (``custom_reward_function.reward_kwargs.url``), else ``TRL_GRAM_URL``. Without
+            either, when verl passes ``reward_router_address`` (it launched the GRAM checkpoint as its reward model):
+            judged through verl's router by [`~trl_gram.serving.verl_genrm.compute_score_via_router`] (a dict
+            with ``score``; its ``reward_kwargs``: ``group_size``, ``group_timeout_s``, ``mode``, ...).
         api_key (`str`, *optional*): Else ``TRL_GRAM_API_KEY``.
         failure_reward (`float`): Reward for a response the server could not score (the reason is in its answer).
         timeout (`float`): Time budget of the call, retries included.
@@ -113,6 +116,19 @@ async def compute_score(
         **kwargs: Group-comparison settings (``schedule="sparse"``, ``second_order="adaptive"``...): those of the
             request that opens a group on the server are its group's; other keys verl passes are ignored.
     """
+    if kwargs.get("reward_router_address") and not (url or os.environ.get("TRL_GRAM_URL")):
+        # verl launched the judge itself: judge through its router (returns a dict with judge-health keys)
+        from trl_gram.serving.verl_genrm import compute_score_via_router
+
+        return await compute_score_via_router(
+            data_source,
+            solution_str,
+            ground_truth,
+            extra_info,
+            question_key=question_key,
+            failure_reward=failure_reward,
+            **kwargs,
+        )
     base, headers = _settings(url, api_key)
     reference = _reference(ground_truth)
     payload = {
@@ -125,7 +141,11 @@ async def compute_score(
     async with semaphore:
         try:
             answer = await apost_json(
-                client, base + "/reward", payload, policy=RetryPolicy(timeout=timeout, backoff=backoff), headers=headers
+                client,
+                base + "/reward",
+                payload,
+                policy=RetryPolicy(timeout=timeout, backoff=backoff),
+                headers=headers,
             )
         except RemoteCallError as e:
             raise _failed(e) from e
