@@ -86,11 +86,7 @@ def load_judge(
             tokenizer=spec.model,
             config=GramJudgeConfig(**config_fields),
         )
-    model = spec.model
-    if model is None:
-        from ..default_model import default_model_path
-
-        model = default_model_path()
+    model = spec.model  # None: from_vllm / from_pretrained load the embedded default model
     if backend == "vllm":
         for name in ("adapter", "load_in_4bit"):
             if getattr(spec, name) not in (None, False):
