@@ -94,7 +94,6 @@ def measure(judge, workload, mode: str, groups: int, max_new_tokens: int, repeat
     j = GramJudge(
         backend=judge.backend,
         tokenizer=judge.tokenizer,
-        engine=judge.config.engine,
         mode=mode,
         max_new_tokens=max_new_tokens,
         cache_size=0,

@@ -20,7 +20,7 @@ Methods (all greedy, same ``--max-new-tokens`` cap):
   pairs as ``ours direct`` / ``ours reason``. vLLM runs in its own engine process: its ``cpu`` column is the client's
   only. On CPU vLLM binds its compute threads itself (by default one core per engine, one core reserved for the
   client: ``VLLM_CPU_OMP_THREADS_BIND``, ``VLLM_CPU_NUM_OF_RESERVED_CPU``).
-* ``ours direct`` / ``ours reason``: ``GramJudge(engine="fast")``, ``swap="both"`` (both orders, debiased
+* ``ours direct`` / ``ours reason``: ``GramJudge(backend="prefix")``, ``swap="both"`` (both orders, debiased
   probability read at the answer slot); ``ours direct*`` / ``ours reason*`` (``--whole-batch-reason``) the whole
   GRPO batch in one call, as the reward function judges a training step; ``ours reason 1-order`` the same engine
   with ``swap="none"``, one order per pair like A.
@@ -255,14 +255,14 @@ def padded_forward(judge, prompts, budget):
     return 0
 
 
-def warmed_judge(model, tok, mode, token_budget, max_new_tokens, engine="auto"):
+def warmed_judge(model, tok, mode, token_budget, max_new_tokens, backend="auto"):
     """``ours``: a judge on the loaded model without the run cache, its fast path self-checked on a warm-up pair and
     its engine counters reset afterwards."""
     j = GramJudge(
         model,
         tok,
         mode=mode,
-        engine=engine,
+        backend=backend,
         token_budget=token_budget,
         cache_size=0,
         max_new_tokens=max_new_tokens,

@@ -68,7 +68,7 @@ def no_context_cost(model, rows: int, repeats: int = 3) -> float:
 
 
 def engine_run(model, tok, mode, q, a, b, max_new_tokens, budget, profile=False):
-    judge = warmed_judge(model, tok, mode, budget, max_new_tokens, engine="fast")
+    judge = warmed_judge(model, tok, mode, budget, max_new_tokens, backend="prefix")
     stats = judge.backend.engine.stats
     prof = cProfile.Profile() if profile else None
     t = time.perf_counter()

@@ -105,8 +105,8 @@ def main(argv=None):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import transformers
 
+    from trl_gram.formats import load_pairs
     from trl_gram.training.config import GramRewardConfig
-    from trl_gram.training.datasets import load_pairs
     from trl_gram.training.trainer import GramRewardTrainer
 
     transformers.logging.set_verbosity_error()

@@ -2,12 +2,12 @@
 """Best-of-n with a GRAM judge: sample n responses per prompt from a policy, let the pairwise judge pick the best
 (`trl_gram.ranking`: a knockout tournament, the GRAM authors' linear search, or all pairs).
 
-With no arguments it runs offline on CPU: the embedded SmolLM2-135M-Instruct as policy and judge (direct mode),
+With `--judge_mode direct` (the judge default is `reason`) it runs offline on CPU: the embedded SmolLM2-135M-Instruct as policy and judge (direct mode),
 2 built-in prompts, 4 samples each, knockout:
 
-    accelerate launch examples/best_of_n.py
+    accelerate launch examples/best_of_n.py --judge_mode direct
 
-    accelerate launch examples/best_of_n.py --model_name_or_path <policy> --judge_model_name_or_path <GRAM-R2> \
+    accelerate launch examples/best_of_n.py --model_name_or_path <policy> --judge_model <GRAM-R2> \
         --judge_mode reason --dataset_name prompts.jsonl --n 8 --method linear --output_file best.jsonl
 
     # sampling and judging on vLLM (one engine when policy and judge are the same model)
@@ -24,9 +24,10 @@ from accelerate import PartialState
 from trl import ModelConfig, TrlParser
 from trl.data_utils import is_conversational
 
+from trl_gram.judge import load_judge
 from trl_gram.pairing import COMPARISON_FIELDS, ComparisonConfig
 from trl_gram.ranking import knockout, linear_search, rank_all
-from trl_gram.script_utils import JudgeArguments, PromptArguments, load_judge, load_policy, load_prompt_dataset
+from trl_gram.script_utils import JudgeArguments, PromptArguments, judge_spec, load_policy, load_prompt_dataset
 
 METHODS = {"knockout": knockout, "linear": linear_search, "all": rank_all}
 
@@ -103,12 +104,12 @@ def main(args, prompt_args, judge_args, comparison_args, model_args):
         raise ValueError(f"`n` must be >= 1, got {args.n}.")
     start = time.perf_counter()
     torch.manual_seed(args.seed)
-    judge = load_judge(judge_args, show_progress=False)
+    judge = load_judge(judge_spec(judge_args), show_progress=False)
     if args.backend == "vllm":
         from trl_gram.default_model import default_model_path
 
         policy_path = model_args.model_name_or_path or default_model_path()
-        judge_path = judge_args.judge_model_name_or_path or default_model_path()
+        judge_path = judge_args.judge_model or default_model_path()
         tokenizer, draw = vllm_sampler(judge, policy_path, judge_path, args)
     else:
         policy, tokenizer, policy_path = load_policy(model_args)

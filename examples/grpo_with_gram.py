@@ -7,13 +7,13 @@
 debiased win probability; `reference="pivot"` compares each with the group's first completion (cheaper);
 `--reference_column COL` compares each with a dataset column (e.g. a reference answer).
 
-With no arguments it runs a short offline GRPO on CPU: the embedded SmolLM2-135M-Instruct as policy and judge (direct
+With `--judge_mode direct` (the judge default is `reason`) it runs a short offline GRPO on CPU: the embedded SmolLM2-135M-Instruct as policy and judge (direct
 mode), 8 built-in prompts, 4 steps of 4 completions for one prompt, then prints the reward per step and the win rate
 against the starting policy at start and end ([`GramWinRateCallback`], logged as `eval_win_rate`, shown as
 `eval/win_rate` by `report_to`). The group reward averages 0.5 in every group by construction: it trains, the win
 rate tells progress.
 
-    accelerate launch examples/grpo_with_gram.py
+    accelerate launch examples/grpo_with_gram.py --judge_mode direct
 
 Fewer judge calls per group (``docs/reward.md``): `--schedule sparse` (each completion meets `--schedule_degree` others),
 `--aggregate bradley_terry`, `--second_order adaptive`, `--max_judge_calls_per_group N`, `--length_control`
@@ -31,12 +31,13 @@ from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser
 from trl.trainer.utils import get_peft_config
 
 from trl_gram.callbacks import GramWinRateCallback
+from trl_gram.judge import load_judge
 from trl_gram.pairing import COMPARISON_FIELDS, ComparisonConfig
 from trl_gram.reward import GenerativeRewardFunction
 from trl_gram.script_utils import (
     JudgeArguments,
     PromptArguments,
-    load_judge,
+    judge_spec,
     load_policy,
     load_prompt_dataset,
     reward_curve,
@@ -82,7 +83,7 @@ def main(script_args, prompt_args, judge_args, comparison_args, training_args, m
     start = time.perf_counter()
     device = training_args.device  # sets up the (distributed) state before anything else uses it
     policy, tokenizer, policy_path = load_policy(model_args, device)
-    judge = load_judge(judge_args, device, show_progress=False)
+    judge = load_judge(judge_spec(judge_args, device), show_progress=False)
     if script_args.reference_column is not None:
         reward = GenerativeRewardFunction(
             judge, reference_column=script_args.reference_column, output=judge_args.reward_output
@@ -110,7 +111,7 @@ def main(script_args, prompt_args, judge_args, comparison_args, training_args, m
         failures = reward_curve(history, f"{reward.__name__}/parse_failure_rate")
         print("=" * 80)
         print("GRPO with a GRAM generative reward: summary")
-        print(f"  policy: {policy_path}; judge: {judge_args.judge_model_name_or_path or 'embedded SmolLM2'}")
+        print(f"  policy: {policy_path}; judge: {judge_args.judge_model or 'embedded SmolLM2'}")
         ref = script_args.reference_column and f"column {script_args.reference_column!r}" or script_args.reference
         print(f"  reference: {ref}; {trainer.state.global_step} steps in {time.perf_counter() - start:.1f} s")
         calls = reward_curve(history, f"{reward.__name__}/judge_calls")

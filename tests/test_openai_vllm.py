@@ -130,7 +130,7 @@ def fleet(engines):
 
 @pytest.fixture(scope="module")
 def local():
-    return GramJudge.from_pretrained(None, dtype="float32", device="cpu", engine="plain", cache_size=0, mode="direct")
+    return GramJudge.from_pretrained(None, dtype="float32", device="cpu", backend="transformers", cache_size=0, mode="direct")
 
 
 def _grpo_batch():
@@ -153,8 +153,8 @@ def test_direct_rewards_equal_in_process_and_affinity(fleet, local):
 
 def test_reason_rewards_equal_in_process(fleet, local):
     config = dict(mode="reason", template=SLOT_TEMPLATE, max_new_tokens=40, cache_size=0)
-    remote = GramJudge(backend=fleet.backend, tokenizer=fleet.tokenizer, engine="openai", **config)
-    here = GramJudge(backend=local.backend, tokenizer=local.tokenizer, engine="plain", **config)
+    remote = GramJudge(backend=fleet.backend, tokenizer=fleet.tokenizer, **config)
+    here = GramJudge(backend=local.backend, tokenizer=local.tokenizer, **config)
     q = [QUESTIONS[k] for k in range(4) for _ in range(2)]
     a = [GROUPS[k][0] for k in range(4) for _ in range(2)]
     b = [GROUPS[k][j] for k in range(4) for j in (1, 2)]

@@ -6,10 +6,10 @@ from __future__ import annotations
 import ast
 import importlib
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 import trl_gram
 
@@ -86,3 +86,44 @@ def test_files_named_in_the_readme_exist():
 
     named = set(re.findall(r"(?:examples|recipes|research/reproduction/configs)/[\w./-]+\.(?:py|yaml)", README))
     assert named and not [p for p in named if not (ROOT / p).is_file()]
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Absolute names of the trl_gram modules a file imports (relative imports resolved)."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(p for p in (base, node.module or "") if p)
+            names |= {module} | {f"{module}.{a.name}" for a in node.names}
+    return {n for n in names if n.startswith("trl_gram")}
+
+
+@pytest.mark.parametrize(("package", "other"), [("training", "evaluation"), ("evaluation", "training")])
+def test_training_and_evaluation_do_not_import_each_other(package, other):
+    """Both read data through `trl_gram.formats`; neither imports the other."""
+    offenders = {
+        p.relative_to(ROOT).as_posix(): sorted(m for m in _imported_modules(p) if m.startswith(f"trl_gram.{other}"))
+        for p in (ROOT / "trl_gram" / package).glob("*.py")
+    }
+    assert not {k: v for k, v in offenders.items() if v}
+
+
+def test_no_two_modules_or_public_names_alike():
+    """`load_judge`, `MODES`, `REFERENCES`, `summarize` and `aggregate` each name one thing."""
+    for name in ("load_judge", "MODES", "REFERENCES", "summarize", "aggregate"):
+        defined = []
+        for p in (ROOT / "trl_gram").rglob("*.py"):
+            tree = ast.parse(p.read_text())
+            for node in tree.body:
+                targets = [node.name] if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else []
+                if isinstance(node, ast.Assign):
+                    targets = [t.id for t in node.targets if isinstance(t, ast.Name)]
+                if name in targets:
+                    defined.append(p.relative_to(ROOT).as_posix())
+        assert len(defined) <= 1, (name, defined)
+    assert not (ROOT / "trl_gram" / "training" / "evaluation.py").exists()
+    assert not (ROOT / "trl_gram" / "training" / "data.py").exists()

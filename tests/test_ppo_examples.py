@@ -71,7 +71,7 @@ def _accelerate(num_processes: int):
 def _tiny_flags(paths, output_dir):
     return [
         "--model_name_or_path", paths["policy"],
-        "--judge_model_name_or_path", paths["judge"],
+        "--judge_model_name_or_path", paths["judge"], "--judge_mode", "direct",
         "--output_dir", str(output_dir),
         "--max_completion_length", "6",
     ]  # fmt: skip
@@ -81,7 +81,7 @@ def test_ppo_example_end_to_end_lora_4bit(tiny_paths, tmp_path):
     """The single-GPU recipe on CPU: 4-bit policy with LoRA (one shared base: reference = adapter disabled),
     gradient checkpointing, 4-bit judge, prompts from a jsonl file with another prompt column."""
     out = tmp_path / "ppo"
-    flags = ["--model_name_or_path", tiny_paths["wide"], "--judge_model_name_or_path", tiny_paths["wide"]]
+    flags = ["--model_name_or_path", tiny_paths["wide"], "--judge_model", tiny_paths["wide"], "--judge_mode", "direct"]
     flags += ["--output_dir", str(out), "--max_completion_length", "6", "--max_steps", "4", "--dtype", "float32"]
     flags += ["--dataset_name", tiny_paths["prompts"], "--prompt_column", "question"]
     flags += ["--use_peft", "--lora_r", "4", "--load_in_4bit", "--judge_load_in_4bit", "--gradient_checkpointing"]
@@ -165,7 +165,16 @@ def test_best_of_n_example(tiny_paths, tmp_path):
     result = tmp_path / "best.jsonl"
     stdout = _run(
         [sys.executable, EXAMPLES / "best_of_n.py", "--model_name_or_path", tiny_paths["policy"]]
-        + ["--judge_model_name_or_path", tiny_paths["judge"], "--max_new_tokens", "6", "--n", "3"]
+        + [
+            "--judge_model_name_or_path",
+            tiny_paths["judge"],
+            "--judge_mode",
+            "direct",
+            "--max_new_tokens",
+            "6",
+            "--n",
+            "3",
+        ]
         + ["--method", "all", "--output_file", str(result)],
         cwd=tmp_path,
     )

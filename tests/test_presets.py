@@ -116,7 +116,7 @@ def test_detection_from_the_config_file(tmp_path):
 
 
 def test_v1_preset_judges_as_the_official_evaluation(qwen3_gram):
-    judge = GramJudge.from_pretrained(str(qwen3_gram), device="cpu", dtype="float32", engine="plain")
+    judge = GramJudge.from_pretrained(str(qwen3_gram), device="cpu", dtype="float32", backend="transformers")
     cfg = judge.config
     assert (cfg.mode, cfg.template, cfg.chat_template_kwargs, cfg.label_scoring) == (
         "direct",

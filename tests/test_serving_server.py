@@ -46,7 +46,7 @@ def _flat():
 def _local_rewards(judge, prompts, completions, references=None, reference="group"):
     comparisons = pairing.plan(prompts, completions, references, reference)
     judgments = judge.judge([c[1] for c in comparisons], [c[2] for c in comparisons], [c[3] for c in comparisons])
-    return pairing.aggregate(len(completions), comparisons, judgments).probs
+    return pairing.score_completions(len(completions), comparisons, judgments).probs
 
 
 def test_health_ready_and_stats(server):

@@ -142,8 +142,8 @@ def test_direct_fast_equals_plain(sharp_model, tokenizer, token_budget):
     q, a, b = grpo_pairs()
     q, a, b = q + q[:2], a + a[:2], b + b[:2]  # duplicated pairs share a leaf
     kw = dict(mode="direct", cache_size=0, token_budget=token_budget)
-    fast = GramJudge(sharp_model, tokenizer, engine="fast", **kw)
-    plain = GramJudge(sharp_model, tokenizer, engine="plain", **kw)
+    fast = GramJudge(sharp_model, tokenizer, backend="prefix", **kw)
+    plain = GramJudge(sharp_model, tokenizer, backend="transformers", **kw)
     out_fast, out_plain = fast.judge(q, a, b), plain.judge(q, a, b)
     _assert_same(out_fast, out_plain)
     assert any(abs(jd.runs[0].prob_first - 0.5) > 0.05 for jd in out_plain)
@@ -163,8 +163,8 @@ def test_reason_fast_equals_plain(which, verdict_model, tokenizer):
     model = verdict_model if which == "verdict" else tiny_llama(tokenizer, seed=3, hidden=64)
     q, a, b = grpo_pairs()
     kw = dict(mode="reason", cache_size=0, max_new_tokens=40, token_budget=4000)
-    fast = GramJudge(model, tokenizer, engine="fast", **kw)
-    plain = GramJudge(model, tokenizer, engine="plain", **kw)
+    fast = GramJudge(model, tokenizer, backend="prefix", **kw)
+    plain = GramJudge(model, tokenizer, backend="transformers", **kw)
     out_fast, out_plain = fast.judge(q, a, b), plain.judge(q, a, b)
     _assert_same(out_fast, out_plain, tol=1e-4)
     failures = {r.failure for jd in out_fast for r in jd.runs}
@@ -176,13 +176,13 @@ def test_reason_fast_equals_plain(which, verdict_model, tokenizer):
 
 
 def test_reason_fast_votes_and_unforced(verdict_model, tokenizer):
-    judge = GramJudge(verdict_model, tokenizer, engine="fast", max_new_tokens=40, cache_size=0, temperature=0.8)
+    judge = GramJudge(verdict_model, tokenizer, backend="prefix", max_new_tokens=40, cache_size=0, temperature=0.8)
     out = judge.judge(QUESTIONS[:1], RESPONSES[0][:1], RESPONSES[0][1:2], votes=3, seed=1)
     assert len(out[0].runs) == 6 and {r.order for r in out[0].runs} == {"AB", "BA"}
     assert all(0.0 <= r.prob_first <= 1.0 for r in out[0].runs)
     again = judge.judge(QUESTIONS[:1], RESPONSES[0][:1], RESPONSES[0][1:2], votes=3, seed=1)
     assert [r.text for r in again[0].runs] == [r.text for r in out[0].runs]  # seeded
-    raw = GramJudge(tiny_llama(tokenizer, seed=5), tokenizer, engine="fast", max_new_tokens=6, force_answer=False)
+    raw = GramJudge(tiny_llama(tokenizer, seed=5), tokenizer, backend="prefix", max_new_tokens=6, force_answer=False)
     assert math.isnan(raw.judge(QUESTIONS[:1], ["a"], ["b"], swap="none")[0].prob)
 
 
@@ -226,17 +226,17 @@ def test_unsupported_model_falls_back(tokenizer):
     )
     model = MistralForCausalLM(config).eval()
     auto = GramJudge(model, tokenizer, mode="direct", cache_size=0)
-    plain = GramJudge(model, tokenizer, mode="direct", engine="plain", cache_size=0)
+    plain = GramJudge(model, tokenizer, mode="direct", backend="transformers", cache_size=0)
     _assert_same(auto.judge(QUESTIONS, ["a", "b"], ["c", "d"]), plain.judge(QUESTIONS, ["a", "b"], ["c", "d"]))
     assert auto.backend.name == "prefix" and auto.backend.engine._supported is False
-    with pytest.raises(ValueError, match="engine='fast'"):
-        GramJudge(model, tokenizer, mode="direct", engine="fast").judge(["q"], ["a"], ["b"])
-    with pytest.raises(ValueError, match="engine"):
-        GramJudge(model, tokenizer, engine="turbo")
+    with pytest.raises(ValueError, match="backend=.prefix."):
+        GramJudge(model, tokenizer, mode="direct", backend="prefix").judge(["q"], ["a"], ["b"])
+    with pytest.raises(ValueError, match="backend"):
+        GramJudge(model, tokenizer, backend="turbo")
 
 
 def test_generation_config_processors_use_plain_decoding(verdict_model, tokenizer):
-    judge = GramJudge(verdict_model, tokenizer, engine="auto", max_new_tokens=8, cache_size=0)
+    judge = GramJudge(verdict_model, tokenizer, backend="auto", max_new_tokens=8, cache_size=0)
     verdict_model.generation_config.repetition_penalty = 1.3
     try:
         assert not judge.backend.supports(generate=True) and judge.backend.supports()
@@ -246,8 +246,8 @@ def test_generation_config_processors_use_plain_decoding(verdict_model, tokenize
 
 
 def test_out_of_memory_splits_batches(sharp_model, tokenizer, monkeypatch):
-    judge = GramJudge(sharp_model, tokenizer, mode="direct", engine="fast", cache_size=0)
-    plain = GramJudge(sharp_model, tokenizer, mode="direct", engine="plain", cache_size=0)
+    judge = GramJudge(sharp_model, tokenizer, mode="direct", backend="prefix", cache_size=0)
+    plain = GramJudge(sharp_model, tokenizer, mode="direct", backend="transformers", cache_size=0)
     q, a, b = grpo_pairs()
     engine = judge.backend.engine
     real = engine._forward

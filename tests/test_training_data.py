@@ -8,17 +8,18 @@ import pytest
 from datasets import Dataset
 from training_utils import SHORT_DIRECT_TEMPLATE, SHORT_REASON_TEMPLATE, make_model, make_tokenizer, rule_rows
 
+from trl_gram.formats import load_pairs
 from trl_gram.templates import GRAM_R2_TEMPLATE
 from trl_gram.training.config import GramRewardConfig, resolve_template
-from trl_gram.training.data import (
+from trl_gram.training.judge_examples import (
     PRETRAIN_COMPLETION,
     JudgeExampleBuilder,
+    as_unlabeled,
     assign_orders,
     build_judge_dataset,
     render_pairs,
     validate_pairs,
 )
-from trl_gram.training.datasets import as_unlabeled, load_pairs
 from trl_gram.training.trainer import GramRewardTrainer
 
 

@@ -51,14 +51,14 @@ def sharp_model(tokenizer):
 
 def _vllm_judge(llm, seeded_requests=True, **kw):
     backend = vb.VLLMBackend(llm, sampling_params_cls=FakeParams, seeded_requests=seeded_requests)
-    return GramJudge(backend=backend, engine="vllm", **kw)
+    return GramJudge(backend=backend, **kw)
 
 
 def test_direct_mode_matches_transformers_backend(sharp_model, tokenizer):
     llm = FakeLLM(sharp_model, tokenizer)
     judge = _vllm_judge(llm, mode="direct", cache_size=0)
     assert judge.backend.name == "vllm" and isinstance(judge.backend, JudgeBackend)
-    plain = GramJudge(sharp_model, tokenizer, mode="direct", engine="plain", cache_size=0)
+    plain = GramJudge(sharp_model, tokenizer, mode="direct", backend="transformers", cache_size=0)
     got, ref = judge.judge(QUESTIONS, FIRST, SECOND), plain.judge(QUESTIONS, FIRST, SECOND)
     for g, r in zip(got, ref):
         assert g.prob == pytest.approx(r.prob, abs=1e-4) and g.label == r.label
@@ -76,7 +76,7 @@ def verdict_model(tokenizer):
 def test_reason_mode_matches_transformers_backend(verdict_model, tokenizer):
     llm = FakeLLM(verdict_model, tokenizer)
     judge = _vllm_judge(llm, max_new_tokens=40, cache_size=0)
-    plain = GramJudge(verdict_model, tokenizer, engine="plain", max_new_tokens=40, cache_size=0)
+    plain = GramJudge(verdict_model, tokenizer, backend="transformers", max_new_tokens=40, cache_size=0)
     got, ref = judge.judge(QUESTIONS, FIRST, SECOND), plain.judge(QUESTIONS, FIRST, SECOND)
     for g, r in zip(got, ref):
         for x, y in zip(g.runs, r.runs):
@@ -94,7 +94,7 @@ def test_reason_mode_forced_and_votes(tokenizer):
     raw = tiny_llama(tokenizer, seed=5)
     llm = FakeLLM(raw, tokenizer)
     judge = _vllm_judge(llm, max_new_tokens=6, cache_size=0)
-    plain = GramJudge(raw, tokenizer, engine="plain", max_new_tokens=6, cache_size=0)
+    plain = GramJudge(raw, tokenizer, backend="transformers", max_new_tokens=6, cache_size=0)
     got, ref = judge.judge(QUESTIONS[:1], FIRST[:1], SECOND[:1]), plain.judge(QUESTIONS[:1], FIRST[:1], SECOND[:1])
     assert got[0].failure is not None and not math.isnan(got[0].prob)
     assert got[0].prob == pytest.approx(ref[0].prob, abs=1e-4)  # the same forced read

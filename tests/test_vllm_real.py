@@ -50,14 +50,14 @@ def vllm_judge():
 
 @pytest.fixture(scope="session")
 def hf_judge():
-    return GramJudge.from_pretrained(None, dtype="float32", device="cpu", engine="plain", cache_size=0)
+    return GramJudge.from_pretrained(None, dtype="float32", device="cpu", backend="transformers", cache_size=0)
 
 
 def _both(vllm_judge, hf_judge, **config):
     """The two judges with the same judging configuration (the vLLM engine is shared)."""
-    fields = {**hf_judge.config.__dict__, **config}
-    v = GramJudge(backend=vllm_judge.backend, **{**fields, "engine": "vllm"})
-    h = GramJudge(backend=hf_judge.backend, **{**fields, "engine": "plain"})
+    fields = {k: v for k, v in {**hf_judge.config.__dict__, **config}.items() if k != "backend"}
+    v = GramJudge(backend=vllm_judge.backend, **fields)
+    h = GramJudge(backend=hf_judge.backend, **fields)
     return v, h
 
 
@@ -164,8 +164,8 @@ def test_server_with_vllm_backend(vllm_judge, monkeypatch):
 
     def from_vllm(path, **kwargs):  # the session's engine stands in for a second one loaded from `path`
         calls.append((path, kwargs))
-        fields = {k: v for k, v in kwargs.items() if k in vllm_judge.config.__dict__}
-        return GramJudge(backend=vllm_judge.backend, **{**fields, "engine": "vllm", "cache_size": 0})
+        fields = {k: v for k, v in kwargs.items() if k in vllm_judge.config.__dict__ and k != "backend"}
+        return GramJudge(backend=vllm_judge.backend, **{**fields, "cache_size": 0})
 
     monkeypatch.setattr(GramJudge, "from_vllm", staticmethod(from_vllm))
     judge = serve_cli.judge_factory(args)()

@@ -20,6 +20,7 @@ _EXPORTS = {
     "GramJudge": "judge",
     "load_judge": "judge",
     "GramJudgeConfig": "judge",
+    "JudgeSpec": "judge",
     "PairJudgment": "judge",
     "GenerativeRewardFunction": "reward",
     "AsyncGenerativeRewardFunction": "reward",
@@ -60,7 +61,7 @@ def __dir__():
 if TYPE_CHECKING:  # pragma: no cover  (every entry of _EXPORTS, for IDEs and type checkers)
     from .callbacks import GramWinRateCallback  # noqa: F401
     from .default_model import default_judge_path, default_model_path  # noqa: F401
-    from .judge import GramJudge, GramJudgeConfig, PairJudgment, load_judge  # noqa: F401
+    from .judge import GramJudge, GramJudgeConfig, JudgeSpec, PairJudgment, load_judge  # noqa: F401
     from .parsing import Verdict, format_verdict, parse_verdict  # noqa: F401
     from .ppo.config import GramPPOConfig  # noqa: F401
     from .ppo.trainer import GramPPOTrainer  # noqa: F401

@@ -1,7 +1,7 @@
 """The ``trl-gram`` console script: a plain table of the built-in commands, each dispatched to its module.
 
-    trl-gram train --config recipes/gram_r2_cpu_smoke.yaml
-    trl-gram self-train --config recipes/gram_r2_task_adaptation.yaml
+    trl-gram train --config recipes/gram_v1_finetune.yaml
+    trl-gram self-train --config recipes/gram_r2_cpu_smoke.yaml
     trl-gram eval --data pairs.jsonl --mode direct
     trl-gram serve --model PATH_OR_ID --port 8000
 
@@ -16,7 +16,8 @@ import importlib
 import sys
 from dataclasses import dataclass
 
-from .training.cli import EVAL_HELP, SELF_TRAIN_HELP, TRAIN_HELP
+from .evaluation.cli import EVAL_HELP
+from .training.cli import SELF_TRAIN_HELP, TRAIN_HELP
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "train": Command("trl_gram.training.cli", "run_train", TRAIN_HELP),
     "self-train": Command("trl_gram.training.cli", "run_self_train", SELF_TRAIN_HELP),
-    "eval": Command("trl_gram.training.cli", "run_eval", EVAL_HELP),
+    "eval": Command("trl_gram.evaluation.cli", "run_eval", EVAL_HELP),
     "serve": Command(
         "trl_gram.serving.cli",
         "run",

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from . import bradley_terry, schedules
 
-REFERENCES = ("group", "pivot")
+GROUP_REFERENCES = ("group", "pivot")
 OUTPUTS = ("prob", "logit", "centered")
 SCHEDULES = schedules.SCHEDULES
 AGGREGATES = ("mean", "bradley_terry")
@@ -208,8 +208,8 @@ def comparisons_within(
             Orient all pairs (or the pivot's comparisons) so that each member is shown first in half of its
             comparisons ([`~schedules.orient`]); sparse and circular schedules always are.
     """
-    if reference not in REFERENCES:
-        raise ValueError(f"`reference` must be one of {REFERENCES}, got {reference!r}.")
+    if reference not in GROUP_REFERENCES:
+        raise ValueError(f"`reference` must be one of {GROUP_REFERENCES}, got {reference!r}.")
     members = list(members)
     if reference == "group" and schedule == "all" and not balanced:
         return [
@@ -281,7 +281,7 @@ def plan(
 
 @dataclass
 class Aggregate:
-    """Per-completion result of [`aggregate`].
+    """Per-completion result of [`score_completions`].
 
     Args:
         probs (`list[float | None]`): Mean win probability, ``None`` without a usable comparison.
@@ -301,7 +301,7 @@ class Aggregate:
         return [c == 0 and k > 0 for c, k in zip(self.counts, self.compared)]
 
 
-def aggregate(n: int, comparisons, judgments, use_failed: bool = False, method: str = "mean") -> Aggregate:
+def score_completions(n: int, comparisons, judgments, use_failed: bool = False, method: str = "mean") -> Aggregate:
     """Win probability per completion over its comparisons.
 
     Args:
@@ -417,18 +417,6 @@ def length_controlled(probs: Sequence, lengths: Sequence[float], groups: Sequenc
         for k in members:
             out[k] = 1.0 / (1.0 + math.exp(-(logit[k] - beta * (x[k] - mean_x))))
     return out
-
-
-def summary(judgments) -> dict:
-    """Parse-failure rate over all runs and swap agreement of a list of judgments."""
-    judgments = [jd for jd in judgments if jd is not None]
-    runs = [r for jd in judgments for r in jd.runs]
-    agreements = [jd.agreement for jd in judgments if jd.agreement is not None]
-    return {
-        "pairs": len(judgments),
-        "parse_failure_rate": sum(r.failure is not None for r in runs) / len(runs) if runs else 0.0,
-        "swap_agreement": sum(agreements) / len(agreements) if agreements else None,
-    }
 
 
 def transform(value: float | None, output: str = "prob") -> float | None:

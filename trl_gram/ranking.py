@@ -135,7 +135,7 @@ def rank_all(judge, question: TextOrMessages, candidates: Sequence[TextOrMessage
     )
     judgments, cost = adaptive.run_sync(judge, comparisons, settings, judge_kwargs)
     history = [(i, j, jd.prob) for (i, _, _, _, j), jd in zip(comparisons, judgments)]
-    probs = pairing.aggregate(n, comparisons, judgments, use_failed=True, method=settings.aggregate).probs
+    probs = pairing.score_completions(n, comparisons, judgments, use_failed=True, method=settings.aggregate).probs
     if settings.length_control:
         probs = pairing.length_controlled(probs, [pairing.text_length(c) for c in candidates], [list(range(n))])
     scores = [0.5 if p is None else p for p in probs]

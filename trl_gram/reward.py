@@ -38,6 +38,7 @@ from transformers.utils import logging
 
 from . import adaptive, pairing
 from .judge import GramJudge, PairJudgment
+from .judge_metrics import is_undefined, judgment_summary
 
 logger = logging.get_logger(__name__)
 
@@ -46,31 +47,60 @@ OUTPUTS = pairing.OUTPUTS
 
 
 class GenerativeRewardFunction:
-    """A GRAM judge as a TRL reward function.
+    r"""
+    A GRAM judge as a TRL reward function (`reward_funcs=[...]` of `GRPOTrainer`, [`~trl_gram.GramPPOTrainer`], ...).
 
     Args:
-        judge: A [`~trl_gram.judge.GramJudge`], a model path or Hub id (loaded on first call), or ``None`` for
-            the embedded default model (loaded on first call).
-        reference: How completions are compared (see the module docstring): ``None`` (use ``references`` passed by
-            the trainer, else ``reference_column``), ``"group"``, ``"pivot"``, ``"pairs"``.
-        reference_column: Dataset column holding, per row, the response to compare each completion with.
-        output: ``"prob"`` (win probability in [0, 1]), ``"logit"`` (its log-odds) or ``"centered"`` (prob − 0.5).
-        on_failure: What a completion gets when none of its comparisons could be parsed (reason mode): ``None``
-            (TRL then ignores it for this reward), a float, ``"prob"`` (use the probability read at the forced answer
-            slot anyway) or ``"retry"`` (judge again with ``retry_votes`` sampled rationales, then ``None``).
-        retry_votes: Sampled rationales per order when retrying.
-        judge_kwargs: Keyword arguments for [`~trl_gram.judge.load_judge`] when ``judge`` is a path or ``None``
-            (e.g. ``{"mode": "direct", "load_in_4bit": True}``; ``{"backend": "vllm", "tensor_parallel_size": 2}``
-            judges on ``vllm.LLM``).
-        mode, swap, votes: Per-call overrides of the judge's configuration.
-        gather_groups: Under several processes a group can be split across ranks: gather the whole batch so groups
-            are complete (``True``), or raise (``False``). Never judges a partial group.
-        log_rationales: Send each completion's first rationale to ``log_extra`` (the completions table).
-        name: The reward's name (``__name__``), used by TRL in logs.
+        judge ([`~trl_gram.judge.GramJudge`], [`~trl_gram.judge.JudgeSpec`], `str` or `None`, *optional*):
+            A loaded judge; a spec, a model path or Hub id (loaded on first call by [`~trl_gram.judge.load_judge`]);
+            or `None` for the embedded default model (loaded on first call).
+        reference (`str`, *optional*):
+            How completions are compared (see the module docstring): `None` (use `references` passed by the trainer,
+            else `reference_column`), `"group"`, `"pivot"`, `"pairs"`.
+        reference_column (`str`, *optional*):
+            Dataset column holding, per row, the response to compare each completion with.
+        output (`str`, *optional*, defaults to `"prob"`):
+            `"prob"` (win probability in [0, 1]), `"logit"` (its log-odds) or `"centered"` (prob − 0.5).
+        on_failure (`str` or `float`, *optional*):
+            What a completion gets when none of its comparisons could be parsed (reason mode): `None` (TRL then
+            ignores it for this reward), a float, `"prob"` (use the probability read at the forced answer slot anyway)
+            or `"retry"` (judge again with `retry_votes` sampled rationales, then `None`).
+        retry_votes (`int`, *optional*, defaults to `3`):
+            Sampled rationales per order when retrying.
+        judge_kwargs (`dict`, *optional*):
+            [`~trl_gram.judge.JudgeSpec`] fields when `judge` is a path or `None` (e.g.
+            `{"mode": "direct", "load_in_4bit": True}`; `{"backend": "vllm", "tensor_parallel_size": 2}` judges on
+            `vllm.LLM`).
+        mode (`str`, *optional*):
+            Per-call override of the judge's mode.
+        swap (`str`, *optional*):
+            Per-call override of the judge's swap.
+        votes (`int`, *optional*):
+            Per-call override of the judge's votes.
+        gather_groups (`bool`, *optional*, defaults to `True`):
+            Under several processes a group can be split across ranks: gather the whole batch so groups are complete
+            (`True`), or raise (`False`). Never judges a partial group.
+        log_rationales (`bool`, *optional*, defaults to `True`):
+            Send each completion's first rationale to `log_extra` (the completions table).
+        name (`str`, *optional*, defaults to `"gram_reward"`):
+            The reward's name (`__name__`), used by TRL in logs.
+
         schedule, schedule_degree, aggregate, second_order, second_order_margin, max_judge_calls_per_group,
-        extra_votes, length_control, schedule_seed: How a group is compared and its verdicts aggregated (see
-            [`~pairing.ComparisonConfig`]; the defaults are all pairs, both orders, mean win probability).
-            ``schedule`` applies to ``reference="group"``; the others to every comparison.
+        extra_votes, length_control, schedule_seed (*optional*):
+            How a group is compared and its verdicts aggregated (see [`~pairing.ComparisonConfig`]; the defaults are
+            all pairs, both orders, mean win probability). `schedule` applies to `reference="group"`; the others to
+            every comparison.
+
+    Example:
+
+    ```python
+    >>> from trl_gram import GenerativeRewardFunction
+    >>> reward = GenerativeRewardFunction(judge_kwargs={"mode": "direct"}, reference="group")
+    >>> prompts = ["What is 2 + 2?", "What is 2 + 2?"]
+    >>> rewards = reward(prompts, ["4", "5"])  # one per completion: its mean win probability in its group
+    >>> len(rewards), sum(rewards)  # within a group of two, the win probabilities sum to one
+    (2, 1.0)
+    ```
     """
 
     def __init__(
@@ -107,8 +137,12 @@ class GenerativeRewardFunction:
             raise ValueError(f"`output` must be one of {OUTPUTS}, got {output!r}.")
         if not (on_failure in (None, "none", "prob", "retry") or isinstance(on_failure, (int, float))):
             raise ValueError(f"`on_failure` must be None, a number, 'prob' or 'retry', got {on_failure!r}.")
-        if not (judge is None or isinstance(judge, str) or callable(getattr(judge, "judge", None))):
-            raise ValueError(f"`judge` must be a GramJudge, a model path/id or None, got {type(judge).__name__}.")
+        from .judge.spec import JudgeSpec
+
+        if not (judge is None or isinstance(judge, (str, JudgeSpec)) or callable(getattr(judge, "judge", None))):
+            raise ValueError(
+                f"`judge` must be a GramJudge, a JudgeSpec, a model path/id or None, got {type(judge).__name__}."
+            )
         self.comparison = pairing.ComparisonConfig(
             schedule=schedule,
             schedule_degree=schedule_degree,
@@ -136,7 +170,7 @@ class GenerativeRewardFunction:
         self.gather_groups = gather_groups
         self.log_rationales = log_rationales
         self.__name__ = name
-        loaded = judge is not None and not isinstance(judge, str)
+        loaded = judge is not None and not isinstance(judge, (str, JudgeSpec))
         self._judge_spec = None if loaded else judge
         self._judge = judge if loaded else None
         self._owns_judge = self._judge is None
@@ -187,6 +221,27 @@ class GenerativeRewardFunction:
         references: Sequence | None = None,
         **columns,
     ) -> list[float | None]:
+        """Score completions (TRL's reward-function call).
+
+        Args:
+            prompts (`list`):
+                One prompt per completion (text or chat messages).
+            completions (`list`):
+                The completions (text or chat messages).
+            references (`list`, *optional*):
+                One reference response per completion to compare it with (else `reference` / `reference_column`).
+            log_extra (`callable`, *optional*):
+                Provided by the trainer: logs the rationales to the completions table.
+            log_metric (`callable`, *optional*):
+                Provided by the trainer: logs parse-failure rate, swap agreement and judged pairs
+                ([`~trl_gram.judge_metrics.judgment_summary`]).
+            **columns:
+                The dataset's other columns (e.g. `reference_column`).
+
+        Returns:
+            `list[float | None]`: one reward per completion on the `output` scale; `None` where it could not be
+            scored (see `on_failure`).
+        """
         with self._lock:
             return self._score(prompts, completions, references, columns, log_extra, log_metric)
 
@@ -328,7 +383,7 @@ class GenerativeRewardFunction:
     def _aggregate(self, n, comparisons, judgments):
         """Mean win probability per completion over its usable comparisons (``None`` when it has none), whether it
         had comparisons that all failed, and the first judgment involving each completion."""
-        result = pairing.aggregate(
+        result = pairing.score_completions(
             n, comparisons, judgments, use_failed=self.on_failure == "prob", method=self.comparison.aggregate
         )
         return result.probs, result.failed, result.first
@@ -340,11 +395,10 @@ class GenerativeRewardFunction:
         if log_extra is not None and self.log_rationales:
             log_extra(f"{self.__name__}_rationale", [jd.rationale if jd is not None else "" for jd in first_pair])
         if log_metric is not None and judgments:
-            runs = [r for jd in judgments for r in jd.runs]
-            log_metric(f"{self.__name__}/parse_failure_rate", sum(r.failure is not None for r in runs) / len(runs))
-            agreements = [jd.agreement for jd in judgments if jd.agreement is not None]
-            if agreements:
-                log_metric(f"{self.__name__}/swap_agreement", sum(agreements) / len(agreements))
+            summary = judgment_summary(judgments)
+            for key in ("parse_failure_rate", "swap_agreement"):
+                if not is_undefined(summary[key]):  # no run, or no pair judged in both orders: not logged
+                    log_metric(f"{self.__name__}/{key}", summary[key])
             log_metric(f"{self.__name__}/judged_pairs", float(len(judgments)))
             if self.last_cost is not None:
                 log_metric(f"{self.__name__}/judge_calls", float(self.last_cost.judge_calls))

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import torch
 from datasets import Dataset, load_dataset, load_from_disk
 
+from trl_gram.judge.spec import judge_arguments
+
 DEMO_PROMPTS = [
     "Give me one tip to sleep better.",
     "What is the capital of France?",
@@ -43,46 +45,11 @@ class PromptArguments:
 
 
 @dataclass
-class JudgeArguments:
-    judge_model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Judge model (local folder or Hub id). Default: the embedded SmolLM2."}
-    )
-    judge_adapter: str | None = field(default=None, metadata={"help": "PEFT adapter to put on the judge."})
-    judge_mode: str = field(
-        default="direct",
-        metadata={
-            "help": "'direct' (label read in one forward pass, GRAM v1 style) or 'reason' (rationale first, GRAM-R2).",
-            "choices": ["direct", "reason"],
-        },
-    )
-    judge_max_new_tokens: int = field(default=256, metadata={"help": "Rationale length cap (reason mode)."})
-    judge_swap: str = field(
-        default="both",
-        metadata={
-            "help": "Position debiasing: both orders, one random order, or none.",
-            "choices": ["both", "random", "none"],
-        },
-    )
-    judge_votes: int = field(default=1, metadata={"help": "Sampled rationales per order (reason mode)."})
-    judge_load_in_4bit: bool = field(default=False, metadata={"help": "Load the judge in 4-bit NF4 (bitsandbytes)."})
-    judge_device: str | None = field(
-        default=None, metadata={"help": "Device of the judge (e.g. 'cuda:1'). Default: this process's device."}
-    )
-    judge_dtype: str = field(default="auto", metadata={"help": "Judge dtype: 'auto', 'bfloat16', 'float32', ..."})
-    judge_backend: str = field(
-        default="transformers",
-        metadata={
-            "help": "Judge engine ('vllm': vllm.LLM; 'openai': the engines of --judge_engine_urls).",
-            "choices": ["auto", "transformers", "vllm", "openai"],
-        },
-    )
-    judge_engine_urls: list[str] = field(
-        default_factory=list, metadata={"help": "judge_backend openai: the engines' base URLs (e.g. vllm serve)."}
-    )
-    judge_served_model_name: str | None = field(
-        default=None, metadata={"help": "judge_backend openai: the engines' model name (default: the judge model)."}
-    )
-    judge_tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs one vLLM judge is split over."})
+class JudgeArguments(judge_arguments()):
+    """The judge of the example scripts: every [`~trl_gram.judge.JudgeSpec`] field prefixed `judge_` (`--judge_model`,
+    `--judge_mode`, `--judge_backend`, ...; `--judge_model_name_or_path` still works), plus the reward scale.
+    `args.spec()` is the [`~trl_gram.judge.JudgeSpec`]; load it with [`~trl_gram.judge.load_judge`]."""
+
     reward_output: str = field(
         default="centered",
         metadata={
@@ -135,32 +102,15 @@ def load_prompt_dataset(args: PromptArguments, tokenizer=None) -> Dataset:
     return dataset
 
 
-def load_judge(args: JudgeArguments, device=None, **config_fields):
-    """A `GramJudge` from the judge arguments (`device` defaults to this process's device; `judge_backend="vllm"`
-    loads it into `vllm.LLM`)."""
+def judge_spec(args: JudgeArguments, device=None):
+    """The [`~trl_gram.judge.JudgeSpec`] of the judge arguments, on this process's device unless `--judge_device`
+    names one (each process of `accelerate launch` judges on its own device)."""
     from accelerate import PartialState
 
-    from trl_gram.judge import load_judge as load
-
-    if args.judge_backend == "vllm":
-        placement = dict(tensor_parallel_size=args.judge_tensor_parallel_size)
-    elif args.judge_backend == "openai":
-        placement = dict(engine_urls=args.judge_engine_urls, served_model_name=args.judge_served_model_name)
-    else:
-        placement = dict(device=args.judge_device or device or PartialState().device)
-    return load(
-        args.judge_model_name_or_path,
-        backend=args.judge_backend,
-        adapter=args.judge_adapter,
-        load_in_4bit=args.judge_load_in_4bit,
-        dtype=args.judge_dtype,
-        **placement,
-        mode=args.judge_mode,
-        swap=args.judge_swap,
-        votes=args.judge_votes,
-        max_new_tokens=args.judge_max_new_tokens,
-        **config_fields,
-    )
+    spec = args.spec()
+    if spec.device is None:
+        spec.device = str(device or PartialState().device)
+    return spec
 
 
 def load_policy(model_args, device=None):

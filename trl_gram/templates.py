@@ -30,26 +30,38 @@ GRAM_V1_PROMPT: str = _read_packaged("gram_v1_direct_prompt.txt")
 
 @dataclass(frozen=True)
 class JudgeTemplate:
-    """A pairwise judge prompt and how its verdict is read.
+    r"""
+    A pairwise judge prompt and how its verdict is read.
 
     Args:
-        text: The prompt text. It must contain the three placeholders named by ``question_field``,
-            ``first_field`` and ``second_field`` (written ``{name}``); nothing else in it is interpreted, so literal
-            braces are safe.
-        question_field: Placeholder of the user question.
-        first_field: Placeholder of the response shown as "A".
-        second_field: Placeholder of the response shown as "B".
-        label_words: The two label words, first for the response shown first. Each must be a single token for the
-            judge's tokenizer (checked when a judge is built).
-        reasoning: Whether the judge writes a rationale before the label (GRAM-R² style) or answers directly.
-        answer_open: Tag that opens the answer slot in reasoning output.
-        answer_close: Tag that closes it.
-        think_open: Tag that opens the rationale.
-        think_close: Tag that closes the rationale.
-        direct_prefix: Text appended after the chat template's generation prompt when the label is read directly
-            (no generation). Empty for GRAM v1, whose prompt ends at the label slot.
-        use_chat_template: Send the prompt as one user message through the tokenizer's chat template (``None``: when
-            the tokenizer has one).
+        text (`str`):
+            The prompt text. It must contain the three placeholders named by `question_field`, `first_field` and
+            `second_field` (written `{name}`); nothing else in it is interpreted, so literal braces are safe.
+        question_field (`str`):
+            Placeholder of the user question.
+        first_field (`str`):
+            Placeholder of the response shown as "A".
+        second_field (`str`):
+            Placeholder of the response shown as "B".
+        label_words (`tuple[str, str]`, *optional*, defaults to `("A", "B")`):
+            The two label words, first for the response shown first. Each must be a single token for the judge's
+            tokenizer (checked when a judge is built).
+        reasoning (`bool`, *optional*, defaults to `True`):
+            Whether the judge writes a rationale before the label (GRAM-R² style) or answers directly.
+        answer_open (`str`, *optional*, defaults to `"<answer>"`):
+            Tag that opens the answer slot in reasoning output.
+        answer_close (`str`, *optional*, defaults to `"</answer>"`):
+            Tag that closes it.
+        think_open (`str`, *optional*, defaults to `"<think>"`):
+            Tag that opens the rationale.
+        think_close (`str`, *optional*, defaults to `"</think>"`):
+            Tag that closes the rationale.
+        direct_prefix (`str`, *optional*, defaults to `""`):
+            Text appended after the chat template's generation prompt when the label is read directly (no
+            generation). Empty for GRAM v1, whose prompt ends at the label slot.
+        use_chat_template (`bool`, *optional*):
+            Send the prompt as one user message through the tokenizer's chat template (`None`: when the tokenizer has
+            one).
     """
 
     text: str

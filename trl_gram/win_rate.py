@@ -28,6 +28,7 @@ from accelerate.utils import is_trackio_available, is_wandb_available
 from transformers.utils import logging
 
 from .http_client import RemoteCallError, RetryPolicy, bearer_headers, post_json
+from .judge_metrics import agreement_rate, is_undefined
 
 logger = logging.get_logger(__name__)
 
@@ -152,7 +153,8 @@ def summarize(
     else:
         out["win_rate_stderr"] = None
     out["win_fraction"] = _mean([1.0 if p > 0.5 else 0.0 if p < 0.5 else 0.5 for p in probs])
-    out["swap_agreement"] = _mean([float(r.agreement) for r in judged if r.agreement is not None])
+    agreement = agreement_rate(r.agreement for r in judged)  # the judge metric, NaN when undefined
+    out["swap_agreement"] = None if is_undefined(agreement) else agreement
     out["parse_failure_rate"] = _mean([r.parse_failure_rate for r in judged])
     out["completion_length"] = _mean([float(r.current_length) for r in results])
     out["reference_length"] = _mean([float(r.reference_length) for r in results])
@@ -278,7 +280,12 @@ class RemoteJudge:
 
         try:
             return post_json(
-                client, self.url, payload, policy=self.policy, headers=bearer_headers(self.api_key), validate=results_of
+                client,
+                self.url,
+                payload,
+                policy=self.policy,
+                headers=bearer_headers(self.api_key),
+                validate=results_of,
             )
         except RemoteCallError as e:
             raise RuntimeError(f"The judge server could not judge: {e}") from e

@@ -12,9 +12,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from research.reproduction.harness.config import compact_template
 from trl_gram.judge import GramJudge, GramJudgeConfig
+from trl_gram.judge_metrics import judge_metrics
 from trl_gram.training.config import GramRewardConfig
-from trl_gram.training.data import validate_pairs
-from trl_gram.training.evaluation import judge_metrics
+from trl_gram.training.judge_examples import validate_pairs
 from trl_gram.training.trainer import GramRewardTrainer
 
 from .config import MiniatureConfig

@@ -8,12 +8,14 @@ judged the command exits with status 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .formats import FORMATS, DataError, EvalData, read_eval_file
+from ..formats import FORMATS, DataError, EvalData, read_eval_file
+from ..judge.spec import JudgeSpec
 
 EVAL_HELP = "Evaluate a judge on a benchmark file (RewardBench 1/2, RM-Bench, JudgeBench, PandaLM, LLMBar, ...)."
 
@@ -43,7 +45,8 @@ def _description() -> str:
 
 @dataclass
 class EvalArguments:
-    """Options of ``trl-gram eval``."""
+    """Data and report options of ``trl-gram eval``; the judge is a [`~trl_gram.judge.JudgeSpec`] parsed beside them
+    (``--model``, alias ``--judge_model``; ``--mode``, ``--backend``, ...)."""
 
     data: list[str] = field(default_factory=list, metadata={"help": "Benchmark file(s) (see the formats above)."})
     format: str = field(default="auto", metadata={"help": "Force a format.", "choices": ["auto", *FORMATS]})
@@ -64,90 +67,60 @@ class EvalArguments:
             "choices": ["error", "skip"],
         },
     )
-    judge_model: str | None = field(
-        default=None, metadata={"help": "Judge model path/id (default: embedded SmolLM2)."}
-    )
-    adapter: str | None = field(default=None, metadata={"help": "PEFT adapter on the judge."})
-    load_in_4bit: bool = field(default=False, metadata={"help": "Load the judge in 4 bits (bitsandbytes NF4)."})
-    preset: str = field(
-        default="auto",
-        metadata={"help": "Checkpoint preset: auto (recognise released GRAM checkpoints), none, or a preset name."},
-    )
-    mode: str | None = field(
-        default=None,
-        metadata={"help": "Judge mode (default: the preset's, else reason).", "choices": ["reason", "direct"]},
-    )
-    template: str | None = field(default=None, metadata={"help": "Template name (gram-r2, gram-v1, gram-r2-direct)."})
-    label_scoring: str | None = field(
-        default=None,
-        metadata={
-            "help": "Label tokens read: official (bare A/B, as the GRAM authors) or merged (A + ' A').",
-            "choices": ["official", "merged"],
-        },
-    )
-    swap: str = field(default="both", metadata={"help": "Orders judged.", "choices": ["both", "random", "none"]})
-    votes: int = field(default=1, metadata={"help": "Rationales per order (1: greedy)."})
-    max_new_tokens: int = field(default=512, metadata={"help": "Rationale length cap."})
-    max_length: int = field(default=4096, metadata={"help": "Prompt length cap (responses are cut to fit)."})
-    token_budget: int = field(default=32768, metadata={"help": "rows x padded length per batch."})
-    reason_prefix: str = field(default="", metadata={"help": "Text prefilled at the start of the judge's reply."})
-    seed: int = field(default=0, metadata={"help": "Seed (sampling, swap='random')."})
     output_json: str | None = field(
         default=None, metadata={"help": "Write the report of every file to this JSON file."}
     )
     plot: str | None = field(default=None, metadata={"help": "Write a PNG of accuracy per subset / difficulty here."})
-    backend: str = field(
-        default="transformers",
-        metadata={
-            "help": "Judge engine: transformers, vllm (`vllm.LLM`; install vLLM first), openai (engines behind "
-            "`--engine_urls`, e.g. `vllm serve`; `--judge_model` names the tokenizer), or auto (vLLM for reason mode "
-            "when installed).",
-            "choices": ["auto", "transformers", "vllm", "openai"],
-        },
-    )
-    tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs one vLLM engine is split over."})
-    engine_urls: list[str] = field(
-        default_factory=list, metadata={"help": "`--backend openai`: base URLs of the engines (with or without /v1)."}
-    )
-    served_model_name: str | None = field(
-        default=None, metadata={"help": "`--backend openai`: the engines' model name (default: --judge_model)."}
-    )
+
+
+@dataclass
+class _LenientJudgeSpec(JudgeSpec):
+    """A [`JudgeSpec`] whose checks wait, so that ``trl-gram eval`` reports a bad judge field as a usage error."""
+
+    def __post_init__(self):
+        pass
+
+
+def _template_words(config) -> tuple[str, str]:
+    from ..templates import get_template
+
+    return get_template(config.template, config.mode).label_words
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     pass
 
 
-def parse_eval_args(argv: list[str]) -> EvalArguments:
+def parse_eval_args(argv: list[str]) -> tuple[EvalArguments, JudgeSpec]:
+    """The data options and the judge of a ``trl-gram eval`` command line; a bad judge field raises `DataError`."""
     from trl import TrlParser
 
     parser = TrlParser(
-        (EvalArguments,), prog="trl-gram eval", description=_description(), formatter_class=_HelpFormatter
+        (EvalArguments, _LenientJudgeSpec),
+        prog="trl-gram eval",
+        description=_description(),
+        formatter_class=_HelpFormatter,
+        allow_abbrev=False,
     )
-    (args,) = parser.parse_args_and_config(argv)
-    return args
+    args, lenient = parser.parse_args_and_config(argv)
+    try:
+        spec = JudgeSpec(**dataclasses.asdict(lenient))
+    except ValueError as e:
+        raise DataError("judge", [(None, None, str(e))]) from None
+    return args, spec
 
 
 def _check_args(a: EvalArguments) -> None:
     if not a.data:
         raise DataError("--data", [(None, None, "pass at least one benchmark file with --data")])
-    if a.preset not in ("auto", "none"):
-        from ..presets import get_preset
-
-        try:
-            get_preset(a.preset)
-        except ValueError as e:
-            raise DataError("--preset", [(None, None, str(e))]) from None
-    for name in ("votes", "max_new_tokens", "max_length", "token_budget"):
-        if getattr(a, name) < 1:
-            raise DataError(f"--{name}", [(None, None, f"must be a positive integer, got {getattr(a, name)}")])
     if a.max_samples is not None and a.max_samples < 1:
         raise DataError("--max_samples", [(None, None, f"must be a positive integer, got {a.max_samples}")])
 
 
 def evaluate_file(judge, data: EvalData, swap: str = "both", show_progress: bool | None = None) -> dict:
     """Judge every comparison of a validated file and return its report (see [`~trl_gram.evaluation.report`])."""
-    from .metrics import aggregate, outcome
+    from ..judge_metrics import pair_outcome
+    from .metrics import official_aggregate
     from .report import file_report
 
     comps = data.comparisons
@@ -163,19 +136,18 @@ def evaluate_file(judge, data: EvalData, swap: str = "both", show_progress: bool
         else []
     )
     words = judge.template.label_words
-    outcomes = [outcome(j, c.label, words) for j, c in zip(judgments, comps)]
-    return file_report(data, aggregate(data.format, comps, outcomes, data.row_info))
+    outcomes = [pair_outcome(j, c.label, words) for j, c in zip(judgments, comps)]
+    return file_report(data, official_aggregate(data.format, comps, outcomes, data.row_info))
 
 
 def run_eval(args) -> int:
     """The ``trl-gram eval`` handler (``args.argv``: its unparsed tokens)."""
     argv = list(getattr(args, "argv", args) or [])
-    a = parse_eval_args(argv)
     try:
+        a, spec = parse_eval_args(argv)
         _check_args(a)
-        from ..templates import get_template
-
-        words = get_template(a.template, a.mode or "reason").label_words
+        judge_config = spec.judge_config()  # the checkpoint's preset applied
+        words = _template_words(judge_config)
         files = [
             read_eval_file(
                 path,
@@ -203,45 +175,24 @@ def run_eval(args) -> int:
 
     from ..judge import load_judge
 
-    vllm_only = dict(tensor_parallel_size=a.tensor_parallel_size) if a.backend != "transformers" else {}
-    if a.backend == "openai":
-        vllm_only = dict(engine_urls=a.engine_urls, served_model_name=a.served_model_name)
-    judge = load_judge(
-        a.judge_model,
-        backend=a.backend,
-        **vllm_only,
-        adapter=a.adapter,
-        load_in_4bit=a.load_in_4bit,
-        preset=None if a.preset == "none" else a.preset,
-        mode=a.mode,
-        template=a.template,
-        label_scoring=a.label_scoring,
-        swap=a.swap,
-        votes=a.votes,
-        max_new_tokens=a.max_new_tokens,
-        max_length=a.max_length,
-        token_budget=a.token_budget,
-        reason_prefix=a.reason_prefix,
-        seed=a.seed,
-        show_progress=True,
-    )
+    judge = load_judge(spec, show_progress=True)
     from ..templates import TEMPLATES
     from .report import format_table, plot_reports
 
     cfg = judge.config
     settings = {
-        "judge_model": a.judge_model or "embedded SmolLM2-135M-Instruct",
+        "judge_model": spec.model or "embedded SmolLM2-135M-Instruct",
         "mode": cfg.mode,
         "template": next((n for n, t in TEMPLATES.items() if t == judge.template), "custom"),
         "chat_template_kwargs": cfg.chat_template_kwargs,
         "label_scoring": cfg.label_scoring,
-        "swap": a.swap,
-        "votes": a.votes,
+        "swap": cfg.swap,
+        "votes": cfg.votes,
     }
     print("Judge: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
     reports = {}
     for data in files:
-        reports[data.path] = {**evaluate_file(judge, data, swap=a.swap, show_progress=True), "judge": settings}
+        reports[data.path] = {**evaluate_file(judge, data, swap=cfg.swap, show_progress=True), "judge": settings}
         print(format_table(data.path, reports[data.path]))
     if a.output_json:
         Path(a.output_json).write_text(json.dumps(reports, indent=2, default=str) + "\n")

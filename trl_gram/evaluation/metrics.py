@@ -1,7 +1,8 @@
 """Each benchmark's official aggregate, computed from per-comparison outcomes the way its authors compute it.
 
-[`outcome`] turns one [`~trl_gram.judge.PairJudgment`] into plain numbers; [`aggregate`] groups outcomes by row and
-subset and applies the format's rule:
+[`~trl_gram.judge_metrics.pair_outcome`] turns one [`~trl_gram.judge.PairJudgment`] into plain numbers (the one
+metrics path: accuracy, swap agreement and parse failures are computed there); [`official_aggregate`] groups outcomes
+by row and subset and applies the format's rule:
 
 * **rewardbench**: accuracy per subset; per section (Chat, Chat Hard, Safety, Reasoning) the mean of its subsets
   weighted by RewardBench's fixed example counts (``math-prm`` counts 984, as many as the code subsets together); the
@@ -22,13 +23,15 @@ subset and applies the format's rule:
 * **mt-bench**: agreement with the human votes, ties excluded, per turn and overall.
 * **hh-rlhf**, **preference**: pairwise accuracy (a probability of exactly one half counts half), per subset if any.
 
-Every format also reports swap agreement and the parse-failure rate.
+Every format also reports swap agreement and the parse-failure rate. An undefined value is NaN (`null` in JSON).
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
+
+from ..judge_metrics import mean as _mean
+from ..judge_metrics import summarize_outcomes
 
 # RewardBench's section table and its fixed per-subset weights.
 REWARDBENCH_SECTIONS = {
@@ -73,61 +76,11 @@ REWARDBENCH_WEIGHTS = {
 RM_BENCH_DOMAINS = ("chat", "math", "code", "safety")
 
 
-def _mean(values):
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return sum(values) / len(values) if values else math.nan
-
-
-def outcome(judgment, label: int | None, label_words: tuple[str, str] = ("A", "B")) -> dict:
-    """Plain numbers for one comparison (``label``: index of the better response, ``None`` for a tie).
-
-    ``correct`` counts a probability of exactly one half as half; ``win`` is strict (``p > 0.5``), ``tie`` whether it
-    is exactly one half; ``pred`` is the index of the response the judge's label prefers; ``decisions`` holds each
-    run's +1 (right), -1 (wrong) or 0 (unreadable); ``order_right`` maps each presentation order to the share of its
-    runs that were right."""
-    prob = judgment.prob
-    has_prob = prob is not None and not math.isnan(prob)
-    pred = None if judgment.label is None else (0 if judgment.label == label_words[0] else 1)
-    winners = [r.winner for r in judgment.runs]
-    if label is None:
-        p_better, correct, win, tie = math.nan, 0.0, False, False
-    elif has_prob:
-        p_better = prob if label == 0 else 1.0 - prob
-        win, tie = p_better > 0.5, p_better == 0.5
-        correct = 1.0 if win else 0.5 if tie else 0.0
-    else:
-        p_better, tie = math.nan, False
-        win = pred == label
-        correct = float(win)
-    want = None if label is None else label + 1
-    decisions = [0 if w is None else (1 if w == want else -1) for w in winners]
-    orders = defaultdict(list)
-    for r, d in zip(judgment.runs, decisions):
-        orders[r.order].append(d > 0)
-    return {
-        "p_better": p_better,
-        "correct": correct,
-        "win": win,
-        "tie": tie,
-        "pred": pred,
-        "gold": label,
-        "decisions": decisions,
-        "order_right": {o: sum(v) / len(v) for o, v in orders.items()},
-        "agreement": judgment.agreement,
-        "failed_runs": sum(r.failure is not None for r in judgment.runs),
-        "runs": len(judgment.runs),
-    }
-
-
 def basic(outcomes: list[dict]) -> dict:
-    """Accuracy, swap agreement and parse-failure rate of some outcomes."""
-    runs = sum(o["runs"] for o in outcomes)
-    return {
-        "num_pairs": len(outcomes),
-        "accuracy": _mean([o["correct"] for o in outcomes if o["gold"] is not None]),
-        "swap_agreement": _mean([float(o["agreement"]) for o in outcomes if o["agreement"] is not None]),
-        "parse_failure_rate": sum(o["failed_runs"] for o in outcomes) / runs if runs else 0.0,
-    }
+    """Accuracy, swap agreement and parse-failure rate of some outcomes ([`~trl_gram.judge_metrics`])."""
+    metrics = summarize_outcomes(outcomes)
+    metrics.pop("mean_prob_better")
+    return metrics
 
 
 def _by(items, key):
@@ -137,7 +90,7 @@ def _by(items, key):
     return dict(groups)
 
 
-def aggregate(fmt: str, comparisons, outcomes: list[dict], row_info: dict) -> dict:
+def official_aggregate(fmt: str, comparisons, outcomes: list[dict], row_info: dict) -> dict:
     """The official aggregate of one file: ``{"score", "metrics", "subsets"}`` (``subsets``: the table rows)."""
     items = list(zip(comparisons, outcomes))
     by_subset = _by(items, lambda it: it[0].subset)

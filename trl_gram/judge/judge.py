@@ -19,87 +19,157 @@ from tqdm.auto import tqdm
 from transformers.utils import logging
 
 from ..parsing import parse_with_template
+from ..presets import LABEL_SCORINGS
 from ..templates import JudgeTemplate, TextOrMessages, question_to_text, response_to_text
 from .backends.base import GenerationSettings, JudgeBackend
 from .cache import RunCache
-from .rendering import MODES, PromptRenderer, forced_text
+from .rendering import JUDGE_MODES, PromptRenderer, forced_text
 from .results import JudgeRun, PairJudgment, combine_runs
 
 logger = logging.get_logger(__name__)
 
 SWAPS = ("both", "random", "none")
-ENGINES = ("auto", "fast", "plain", "vllm", "openai")
+BACKENDS = ("auto", "transformers", "prefix", "vllm", "openai")
 
 
 @dataclass
 class GramJudgeConfig:
-    """How a [`GramJudge`] judges.
+    r"""
+    How a [`GramJudge`] judges. Every field has its command-line help (`metadata["help"]`); the CLIs take them whole
+    through [`~trl_gram.judge.JudgeSpec`], which adds the options that load the model.
 
-    Args:
-        mode: ``"reason"`` generates a rationale and reads the label at the answer slot (GRAM-R²); ``"direct"`` reads
-            the label from one forward pass, no generation (GRAM v1).
-        template: A [`~trl_gram.templates.JudgeTemplate`], a registered name, or ``None`` for the mode's
-            default (``"gram-r2"`` for reason, ``"gram-v1"`` for direct).
-        swap: ``"both"`` judges each pair in both orders (in the same batch) and averages; ``"random"`` one order
-            per pair, drawn with ``seed``; ``"none"`` the given order only.
-        votes: Rationales sampled per order in reason mode (``temperature``/``top_p``); the probabilities are
-            averaged and the labels majority-voted. ``1`` is greedy.
-        temperature: Sampling temperature when ``votes > 1``.
-        top_p: Nucleus sampling when ``votes > 1``.
-        max_new_tokens: Cap on the rationale length; generation normally stops at the answer slot much earlier.
-        max_length: Cap on the prompt length in tokens; longer pairs are truncated inside the responses (then the
-            question), never in the template.
-        token_budget: Upper bound of ``rows × padded length`` (plus ``max_new_tokens`` when generating) per batch.
-        max_batch_rows: Upper bound of rows per batch (``None``: only the token budget applies).
-        force_answer: When a rationale never reaches the answer slot, append ``</think>\\n<answer>\\n`` and read
-            the label there (the run still counts as a parse failure).
-        seed: Seed for sampling and for ``swap="random"``.
-        system_prompt: Optional system message placed before the judge prompt in the chat template.
-        reason_prefix: Text prefilled at the start of the judge's reply in reason mode (e.g. ``"<think>\\n"`` to
-            steer a small zero-shot model into the format); part of the output that is parsed. Empty for released
-            GRAM-R² checkpoints, which write the tags themselves.
-        chat_template_kwargs: Extra keyword arguments for ``apply_chat_template`` (e.g. ``enable_thinking=False``).
-        label_scoring: Which label tokens give the probability: ``"merged"`` sums the bare word and its spaced
-            spelling (``A`` and `` A``) when both are single tokens; ``"official"`` reads the bare tokens only, as the
-            GRAM authors' evaluation does (the presets of [`~trl_gram.presets.PRESETS`] set it).
-        show_progress: tqdm bar over batches (``None``: when there is more than one batch).
-        engine: Which backend runs a loaded transformers model (see [`~trl_gram.judge.backends.make_backend`]):
-            ``"fast"``: the prefix-sharing engine ([`~trl_gram.judge.backends.prefix.PrefixBackend`]; same
-            probabilities up to float rounding, much less work on batches that share template, question or responses);
-            ``"plain"``: padded ``forward``/``generate`` batches
-            ([`~trl_gram.judge.backends.transformers.TransformersBackend`]); ``"auto"``: on CPU, fast when the model
-            passes its one-time self-check (and, generating, its generation config adds no logits processors), else
-            plain; on GPUs plain (one large padded batch beats many small shared-prefix passes there: measured 8× in
-            direct mode on an H200); ``"vllm"``: the model is a ``vllm.LLM``
-            ([`~trl_gram.judge.backends.vllm.VLLMBackend`], see [`GramJudge.from_vllm`]).
-        cache_size: Greedy judge runs kept in an LRU cache keyed by the exact prompt tokens (identical
-            (question, response, response) triples repeat in GRPO when completions repeat); ``0`` disables it.
+    Parameters:
+        mode (`str`, *optional*, defaults to `"reason"`):
+            `"reason"` generates a rationale and reads the label at the answer slot (GRAM-R²); `"direct"` reads the
+            label from one forward pass, no generation (GRAM v1).
+        template (`str` or [`~trl_gram.templates.JudgeTemplate`], *optional*):
+            A template, a registered name, or `None` for the mode's default (`"gram-r2"` for reason, `"gram-v1"` for
+            direct).
+        swap (`str`, *optional*, defaults to `"both"`):
+            `"both"` judges each pair in both orders (in the same batch) and averages; `"random"` one order per pair,
+            drawn with `seed`; `"none"` the given order only.
+        votes (`int`, *optional*, defaults to `1`):
+            Rationales sampled per order in reason mode (`temperature`/`top_p`); the probabilities are averaged and
+            the labels majority-voted. `1` is greedy.
+        temperature (`float`, *optional*, defaults to `0.7`):
+            Sampling temperature when `votes > 1`.
+        top_p (`float`, *optional*, defaults to `1.0`):
+            Nucleus sampling when `votes > 1`.
+        max_new_tokens (`int`, *optional*, defaults to `1024`):
+            Cap on the rationale length; generation normally stops at the answer slot much earlier.
+        max_length (`int`, *optional*, defaults to `4096`):
+            Cap on the prompt length in tokens; longer pairs are truncated inside the responses (then the question),
+            never in the template.
+        token_budget (`int`, *optional*, defaults to `32768`):
+            Upper bound of `rows × padded length` (plus `max_new_tokens` when generating) per batch.
+        max_batch_rows (`int`, *optional*):
+            Upper bound of rows per batch (`None`: only the token budget applies).
+        force_answer (`bool`, *optional*, defaults to `True`):
+            When a rationale never reaches the answer slot, append `</think>\n<answer>\n` and read the label there
+            (the run still counts as a parse failure).
+        seed (`int`, *optional*, defaults to `0`):
+            Seed for sampling and for `swap="random"`.
+        system_prompt (`str`, *optional*):
+            System message placed before the judge prompt in the chat template.
+        reason_prefix (`str`, *optional*, defaults to `""`):
+            Text prefilled at the start of the judge's reply in reason mode (e.g. `"<think>\n"` to steer a small
+            zero-shot model into the format); part of the output that is parsed. Empty for released GRAM-R²
+            checkpoints, which write the tags themselves.
+        chat_template_kwargs (`dict`, *optional*, defaults to `{}`):
+            Extra keyword arguments for `apply_chat_template` (e.g. `{"enable_thinking": false}`); a JSON string is
+            accepted (command lines).
+        label_scoring (`str`, *optional*, defaults to `"merged"`):
+            Which label tokens give the probability: `"merged"` sums the bare word and its spaced spelling (`A` and
+            ` A`) when both are single tokens; `"official"` reads the bare tokens only, as the GRAM authors'
+            evaluation does (the presets of [`~trl_gram.presets.PRESETS`] set it).
+        show_progress (`bool`, *optional*):
+            tqdm bar over batches (`None`: when there is more than one batch).
+        backend (`str`, *optional*, defaults to `"auto"`):
+            Where the judge runs, the one engine choice of trl-gram ([`~trl_gram.judge.backends.make_backend`] for a
+            loaded model, [`~trl_gram.judge.load_judge`] when loading): `"transformers"`: padded
+            `forward`/`generate` batches ([`~trl_gram.judge.backends.transformers.TransformersBackend`]); `"prefix"`:
+            the prefix-sharing engine ([`~trl_gram.judge.backends.prefix.PrefixBackend`]; same probabilities up to
+            float rounding, much less work on batches that share template, question or responses); `"vllm"`:
+            `vllm.LLM` ([`~trl_gram.judge.backends.vllm.VLLMBackend`], see [`GramJudge.from_vllm`]); `"openai"`: a
+            fleet of OpenAI-compatible engines (`engine_urls` of the spec); `"auto"`: when loading, vLLM for reason
+            mode when it is installed (after a checkpoint's preset set the mode); for a transformers model, on CPU
+            the prefix engine when the model passes its one-time self-check (and, generating, its generation config
+            adds no logits processors), else padded batches; on GPUs padded batches (one large padded batch beats
+            many small shared-prefix passes there: measured 8× in direct mode on an H200).
+        cache_size (`int`, *optional*, defaults to `1024`):
+            Greedy judge runs kept in an LRU cache keyed by the exact prompt tokens (identical (question, response,
+            response) triples repeat in GRPO when completions repeat); `0` disables it.
     """
 
-    mode: str = "reason"
-    template: str | JudgeTemplate | None = None
-    swap: str = "both"
-    votes: int = 1
-    temperature: float = 0.7
-    top_p: float = 1.0
-    max_new_tokens: int = 1024
-    max_length: int = 4096
-    token_budget: int = 32768
-    max_batch_rows: int | None = None
-    force_answer: bool = True
-    seed: int = 0
-    system_prompt: str | None = None
-    reason_prefix: str = ""
-    chat_template_kwargs: dict = field(default_factory=dict)
-    label_scoring: str = "merged"
-    show_progress: bool | None = None
-    engine: str = "auto"
-    cache_size: int = 1024
+    mode: str = field(
+        default="reason",
+        metadata={
+            "help": "reason: a rationale then the label (GRAM-R2); direct: the label from one forward pass (GRAM v1).",
+            "choices": list(JUDGE_MODES),
+        },
+    )
+    template: str | JudgeTemplate | None = field(
+        default=None,
+        metadata={"help": "Judge template name (gram-r2, gram-v1, gram-r2-direct); default: the mode's."},
+    )
+    swap: str = field(
+        default="both",
+        metadata={
+            "help": "Orders judged per pair: both (debiased), random (one seeded order) or none.",
+            "choices": list(SWAPS),
+        },
+    )
+    votes: int = field(default=1, metadata={"help": "Rationales sampled per order in reason mode (1: greedy)."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature when votes > 1."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling when votes > 1."})
+    max_new_tokens: int = field(default=1024, metadata={"help": "Cap on the rationale length (reason mode)."})
+    max_length: int = field(
+        default=4096, metadata={"help": "Prompt length cap in tokens (responses, then the question, are cut)."}
+    )
+    token_budget: int = field(
+        default=32768, metadata={"help": "Rows x padded length (+ max_new_tokens when generating) per batch."}
+    )
+    max_batch_rows: int | None = field(default=None, metadata={"help": "Rows per batch cap (None: budget only)."})
+    force_answer: bool = field(
+        default=True,
+        metadata={"help": "Append the answer slot when a rationale never reaches it (still a parse failure)."},
+    )
+    seed: int = field(default=0, metadata={"help": "Seed for sampling and swap=random."})
+    system_prompt: str | None = field(default=None, metadata={"help": "System message before the judge prompt."})
+    reason_prefix: str = field(
+        default="", metadata={"help": "Text prefilled at the start of the judge's reply in reason mode."}
+    )
+    chat_template_kwargs: dict | str | None = field(
+        default_factory=dict,
+        metadata={"help": "Extra apply_chat_template arguments, as JSON (e.g. '{\"enable_thinking\": false}')."},
+    )
+    label_scoring: str = field(
+        default="merged",
+        metadata={
+            "help": "Label tokens read: official (bare A/B, as the GRAM authors) or merged (A + ' A').",
+            "choices": list(LABEL_SCORINGS),
+        },
+    )
+    show_progress: bool | None = field(default=None, metadata={"help": "Progress bar (default: when >1 batch)."})
+    backend: str = field(
+        default="auto",
+        metadata={
+            "help": "Where the judge runs: transformers (padded batches), prefix (prefix-sharing engine), vllm, "
+            "openai (engine fleet), or auto (vllm for reason mode when installed, else prefix on CPU / padded "
+            "batches on GPU; decided after a checkpoint's preset).",
+            "choices": list(BACKENDS),
+        },
+    )
+    cache_size: int = field(default=1024, metadata={"help": "Greedy runs kept in an LRU cache (0: off)."})
 
     def __post_init__(self):
-        _check_choice("mode", self.mode, MODES)
-        _check_choice("engine", self.engine, ENGINES)
-        _check_choice("label_scoring", self.label_scoring, ("official", "merged"))
+        if isinstance(self.chat_template_kwargs, str):
+            self.chat_template_kwargs = _json_dict("chat_template_kwargs", self.chat_template_kwargs)
+        elif self.chat_template_kwargs is None:
+            self.chat_template_kwargs = {}
+        _check_choice("mode", self.mode, JUDGE_MODES)
+        _check_choice("backend", self.backend, BACKENDS)
+        _check_choice("label_scoring", self.label_scoring, LABEL_SCORINGS)
         if not isinstance(self.cache_size, int) or self.cache_size < 0:
             raise ValueError(f"`cache_size` must be a non-negative integer, got {self.cache_size!r}.")
         _check_choice("swap", self.swap, SWAPS)
@@ -110,6 +180,18 @@ class GramJudgeConfig:
                 raise ValueError(f"`{name}` must be positive, got {getattr(self, name)!r}.")
         if self.votes > 1 and self.temperature <= 0:
             raise ValueError("`votes > 1` samples rationales: `temperature` must be > 0.")
+
+
+def _json_dict(name: str, text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except ValueError as e:
+        raise ValueError(f"`{name}` must be a JSON object, got {text!r} ({e}).") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"`{name}` must be a JSON object, got {text!r}.")
+    return value
 
 
 def _with_preset(preset, model_name_or_path, model_config, config, config_fields: dict) -> dict:
@@ -136,19 +218,36 @@ def _check_choice(name, value, choices):
 
 
 class GramJudge:
-    """Batched pairwise judge: renders each pair ([`~trl_gram.judge.rendering.PromptRenderer`]), runs it on a
+    r"""
+    Batched pairwise judge: renders each pair ([`~trl_gram.judge.rendering.PromptRenderer`]), runs it on a
     [`~trl_gram.judge.backends.base.JudgeBackend`] and turns the label-slot logits into position-debiased verdicts.
 
     Args:
-        model: A loaded causal LM (optionally a PEFT model), a ``vllm.LLM`` (with ``engine="vllm"``), or ``None``
-            when ``backend`` is given.
-        tokenizer: Its tokenizer (``None``: the backend's, for vLLM).
-        config: A [`GramJudgeConfig`]; keyword arguments override its fields.
-        backend: A ready [`~trl_gram.judge.backends.base.JudgeBackend`] (default: built from ``model`` by
-            [`~trl_gram.judge.backends.make_backend`] according to ``config.engine``).
+        model (`PreTrainedModel`, `PeftModel` or `vllm.LLM`, *optional*):
+            A loaded causal LM (optionally a PEFT model), a `vllm.LLM` (with `backend="vllm"`), or `None` when a ready
+            backend is given.
+        tokenizer (`PreTrainedTokenizerBase`, *optional*):
+            Its tokenizer (`None`: the backend's).
+        config ([`GramJudgeConfig`], *optional*):
+            How to judge; keyword arguments override its fields.
+        backend ([`~trl_gram.judge.backends.base.JudgeBackend`] or `str`, *optional*):
+            A ready backend object, or the name of one ([`GramJudgeConfig.backend`]); by default the backend is built
+            from `model` by [`~trl_gram.judge.backends.make_backend`] according to `config.backend`.
+        **overrides:
+            Fields of [`GramJudgeConfig`].
+
+    Example:
+
+    ```python
+    >>> from trl_gram import load_judge
+    >>> judge = load_judge(mode="direct")  # the embedded SmolLM2 judge
+    >>> judge.judge(["What is 2 + 2?"], ["4"], ["5"])[0].prob  # P(first response is better)
+    ```
     """
 
     def __init__(self, model=None, tokenizer=None, config: GramJudgeConfig | None = None, backend=None, **overrides):
+        if isinstance(backend, str):
+            overrides["backend"], backend = backend, None
         if config is None:
             config = GramJudgeConfig(**overrides)
         elif overrides:
@@ -157,7 +256,7 @@ class GramJudge:
         if backend is None and model is not None:
             from .backends import make_backend
 
-            if tokenizer is None and config.engine != "vllm":
+            if tokenizer is None and config.backend != "vllm":
                 raise ValueError("GramJudge needs the model's `tokenizer`.")
             backend = make_backend(model, tokenizer, config)
         if backend is not None and not isinstance(backend, JudgeBackend):
@@ -201,17 +300,29 @@ class GramJudge:
         docs/embedded_judge.md; ``trl_gram.default_model_path()`` is the untrained base, the zero-shot judge).
 
         Args:
-            adapter: Path or id of a PEFT adapter to put on the model.
-            load_in_4bit: Quantize to NF4 with bitsandbytes (extra ``trl-gram[quantization]``).
-            dtype: Torch dtype or ``"auto"``.
-            device: Where to put the model (``None``: CUDA if available, else CPU).
-            model_kwargs: Extra keyword arguments for ``AutoModelForCausalLM.from_pretrained``.
-            preset: ``"auto"`` applies the preset of a released GRAM / GRAM-R² checkpoint recognised from its id,
-                folder name or config ([`~trl_gram.presets.detect_preset`]); a preset name forces one; ``None``
-                applies none. A preset only fills fields not given in ``config_fields`` (and none when ``config`` is
-                passed).
-            **config_fields: Fields of [`GramJudgeConfig`] (a ``None`` value means the field's default, or the
-                preset's).
+            model_name_or_path (`str`, *optional*):
+                Folder or Hub id (`None`: the embedded default model).
+            adapter (`str`, *optional*):
+                Path or id of a PEFT adapter to put on the model.
+            load_in_4bit (`bool`, *optional*, defaults to `False`):
+                Quantize to NF4 with bitsandbytes (extra `trl-gram[quantization]`).
+            dtype (`str` or `torch.dtype`, *optional*, defaults to `"auto"`):
+                Torch dtype or `"auto"`.
+            device (`str` or `torch.device`, *optional*):
+                Where to put the model (`None`: CUDA if available, else CPU).
+            config ([`GramJudgeConfig`], *optional*):
+                A whole config (then no preset applies).
+            model_kwargs (`dict`, *optional*):
+                Extra keyword arguments for `AutoModelForCausalLM.from_pretrained`.
+            preset (`str`, *optional*, defaults to `"auto"`):
+                `"auto"` applies the preset of a released GRAM / GRAM-R² checkpoint recognised from its id, folder
+                name or config ([`~trl_gram.presets.detect_preset`]); a preset name forces one; `None` applies none.
+                A preset only fills fields not given in `config_fields` (and none when `config` is passed).
+            **config_fields:
+                Fields of [`GramJudgeConfig`] (a `None` value means the field's default, or the preset's).
+
+        Returns:
+            [`GramJudge`]: the judge, on a transformers backend chosen by `backend` (see [`GramJudgeConfig`]).
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -263,11 +374,29 @@ class GramJudge:
         spawns its engine process.
 
         Args:
-            tensor_parallel_size: GPUs one copy of the judge is split over (large judges).
-            data_parallel_size: Copies of the judge vLLM spreads requests over.
-            gpu_memory_utilization, dtype, max_model_len, llm_kwargs: As for ``vllm.LLM``.
-            preset: As for [`~GramJudge.from_pretrained`] (recognised from the id or folder name).
-            **config_fields: Fields of [`GramJudgeConfig`].
+            model_name_or_path (`str`, *optional*):
+                Folder or Hub id (`None`: the embedded default model).
+            config ([`GramJudgeConfig`], *optional*):
+                A whole config (then no preset applies).
+            tensor_parallel_size (`int`, *optional*, defaults to `1`):
+                GPUs one copy of the judge is split over (large judges).
+            data_parallel_size (`int`, *optional*, defaults to `1`):
+                Copies of the judge vLLM spreads requests over.
+            gpu_memory_utilization (`float`, *optional*):
+                As for `vllm.LLM` (`None`: the backend's default).
+            dtype (`str`, *optional*, defaults to `"auto"`):
+                Weights' dtype.
+            max_model_len (`int`, *optional*):
+                Context length of the engine.
+            llm_kwargs (`dict`, *optional*):
+                Extra `vllm.LLM` arguments.
+            preset (`str`, *optional*, defaults to `"auto"`):
+                As for [`~GramJudge.from_pretrained`] (recognised from the id or folder name).
+            **config_fields:
+                Fields of [`GramJudgeConfig`].
+
+        Returns:
+            [`GramJudge`]: the judge on a [`~trl_gram.judge.backends.vllm.VLLMBackend`].
         """
         from .backends.vllm import VLLMBackend
 
@@ -288,7 +417,7 @@ class GramJudge:
             seed=seed,
             llm_kwargs=llm_kwargs,
         )
-        return cls(backend=backend, **{**fields, "engine": "vllm"})
+        return cls(backend=backend, config=GramJudgeConfig(**{**fields, "backend": "vllm"}))
 
     @classmethod
     def from_openai(
@@ -329,7 +458,7 @@ class GramJudge:
         if isinstance(tokenizer, str):
             tokenizer = AutoTokenizer.from_pretrained(tokenizer)
         config_fields = _with_preset(preset, served_model_name or name, None, config, config_fields)
-        fields = {**(config.__dict__ if config is not None else {}), **config_fields, "engine": "openai"}
+        fields = {**(config.__dict__ if config is not None else {}), **config_fields, "backend": "openai"}
         if served_model_name is None and name is not None:
             served_model_name = name
         backend = OpenAIBackend(
@@ -339,7 +468,7 @@ class GramJudge:
             max_length=fields.get("max_length", GramJudgeConfig.max_length),
             **(backend_kwargs or {}),
         )
-        return cls(backend=backend, tokenizer=tokenizer, **fields)
+        return cls(backend=backend, tokenizer=tokenizer, config=GramJudgeConfig(**fields))
 
     def release(self) -> None:
         """Free the backend's memory (e.g. before a training stage); the judge is unusable afterwards."""
@@ -403,7 +532,7 @@ class GramJudge:
         swap = swap or self.config.swap
         votes = votes or self.config.votes
         seed = self.config.seed if seed is None else seed
-        _check_choice("mode", mode, MODES)
+        _check_choice("mode", mode, JUDGE_MODES)
         _check_choice("swap", swap, SWAPS)
         n = len(questions)
         for name, seq in (("responses_1", responses_1), ("responses_2", responses_2)):
@@ -494,7 +623,8 @@ class GramJudge:
         runs = []
         for (_, order, *_), row in zip(items, logits):
             p = self._prob_first(row, template)
-            runs.append(JudgeRun(order=order, prob_first=p, label=template.label_words[0 if p >= 0.5 else 1]))
+            label = template.label_words[0 if p >= 0.5 else 1]
+            runs.append(JudgeRun(order=order, prob_first=p, label=label, first_label=template.label_words[0]))
         return runs
 
     def _run_reason(self, items, sample: bool, seed: int, show_progress) -> list[JudgeRun]:
@@ -524,5 +654,7 @@ class GramJudge:
             text = cfg.reason_prefix + result.text
             verdict = parse_with_template(text, template)
             p = self._prob_first(result.slot_logits, template) if result.slot_logits is not None else math.nan
-            runs.append(JudgeRun(order, p, verdict.label, verdict.rationale, verdict.failure, text))
+            runs.append(
+                JudgeRun(order, p, verdict.label, verdict.rationale, verdict.failure, text, template.label_words[0])
+            )
         return runs

@@ -11,7 +11,7 @@ from ..templates import JudgeTemplate, TextOrMessages, get_template, question_to
 
 logger = logging.get_logger(__name__)
 
-MODES = ("reason", "direct")
+JUDGE_MODES = ("reason", "direct")
 
 
 def forced_text(text: str, template: JudgeTemplate) -> str:
@@ -41,8 +41,8 @@ class PromptRenderer:
 
     # -- templates and label tokens -----------------------------------------------------------------------------------
     def template_for(self, mode: str) -> JudgeTemplate:
-        if mode not in MODES:
-            raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}.")
+        if mode not in JUDGE_MODES:
+            raise ValueError(f"`mode` must be one of {JUDGE_MODES}, got {mode!r}.")
         key = mode
         if key not in self._templates:
             template = get_template(self.config.template, mode)

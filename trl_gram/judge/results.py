@@ -17,11 +17,12 @@ class JudgeRun:
     Attributes:
         order: ``"AB"`` (response_1 shown first) or ``"BA"``.
         prob_first: Probability of the label of the response shown first, from the label-token logits.
-        label: Label parsed from the output, in the shown order (``"A"``: the first shown is better); in direct mode
-            the more probable label.
+        label: Label word parsed from the output, in the shown order (``first_label``: the first shown is better); in
+            direct mode the more probable label.
         rationale: The rationale text (empty in direct mode).
         failure: Why the output could not be parsed, else ``None``.
         text: The raw generated text.
+        first_label: The template's label word for the response shown first (``"A"`` for the GRAM templates).
     """
 
     order: str
@@ -30,6 +31,7 @@ class JudgeRun:
     rationale: str = ""
     failure: str | None = None
     text: str = ""
+    first_label: str = "A"
 
     @property
     def prob_response_1(self) -> float:
@@ -40,7 +42,7 @@ class JudgeRun:
         """1 or 2: which response this run prefers (in the pair's own order), ``None`` if unparsed."""
         if self.label is None:
             return None
-        first_wins = self.label == "A"
+        first_wins = self.label == self.first_label
         return 1 if first_wins == (self.order == "AB") else 2
 
 

@@ -1,5 +1,5 @@
 """``trl-gram serve``: run the reward server ([`~serving.server.create_app`]); flags or ``--config serve.yaml``
-(TRL's ``TrlParser`` over [`~serving.config.ServeJudgeArguments`] and [`~serving.config.ServeConfig`]).
+(TRL's ``TrlParser`` over the judge's [`~trl_gram.judge.JudgeSpec`] and [`~serving.config.ServeConfig`]).
 
 Examples::
 
@@ -11,19 +11,20 @@ Examples::
 
 from __future__ import annotations
 
-from .config import ServeConfig, ServeJudgeArguments
+from ..judge.spec import JudgeSpec
+from .config import ServeConfig
 
 SERVE_HELP = "Serve a judge over HTTP (OpenRLHF --remote_rm_url, verl, RemoteGenerativeRewardFunction)."
 
 
-def parse_serve_args(argv: list[str] | None = None) -> tuple[ServeJudgeArguments, ServeConfig]:
+def parse_serve_args(argv: list[str] | None = None) -> tuple[JudgeSpec, ServeConfig]:
     """The judge and server settings of a ``trl-gram serve`` command line (``argv`` without ``serve``)."""
     import sys
 
     from trl import TrlParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = TrlParser((ServeJudgeArguments, ServeConfig), prog="trl-gram serve")
+    parser = TrlParser((JudgeSpec, ServeConfig), prog="trl-gram serve", allow_abbrev=False)
     flags = {a.split("=", 1)[0] for a in argv}
     if "--api_key" in flags or "--api-key" in flags:
         raise ValueError(
@@ -33,45 +34,14 @@ def parse_serve_args(argv: list[str] | None = None) -> tuple[ServeJudgeArguments
     return judge_args, config
 
 
-def judge_factory(args: ServeJudgeArguments):
-    """A function loading the judge described by ``args`` (run in a background thread by the server)."""
-    options = dict(
-        mode=args.mode,
-        template=args.template,
-        swap=args.swap,
-        max_new_tokens=args.max_new_tokens,
-        max_length=args.max_length,
-        token_budget=args.token_budget,
-    )
+def judge_factory(spec: JudgeSpec):
+    """A function loading the judge `spec` describes ([`~trl_gram.judge.load_judge`]; run in a background thread by
+    the server)."""
 
     def load():
-        if args.backend == "openai":  # a gateway: the tokenizer only, the engines run the model
-            from ..judge import GramJudge
+        from ..judge import load_judge
 
-            return GramJudge.from_openai(
-                args.engine_urls, served_model_name=args.served_model_name, tokenizer=args.model, **options
-            )
-        if args.backend == "vllm":
-            from ..judge import GramJudge
-
-            return GramJudge.from_vllm(
-                args.model,
-                tensor_parallel_size=args.tensor_parallel_size,
-                gpu_memory_utilization=args.gpu_memory_utilization,
-                dtype=args.dtype,
-                **options,
-            )
-        from ..judge import GramJudge
-
-        return GramJudge.from_pretrained(
-            args.model,
-            adapter=args.adapter,
-            load_in_4bit=args.load_in_4bit,
-            dtype=args.dtype,
-            device=args.device,
-            engine=args.engine,
-            **options,
-        )
+        return load_judge(spec)
 
     return load
 

@@ -1,5 +1,5 @@
-"""Settings of the reward server ([`ServeConfig`]) and of the judge it loads ([`ServeJudgeArguments`]); both are read
-by ``trl-gram serve`` with TRL's ``TrlParser`` (flags or ``--config serve.yaml``)."""
+"""Settings of the reward server ([`ServeConfig`]); ``trl-gram serve`` reads them with TRL's ``TrlParser`` (flags or
+``--config serve.yaml``) beside the judge it loads, a [`~trl_gram.judge.JudgeSpec`]."""
 
 from __future__ import annotations
 
@@ -92,7 +92,8 @@ class ServeConfig(pairing.ComparisonConfig):
     batch_window_ms: float = field(default=10.0, metadata={"help": "Wait for concurrent requests to join a batch."})
     max_batch_pairs: int = field(default=512, metadata={"help": "Pairs per judge call (shared round-robin)."})
     reference: str = field(
-        default="group", metadata={"help": "Comparison within a prompt group.", "choices": list(pairing.REFERENCES)}
+        default="group",
+        metadata={"help": "Comparison within a prompt group.", "choices": list(pairing.GROUP_REFERENCES)},
     )
     output: str = field(default="prob", metadata={"help": "Reward scale.", "choices": list(pairing.OUTPUTS)})
     failure_reward: float | None = field(
@@ -107,8 +108,8 @@ class ServeConfig(pairing.ComparisonConfig):
         super().__post_init__()
         if self.extra_votes:
             raise ValueError("`extra_votes` is not available on the reward server (its batcher judges one vote).")
-        if self.reference not in pairing.REFERENCES:
-            raise ValueError(f"`reference` must be one of {pairing.REFERENCES}, got {self.reference!r}.")
+        if self.reference not in pairing.GROUP_REFERENCES:
+            raise ValueError(f"`reference` must be one of {pairing.GROUP_REFERENCES}, got {self.reference!r}.")
         if self.output not in pairing.OUTPUTS:
             raise ValueError(f"`output` must be one of {pairing.OUTPUTS}, got {self.output!r}.")
         for name in (
@@ -138,61 +139,3 @@ class ServeConfig(pairing.ComparisonConfig):
         fields = {k: v for k, v in self.__dict__.items() if k != "api_key"}
         shown = ", ".join(f"{k}={v!r}" for k, v in fields.items())
         return f"ServeConfig({shown}, api_key={'***' if self.api_key else None})"
-
-
-@dataclass
-class ServeJudgeArguments:
-    """The judge ``trl-gram serve`` loads.
-
-    Args:
-        model (`str`, *optional*): Judge model folder or Hub id (default: the embedded SmolLM2 judge).
-        adapter (`str`, *optional*): PEFT adapter to put on the model.
-        backend (`str`): ``"transformers"``, ``"vllm"`` or ``"openai"`` (a gateway: the engines behind
-            ``engine_urls`` run the model, this server loads only the tokenizer ``model`` names).
-        engine_urls (`list[str]`): ``"openai"`` only: base URLs of the engines (with or without ``/v1``).
-        served_model_name (`str`, *optional*): ``"openai"`` only: the engines' model name (default: ``model``).
-        mode (`str`): ``"reason"`` or ``"direct"``.
-        template (`str`, *optional*): Judge template name.
-        swap (`str`): Orders judged per pair.
-        max_new_tokens (`int`): Rationale length cap (reason mode).
-        max_length (`int`): Prompt length cap in tokens.
-        token_budget (`int`): Rows x padded length per judge batch.
-        engine (`str`): transformers engine (``auto``, ``fast``, ``plain``).
-        dtype (`str`): Model dtype.
-        device (`str`, *optional*): Device of the model.
-        load_in_4bit (`bool`): Load in 4 bits (bitsandbytes).
-        tensor_parallel_size (`int`): vLLM backend only.
-        gpu_memory_utilization (`float`): vLLM backend only.
-    """
-
-    model: str | None = field(default=None, metadata={"help": "Judge model folder or Hub id (default: embedded)."})
-    adapter: str | None = field(default=None, metadata={"help": "PEFT adapter to put on the model."})
-    backend: str = field(
-        default="transformers", metadata={"help": "Backend.", "choices": ["transformers", "vllm", "openai"]}
-    )
-    engine_urls: list[str] = field(
-        default_factory=list, metadata={"help": "openai backend: engine base URLs (with or without /v1)."}
-    )
-    served_model_name: str | None = field(
-        default=None, metadata={"help": "openai backend: the engines' model name (default: --model)."}
-    )
-    mode: str = field(default="reason", metadata={"help": "Judge mode.", "choices": ["reason", "direct"]})
-    template: str | None = field(default=None, metadata={"help": "Template (gram-r2, gram-v1, gram-r2-direct)."})
-    swap: str = field(default="both", metadata={"help": "Orders judged.", "choices": ["both", "random", "none"]})
-    max_new_tokens: int = field(default=1024, metadata={"help": "Rationale length cap."})
-    max_length: int = field(default=4096, metadata={"help": "Prompt length cap (tokens)."})
-    token_budget: int = field(default=32768, metadata={"help": "Rows x padded length per batch."})
-    engine: str = field(default="auto", metadata={"help": "Engine.", "choices": ["auto", "fast", "plain"]})
-    dtype: str = field(default="auto", metadata={"help": "Model dtype."})
-    device: str | None = field(default=None, metadata={"help": "Device."})
-    load_in_4bit: bool = field(default=False, metadata={"help": "Load in 4 bits."})
-    tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM backend only."})
-    gpu_memory_utilization: float | None = field(
-        default=None, metadata={"help": "vLLM backend only (None: its default; on CPU a fixed KV cache)."}
-    )
-
-    def __post_init__(self):
-        if self.backend == "openai" and not self.engine_urls:
-            raise ValueError("`--backend openai` needs `--engine_urls URL [URL ...]` (the engines' base URLs).")
-        if self.backend != "openai" and self.engine_urls:
-            raise ValueError(f"`--engine_urls` is for `--backend openai`, not {self.backend!r}.")

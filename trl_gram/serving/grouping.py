@@ -246,7 +246,7 @@ class GroupCollector:
             return
         if self.on_cost is not None:
             self.on_cost(cost)
-        result = pairing.aggregate(len(group.futures), comparisons, judgments, method=settings.aggregate)
+        result = pairing.score_completions(len(group.futures), comparisons, judgments, method=settings.aggregate)
         if settings.length_control:
             lengths = [0 if c is None else pairing.text_length(c) for c in group.completions]
             result.probs = pairing.length_controlled(result.probs, lengths, [members])

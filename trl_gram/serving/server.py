@@ -275,7 +275,7 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
         async def local():
             judgments, cost = await adaptive.run_async(judge_pairs, comparisons, settings)
             spent(cost)
-            result = pairing.aggregate(n, comparisons, judgments, method=settings.aggregate)
+            result = pairing.score_completions(n, comparisons, judgments, method=settings.aggregate)
             if settings.length_control:
                 lengths = [pairing.text_length(c) if c is not None else 0 for c in completions]
                 links = [(c[0], c[4]) for c in comparisons]
@@ -426,8 +426,8 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
     async def reward_endpoint(request: Request):
         body = await body_of(request)
         reference = body.get("reference") or config.reference
-        if reference not in pairing.REFERENCES:
-            raise RequestError(400, f"`reference` must be one of {pairing.REFERENCES}, got {reference!r}.")
+        if reference not in pairing.GROUP_REFERENCES:
+            raise RequestError(400, f"`reference` must be one of {pairing.GROUP_REFERENCES}, got {reference!r}.")
         across = body.get("group_across_requests", True)
         if not isinstance(across, bool):
             raise RequestError(400, "Field `group_across_requests` must be true or false.")

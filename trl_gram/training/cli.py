@@ -1,19 +1,16 @@
-"""``trl-gram train``, ``trl-gram self-train`` and ``trl-gram eval`` (``TrlParser``: flags or ``--config x.yaml``).
+"""``trl-gram train`` and ``trl-gram self-train`` (``TrlParser``: flags or ``--config x.yaml``).
 
 Examples::
 
-    trl-gram train --config recipes/gram_r2_cpu_smoke.yaml
-    trl-gram self-train --config recipes/gram_r2_self_train_cpu_smoke.yaml
-    trl-gram eval --data ../shared/data/judgebench_gpt.json --mode direct --max_samples 100
-    accelerate launch --config_file recipes/accelerate/zero3.yaml -m trl_gram.cli train --config recipes/...yaml
+    trl-gram train --config recipes/gram_v1_finetune.yaml
+    trl-gram self-train --config recipes/gram_r2_cpu_smoke.yaml
+    accelerate launch --config_file recipes/accelerate/deepspeed_zero3.yaml -m trl_gram.cli self-train --config recipes/gram_r2_llama32_3b.yaml
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-
-from ..evaluation.cli import EVAL_HELP, EvalArguments  # noqa: F401  (``trl-gram eval`` lives there)
 
 TRAIN_HELP = "Train a generative judge (reason / direct / pretrain) on preference pairs."
 SELF_TRAIN_HELP = "Run the GRAM-R² pipeline: prover, initial judge, self-training rounds, final fine-tune."
@@ -85,8 +82,8 @@ def _parse(dataclass_types, argv, prog):
 def run_train(args) -> int:
     from trl import ModelConfig, get_peft_config
 
+    from ..formats import load_pairs
     from .config import GramRewardConfig
-    from .datasets import load_pairs
     from .trainer import GramRewardTrainer
 
     script_args, training_args, model_args = _parse(
@@ -121,8 +118,9 @@ def run_train(args) -> int:
 def run_self_train(args) -> int:
     from trl import ModelConfig, get_peft_config, get_quantization_config
 
+    from ..formats import load_pairs
     from .config import GramRewardConfig
-    from .datasets import as_unlabeled, load_pairs
+    from .judge_examples import as_unlabeled
     from .self_training import GramSelfTrainer, SelfTrainingConfig
 
     script_args, sargs, training_args, model_args = _parse(
@@ -159,9 +157,3 @@ def run_self_train(args) -> int:
         print(json.dumps({k: v for k, v in h.items() if k != "checkpoint"}))
     print(f"Final judge: {trainer.final_model_path}")
     return 0
-
-
-def run_eval(args) -> int:
-    from ..evaluation.cli import run_eval as run
-
-    return run(args)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from trl import SFTConfig
 
+from ..judge.judge import GramJudgeConfig
+from ..judge.spec import judge_field
 from ..templates import TEMPLATES, JudgeTemplate, get_template
 
-MODES = ("reason", "direct", "pretrain")
+TRAINING_MODES = ("reason", "direct", "pretrain")
 
 
 @dataclass
@@ -18,7 +21,8 @@ class GramRewardConfig(SFTConfig):
     r"""
     Configuration for [`GramRewardTrainer`]: every field of TRL's `SFTConfig` (optimisation, `max_length`, packing,
     PEFT-related, logging, ...) plus the fields below, which say how preference pairs become judge training examples
-    and how the judge is evaluated during training.
+    and how the judge is evaluated during training. The `judge_eval_*` fields take their defaults and help from
+    [`~trl_gram.judge.JudgeSpec`] (`swap`, `max_new_tokens`, `votes`): each judge default is written once.
 
     Parameters:
         mode (`str`, *optional*, defaults to `"reason"`):
@@ -67,13 +71,13 @@ class GramRewardConfig(SFTConfig):
             At most this many eval pairs are judged (the first ones); `None` judges all of them.
         judge_eval_swap (`str`, *optional*, defaults to `"both"`):
             Orders judged at evaluation (`"both"` measures swap agreement).
-        judge_eval_max_new_tokens (`int`, *optional*, defaults to `512`):
+        judge_eval_max_new_tokens (`int`, *optional*, defaults to `1024`):
             Generation budget of the rationale when evaluating a reasoning judge.
         judge_eval_votes (`int`, *optional*, defaults to `1`):
             Rationales sampled per order at evaluation (`1` is greedy; more are sampled at the judge's temperature
             and majority-voted).
         judge_kwargs (`dict[str, Any]`, *optional*):
-            Extra `GramJudgeConfig` fields (e.g. `system_prompt`, `reason_prefix`, `chat_template_kwargs`,
+            Extra [`~trl_gram.judge.GramJudgeConfig`] fields (checked against them) (e.g. `system_prompt`, `reason_prefix`, `chat_template_kwargs`,
             `token_budget`, `temperature`). They shape the prompt, so training examples are rendered with the same
             judge settings as inference: use the same values when you load the trained judge.
         judge_eval_subset_column (`str`, *optional*, defaults to `"subset"`):
@@ -91,7 +95,7 @@ class GramRewardConfig(SFTConfig):
 
     mode: str = field(
         default="reason",
-        metadata={"help": "Judge training mode.", "choices": list(MODES)},
+        metadata={"help": "Judge training mode.", "choices": list(TRAINING_MODES)},
     )
     template: str | None = field(
         default=None,
@@ -151,14 +155,9 @@ class GramRewardConfig(SFTConfig):
     judge_eval_max_samples: int | None = field(
         default=200, metadata={"help": "Number of eval pairs judged at each evaluation (None: all)."}
     )
-    judge_eval_swap: str = field(
-        default="both",
-        metadata={"help": "Orders judged at evaluation.", "choices": ["both", "random", "none"]},
-    )
-    judge_eval_max_new_tokens: int = field(
-        default=512, metadata={"help": "Rationale generation budget at evaluation (reason mode)."}
-    )
-    judge_eval_votes: int = field(default=1, metadata={"help": "Rationales per order at evaluation (1: greedy)."})
+    judge_eval_swap: str = judge_field("swap", "Orders judged at evaluation.")
+    judge_eval_max_new_tokens: int = judge_field("max_new_tokens", "Rationale length cap at evaluation (reason mode).")
+    judge_eval_votes: int = judge_field("votes", "Rationales per order at evaluation (1: greedy).")
     judge_kwargs: dict[str, Any] | str | None = field(
         default=None,
         metadata={
@@ -183,10 +182,13 @@ class GramRewardConfig(SFTConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.mode not in MODES:
-            raise ValueError(f"`mode` must be one of {MODES}, got {self.mode!r}.")
+        if self.mode not in TRAINING_MODES:
+            raise ValueError(f"`mode` must be one of {TRAINING_MODES}, got {self.mode!r}.")
         if self.judge_kwargs is None:
             self.judge_kwargs = {}
+        unknown = set(self.judge_kwargs) - {f.name for f in dataclasses.fields(GramJudgeConfig)}
+        if unknown:
+            raise ValueError(f"`judge_kwargs` has keys that are not GramJudgeConfig fields: {sorted(unknown)}.")
         reserved = {"mode", "template", "swap", "votes", "max_new_tokens", "seed"} & set(self.judge_kwargs)
         if reserved:
             raise ValueError(

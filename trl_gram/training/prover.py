@@ -27,8 +27,8 @@ from transformers.utils import logging
 
 from ..batching import left_pad, token_budget_batches, truncate_fields
 from ..templates import JudgeTemplate, question_to_text, response_to_text
-from .data import render_pairs, uses_chat_template, validate_pairs
 from .denoise import Candidate, DenoiseRules, check_candidate
+from .judge_examples import render_pairs, uses_chat_template, validate_pairs
 
 logger = logging.get_logger(__name__)
 
@@ -113,14 +113,22 @@ class Proof:
 
 
 class PreferenceProver:
-    """The preference-proving model π_ψ over a causal LM.
+    r"""
+    The preference-proving model π_ψ over a causal LM.
 
     Args:
-        model: A loaded causal LM (optionally PEFT).
-        tokenizer: Its tokenizer.
-        config: A [`ProverConfig`].
-        prompt: The prover prompt, with ``{question}``, ``{first}``, ``{second}``, ``{label}`` and ``{other}``.
-        label_words: The label words used in prompts and rationales.
+        model ([`~transformers.PreTrainedModel`] or `None`):
+            A loaded causal LM (optionally PEFT); `None` with a `backend`.
+        tokenizer ([`~transformers.PreTrainedTokenizerBase`]):
+            Its tokenizer.
+        config ([`ProverConfig`], *optional*):
+            Sampling settings (default: `ProverConfig()`).
+        prompt (`str`, *optional*, defaults to `PROVER_PROMPT`):
+            The prover prompt, with `{question}`, `{first}`, `{second}`, `{label}` and `{other}`.
+        label_words (`tuple[str, str]`, *optional*, defaults to `("A", "B")`):
+            The label words used in prompts and rationales.
+        backend ([`~trl_gram.judge.backends.vllm.VLLMBackend`], *optional*):
+            A vLLM engine to sample and score on (the self-training loop's `judge_backend="vllm"`).
     """
 
     def __init__(

@@ -36,10 +36,10 @@ from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
 from ..judge import GramJudge, GramJudgeConfig
+from ..judge_metrics import judge_metrics
 from .config import GramRewardConfig, resolve_template
-from .data import render_pairs, validate_pairs
 from .denoise import DenoiseRules
-from .evaluation import judge_metrics
+from .judge_examples import render_pairs, validate_pairs
 from .prover import PreferenceProver, ProverConfig
 from .pseudo_label import pair_row, pseudo_label, select
 from .run_folder import RunFolder, read_jsonl, write_json, write_jsonl
@@ -53,22 +53,47 @@ logger = logging.get_logger(__name__)
 
 
 class GramSelfTrainer:
-    """Runs the GRAM-R² training pipeline.
+    r"""
+    Runs the GRAM-R² training pipeline: prover, initial judge, self-training rounds, final fine-tune.
 
     Args:
-        model: The base model: a path/id (reloaded whenever a fresh copy is needed) or a loaded causal LM (deep-copied).
-        args: A [`GramRewardConfig`]: how each judge is trained; ``output_dir`` is the root of the run.
-        self_training_args: A [`SelfTrainingConfig`].
-        labeled_dataset: Rationale-free labeled pairs (``prompt``/``chosen``/``rejected``...) for the initial judge;
-            a rationale column, when present, is used instead of proofs.
-        unlabeled_dataset: Unlabeled pairs (``prompt``/``response_a``/``response_b``; labels, if any, are ignored).
-        seed_dataset: Pairs with human rationales (prover training and final fine-tune).
-        eval_dataset: Held-out labeled pairs, judged after every stage.
-        processing_class: The tokenizer (loaded from ``model`` when ``None``).
-        prover: A [`PreferenceProver`], or ``None`` (``self_training_args.prover_model`` or the base model).
-        template / peft_config / quantization_config / callbacks: Passed to every [`GramRewardTrainer`].
-        train_config_extra: Extra keys written into each stage's ``train.yaml`` when ``train_command`` is set (e.g.
-            the CLI's model arguments).
+        model (`str` or [`~transformers.PreTrainedModel`]):
+            The base model: a path/id (reloaded whenever a fresh copy is needed) or a loaded causal LM (deep-copied).
+        args ([`GramRewardConfig`]):
+            How each judge is trained; `output_dir` is the root of the run.
+        self_training_args ([`SelfTrainingConfig`], *optional*):
+            The loop's settings (default: `SelfTrainingConfig()`).
+        labeled_dataset ([`~datasets.Dataset`], *optional*):
+            Rationale-free labeled pairs (`prompt`/`chosen`/`rejected`...) for the initial judge; a rationale column,
+            when present, is used instead of proofs.
+        unlabeled_dataset ([`~datasets.Dataset`], *optional*):
+            Unlabeled pairs (`prompt`/`response_a`/`response_b`; labels, if any, are ignored).
+        seed_dataset ([`~datasets.Dataset`], *optional*):
+            Pairs with human rationales (prover training and final fine-tune).
+        eval_dataset ([`~datasets.Dataset`], *optional*):
+            Held-out labeled pairs, judged after every stage ([`~trl_gram.judge_metrics.judge_metrics`]).
+        processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
+            The tokenizer (loaded from `model` when `None`).
+        prover ([`PreferenceProver`], *optional*):
+            The preference-proving model (default: `self_training_args.prover_model`, else the base model).
+        template, peft_config, quantization_config, callbacks (*optional*):
+            Passed to every [`GramRewardTrainer`].
+        train_config_extra (`dict`, *optional*):
+            Extra keys written into each stage's `train.yaml` when `train_command` is set (e.g. the CLI's model
+            arguments).
+
+    Example:
+
+    ```python
+    >>> from trl_gram import GramRewardConfig, GramSelfTrainer, SelfTrainingConfig, default_model_path
+    >>> from trl_gram.formats import load_pairs
+    >>> labeled, _ = load_pairs("pairs.jsonl", select="0:64")
+    >>> unlabeled, _ = load_pairs("pairs.jsonl", select="64:256")
+    >>> args = GramRewardConfig("runs/gram_r2", mode="direct", use_cpu=True, report_to="none")
+    >>> trainer = GramSelfTrainer(default_model_path(), args, SelfTrainingConfig(rounds=1),
+    ...                           labeled_dataset=labeled, unlabeled_dataset=unlabeled)
+    >>> history = trainer.run()
+    ```
     """
 
     def __init__(

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..judge.judge import SWAPS
+from ..judge.spec import judge_field
+
+LOOP_BACKENDS = ("transformers", "vllm")
+"""The [`~trl_gram.judge.JudgeSpec`] backends the loop's generating stages run on (models in memory, or vLLM)."""
+
 
 @dataclass
 class SelfTrainingConfig:
     r"""
-    Settings of the self-training loop. The judge's own training settings (learning rate, epochs, `max_length`, mode,
+    Settings of the self-training loop. Its judge settings (`pseudo_label_*`, `vllm_*`) take their defaults and help
+    from [`~trl_gram.judge.JudgeSpec`] (`votes`, `swap`, `temperature`, `tensor_parallel_size`,
+    `gpu_memory_utilization`). The judge's own training settings (learning rate, epochs, `max_length`, mode,
     template, ...) come from the [`GramRewardConfig`] given beside it, whose `output_dir` is the root of the run.
 
     Parameters:
@@ -77,7 +85,7 @@ class SelfTrainingConfig:
         plot (`bool`, *optional*, defaults to `True`):
             Write `self_training.png` (kept fraction and eval accuracy per round).
         judge_backend (`str`, *optional*, defaults to `"transformers"`):
-            Engine of the generating stages (evaluation, pseudo-labelling, proof sampling and Eq. 5 scoring,
+            Backend ([`~trl_gram.judge.JudgeSpec`] vocabulary) of the generating stages (evaluation, pseudo-labelling, proof sampling and Eq. 5 scoring,
             bootstrapped seed rationales): `"transformers"` (the models in memory) or `"vllm"` (each checkpoint is
             loaded into `vllm.LLM`, released before every training stage and reloaded from the new checkpoint after
             it; adapters are merged first). Training itself always runs on transformers.
@@ -92,14 +100,9 @@ class SelfTrainingConfig:
     unlabeled_per_round: int | None = field(
         default=None, metadata={"help": "Unlabeled pairs per round (None: the pool split evenly over the rounds)."}
     )
-    pseudo_label_votes: int = field(default=1, metadata={"help": "Judge runs per order when pseudo-labelling."})
-    pseudo_label_swap: str = field(
-        default="both",
-        metadata={"help": "Orders judged when pseudo-labelling.", "choices": ["both", "random", "none"]},
-    )
-    pseudo_label_temperature: float = field(
-        default=0.7, metadata={"help": "Sampling temperature when pseudo_label_votes > 1."}
-    )
+    pseudo_label_votes: int = judge_field("votes", "Judge runs per order when pseudo-labelling.")
+    pseudo_label_swap: str = judge_field("swap", "Orders judged when pseudo-labelling.")
+    pseudo_label_temperature: float = judge_field("temperature", "Sampling temperature when pseudo_label_votes > 1.")
     min_vote_agreement: float = field(
         default=0.5, metadata={"help": "Share of runs that must agree with the majority label."}
     )
@@ -156,12 +159,13 @@ class SelfTrainingConfig:
     plot: bool = field(default=True, metadata={"help": "Write self_training.png."})
     judge_backend: str = field(
         default="transformers",
-        metadata={"help": "Engine of the generating stages.", "choices": ["transformers", "vllm"]},
+        metadata={
+            "help": "Engine of the generating stages (a JudgeSpec backend: transformers or vllm).",
+            "choices": list(LOOP_BACKENDS),
+        },
     )
-    vllm_tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs one vLLM engine is split over."})
-    vllm_gpu_memory_utilization: float | None = field(
-        default=None, metadata={"help": "Share of GPU memory a vLLM engine may take."}
-    )
+    vllm_tensor_parallel_size: int = judge_field("tensor_parallel_size")
+    vllm_gpu_memory_utilization: float | None = judge_field("gpu_memory_utilization")
 
     def __post_init__(self):
         if self.rounds < 0:
@@ -171,10 +175,10 @@ class SelfTrainingConfig:
         if self.pseudo_label_votes < 1:
             raise ValueError(f"`pseudo_label_votes` must be >= 1, got {self.pseudo_label_votes}.")
         for name, choices in (
-            ("pseudo_label_swap", ("both", "random", "none")),
+            ("pseudo_label_swap", SWAPS),
             ("rationale_source", ("auto", "prover", "judge")),
             ("retrain_from", ("base", "previous")),
-            ("judge_backend", ("transformers", "vllm")),
+            ("judge_backend", LOOP_BACKENDS),
         ):
             if getattr(self, name) not in choices:
                 raise ValueError(f"`{name}` must be one of {choices}, got {getattr(self, name)!r}.")

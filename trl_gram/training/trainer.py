@@ -4,7 +4,6 @@ on preference pairs, on top of TRL's ``SFTTrainer``."""
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 from accelerate.utils import gather_object, is_peft_model
@@ -15,10 +14,10 @@ from transformers.utils import logging
 from trl import SFTTrainer
 
 from ..judge import GramJudge, GramJudgeConfig
+from ..judge_metrics import judge_outcomes, metrics_from_outcomes
 from ..templates import JudgeTemplate
 from .config import GramRewardConfig, resolve_template
-from .data import JudgeExampleBuilder, build_judge_dataset, validate_pairs
-from .evaluation import judge_outcomes, metrics_from_outcomes
+from .judge_examples import JudgeExampleBuilder, build_judge_dataset, validate_pairs
 from .losses import is_slot, label_logits_at_slots, label_smoothing_loss, split_label_slots
 
 logger = logging.get_logger(__name__)
@@ -34,16 +33,34 @@ class GramRewardTrainer(SFTTrainer):
     [`~trl_gram.judge.GramJudge`] and logs ``accuracy``, ``swap_agreement`` and ``parse_failure_rate``.
 
     Args:
-        model: Model id/path, or a loaded causal LM (PEFT models included).
-        args: A [`GramRewardConfig`].
-        train_dataset: Preference rows (``prompt``/``chosen``/``rejected``, plain or conversational, or
-            ``prompt``/``response_a``/``response_b``/``label``), with a rationale column in ``reason`` mode. An
-            already tokenized dataset (``input_ids``) is used as is.
-        eval_dataset: The same kind of rows (or a dict of them); rationales are optional (without them, only the judge
-            metrics are computed).
-        processing_class: The tokenizer (loaded from the model when ``None``).
-        template: A [`~trl_gram.templates.JudgeTemplate`] overriding ``args.template``.
-        peft_config / quantization_config / callbacks / optimizers / data_collator: As in ``SFTTrainer``.
+        model (`str` or [`~transformers.PreTrainedModel`]):
+            Model id/path, or a loaded causal LM (PEFT models included).
+        args ([`GramRewardConfig`], *optional*):
+            Training and judge-evaluation settings (default: `GramRewardConfig("<model name>-GRAM")`).
+        train_dataset ([`~datasets.Dataset`], *optional*):
+            Preference rows (`prompt`/`chosen`/`rejected`, plain or conversational, or
+            `prompt`/`response_a`/`response_b`/`label`), with a rationale column in `reason` mode. An already
+            tokenized dataset (`input_ids`) is used as is. Files: [`~trl_gram.formats.load_pairs`].
+        eval_dataset ([`~datasets.Dataset`] or `dict[str, Dataset]`, *optional*):
+            The same kind of rows (or a dict of them); rationales are optional (without them, only the judge metrics
+            are computed, through [`~trl_gram.judge_metrics`]).
+        processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
+            The tokenizer (loaded from the model when `None`).
+        template ([`~trl_gram.templates.JudgeTemplate`] or `str`, *optional*):
+            A template overriding `args.template`.
+        data_collator, callbacks, optimizers, peft_config, quantization_config (*optional*):
+            As in `SFTTrainer`.
+
+    Example:
+
+    ```python
+    >>> from datasets import Dataset
+    >>> from trl_gram import GramRewardConfig, GramRewardTrainer, default_model_path
+    >>> pairs = Dataset.from_list([{"prompt": "2 + 2?", "chosen": "4", "rejected": "5"}] * 8)
+    >>> args = GramRewardConfig("runs/judge", mode="direct", max_steps=2, use_cpu=True, report_to="none")
+    >>> trainer = GramRewardTrainer(default_model_path(), args=args, train_dataset=pairs)
+    >>> trainer.train()
+    ```
     """
 
     _tag_names = ["trl", "sft", "trl-gram", "gram-reward-model"]
@@ -319,4 +336,4 @@ class GramRewardTrainer(SFTTrainer):
             gathered = gather_object([(i, o) for i, o in zip(indices, outcomes)])
             outcomes = [o for _, o in sorted(gathered, key=lambda x: x[0])]
         metrics = metrics_from_outcomes(outcomes, subsets)
-        return {k: (float(v) if not (isinstance(v, float) and math.isnan(v)) else v) for k, v in metrics.items()}
+        return {k: float(v) for k, v in metrics.items()}  # NaN: undefined (judge_metrics)

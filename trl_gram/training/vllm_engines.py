@@ -1,12 +1,14 @@
 """vLLM engines for the generating stages of [`~trl_gram.training.GramSelfTrainer`] (`judge_backend="vllm"`).
 
-One engine is held at a time: the judge of the current checkpoint or the prover. It is loaded from a checkpoint folder
+One engine is held at a time: the judge of the current checkpoint or the prover. It is loaded (through
+[`~trl_gram.judge.load_judge`], the one place a backend is chosen) from a checkpoint folder
 (a PEFT adapter is merged into its base first: vLLM reads whole checkpoints), reused while the checkpoint stays the
 same, and released before a training stage needs the memory.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from transformers.utils import logging
@@ -60,10 +62,11 @@ class VLLMEngines:
         path = str(merged_checkpoint(Path(path), self.load_base))
         if self.backend is None or self.path != path:
             self.release()
-            from ..judge.backends.vllm import VLLMBackend
+            from ..judge import JudgeSpec, load_judge
 
             logger.info(f"Loading {path} into vLLM for the generating stages.")
-            self.backend = VLLMBackend.load(path, **self.kwargs)
+            # the one dispatcher loads the engine; the judge and the prover then share it
+            self.backend = load_judge(JudgeSpec(model=path, backend="vllm", preset="none", **self.kwargs)).backend
             self.path = path
         return self.backend
 
@@ -71,7 +74,7 @@ class VLLMEngines:
         """A [`~trl_gram.judge.GramJudge`] with `config` on the engine of checkpoint `path`."""
         from ..judge import GramJudge
 
-        return GramJudge(backend=self._engine(path), config=config, engine="vllm")
+        return GramJudge(backend=self._engine(path), config=dataclasses.replace(config, backend="vllm"))
 
     def prover(self, path, config, label_words):
         """A [`~trl_gram.training.prover.PreferenceProver`] sampling and scoring on the engine of `path`."""

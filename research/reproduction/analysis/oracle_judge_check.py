@@ -42,7 +42,7 @@ def main(argv=None) -> dict:
     from research.reproduction.harness.arms import load_checkpoint, make_judge
     from research.reproduction.harness.config import ReproductionConfig
     from research.reproduction.harness.runner import make_context, resolve_base
-    from trl_gram.training.data import validate_pairs
+    from trl_gram.training.judge_examples import validate_pairs
 
     cfg = ReproductionConfig.from_yaml(args.config)
     base = resolve_base(cfg, Path(cfg.output_dir))

@@ -18,7 +18,7 @@
   reasoning judge, every start point reads the same rationales (written once by the base model as prover).
 
 Every arm evaluates with the same judge settings on the same test slice (accuracy with both orders averaged, swap
-agreement, parse failures: [`~trl_gram.training.evaluation.judge_metrics`]), and the hh-rlhf arms also on PandaLM
+agreement, parse failures: [`~trl_gram.judge_metrics.judge_metrics`]), and the hh-rlhf arms also on PandaLM
 and JudgeBench samples.
 """
 
@@ -35,9 +35,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging
 
 from trl_gram.judge import GramJudge, GramJudgeConfig
+from trl_gram.judge_metrics import judge_metrics
 from trl_gram.training.config import GramRewardConfig
-from trl_gram.training.data import validate_pairs
-from trl_gram.training.evaluation import judge_metrics
+from trl_gram.training.judge_examples import validate_pairs
 from trl_gram.training.prover import PreferenceProver, ProverConfig
 from trl_gram.training.run_folder import read_json, read_jsonl, write_json, write_jsonl
 from trl_gram.training.self_training import GramSelfTrainer, SelfTrainingConfig

@@ -114,7 +114,7 @@ def render(cfg, recipe, command, results, table, adaptation, figures, speed, wal
             else ""
         )
         + "- Evaluation (every arm, same code): accuracy with both orders averaged, swap agreement, parse failures "
-        "(`trl_gram.training.evaluation.judge_metrics`).\n"
+        "(`trl_gram.judge_metrics.judge_metrics`).\n"
         "- Denoising off (`reason_st_nodenoise`): every rule off (confidence, length, support, vote agreement, "
         "`drop_tied_votes: false`): each pair with a parsed label is kept with the label of its averaged "
         "probability.\n"

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset
 
+from trl_gram.formats import load_pairs
 from trl_gram.templates import question_to_text, response_to_text
-from trl_gram.training.datasets import as_unlabeled, load_pairs
+from trl_gram.training.judge_examples import as_unlabeled
 
 
 def pair_chars(row: dict) -> int:
@@ -142,6 +143,6 @@ def sample_eval(dataset: Dataset, n: int | None, seed: int = 1234, max_chars: in
 
 
 def load_pool(path: str, **kwargs) -> Dataset:
-    """Load a pair file with [`~trl_gram.training.datasets.load_pairs`] (PandaLM ties dropped)."""
+    """Load a pair file with [`~trl_gram.formats.load_pairs`] (PandaLM ties dropped)."""
     ds, _ = load_pairs(path, ties="drop", **kwargs)
     return ds

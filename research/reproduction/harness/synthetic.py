@@ -21,7 +21,7 @@ import re
 
 from datasets import Dataset
 
-from trl_gram.training.data import render_pairs, validate_pairs
+from trl_gram.training.judge_examples import render_pairs, validate_pairs
 
 OPS = ("+", "-")
 RULES = ("arithmetic", "compare", "smaller")

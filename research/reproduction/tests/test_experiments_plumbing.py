@@ -22,8 +22,8 @@ from research.reproduction.harness.synthetic import (
     with_oracle_rationales,
 )
 from trl_gram.judge import JudgeRun, PairJudgment
-from trl_gram.training.data import validate_pairs
 from trl_gram.training.denoise import rationale_label
+from trl_gram.training.judge_examples import validate_pairs
 
 
 @pytest.fixture

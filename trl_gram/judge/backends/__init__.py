@@ -17,11 +17,11 @@ def _pad_id(tokenizer) -> int:
 
 
 def make_backend(model, tokenizer, config) -> JudgeBackend:
-    """The backend for `config.engine` ([`~trl_gram.judge.GramJudgeConfig`]):
+    """The backend object for a loaded `model` and `config.backend` ([`~trl_gram.judge.GramJudgeConfig`]):
 
     * `"vllm"`: `model` is a `vllm.LLM`: [`~trl_gram.judge.backends.vllm.VLLMBackend`];
-    * `"plain"`: [`~trl_gram.judge.backends.transformers.TransformersBackend`];
-    * `"fast"`: [`~trl_gram.judge.backends.prefix.PrefixBackend`], raising when the engine cannot run the model;
+    * `"transformers"`: [`~trl_gram.judge.backends.transformers.TransformersBackend`] (padded batches);
+    * `"prefix"`: [`~trl_gram.judge.backends.prefix.PrefixBackend`], raising when the engine cannot run the model;
     * `"auto"`: on CPU the prefix engine, falling back on plain batches when it fails its one-time self-check on the
       model or (generating) the model's generation config adds logits processors; on accelerators plain batches
       (measured on an H200, bf16, SmolLM2-135M shape, GRPO-like batch: the prefix engine's many small shared-prefix
@@ -29,7 +29,9 @@ def make_backend(model, tokenizer, config) -> JudgeBackend:
       re-loaded into vLLM; load a judge with [`~trl_gram.judge.GramJudge.from_vllm`] (or
       [`~trl_gram.judge.load_judge`] with `backend="vllm"`) for that.
     """
-    engine = config.engine
+    engine = config.backend
+    if engine == "openai":
+        raise ValueError("`backend='openai'` judges on remote engines: load it with `trl_gram.load_judge`.")
     if engine == "vllm":
         from .vllm import VLLMBackend
 
@@ -38,7 +40,7 @@ def make_backend(model, tokenizer, config) -> JudgeBackend:
 
     pad_id = _pad_id(tokenizer)
     plain = TransformersBackend(model, tokenizer, pad_id, config.token_budget, config.max_batch_rows)
-    if engine == "plain":
+    if engine == "transformers":
         return plain
     device = next(model.parameters()).device
     if engine == "auto" and device.type != "cpu":

@@ -64,8 +64,8 @@ class PrefixBackend:
             return None
         if self.fallback is None:
             raise ValueError(
-                "`engine='fast'` but the fast engine does not support this model or its generation config (see the "
-                "log); use `engine='auto'` or `'plain'`."
+                "`backend='prefix'` but the prefix engine does not support this model or its generation config (see "
+                "the log); use `backend='auto'` or `'transformers'`."
             )
         return self.fallback
 

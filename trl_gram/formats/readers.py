@@ -1,7 +1,9 @@
-"""One reader per published benchmark layout: a row in, its [`Comparison`]s and the facts its aggregate needs out.
+"""One reader per published layout: a row in, its [`Comparison`]s and the facts its aggregate needs out; the format
+of a file detected from its first row ([`detect_format`]). `trl-gram eval` and the training loaders both read through
+them, so each layout (JudgeBench subsets, hh-rlhf transcripts, PandaLM's majority vote, ...) is parsed in one place.
 
 A reader raises ``_Bad(column, what)`` for a user mistake and ``_Skip(reason)`` for a row the benchmark leaves out;
-[`~trl_gram.evaluation.formats.read_eval_file`] collects both.
+[`~trl_gram.formats.files.read_eval_file`] collects both.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..templates import is_conversational, question_to_text, response_to_text
@@ -181,7 +184,8 @@ def _read_pandalm(rec, row, ctx):
     votes = Counter()
     for k in ("annotator1", "annotator2", "annotator3"):
         if rec.get(k) is not None:
-            votes[_one_of(rec, k, {0: 0, 1: 1, 2: 2, "0": 0, "1": 1, "2": 2})] += 1
+            vote = int(rec[k]) if isinstance(rec[k], bool) else rec[k]  # PandaLM's own code reads True as 1
+            votes[_one_of({k: vote}, k, {0: 0, 1: 1, 2: 2, "0": 0, "1": 1, "2": 2})] += 1
     if not votes:
         raise _Bad("annotator1", "no annotator vote; expected annotator1..annotator3 in 0, 1, 2")
     top, count = votes.most_common(1)[0]
@@ -221,6 +225,17 @@ def _read_mtbench(rec, row, ctx):
     return [_pair(question, [answers[0]], [answers[1]], label, row, f"turn {turn}")], {"turn": turn}
 
 
+def split_transcript(transcript: str) -> list[dict]:
+    """An hh-rlhf transcript ``"\\n\\nHuman: …\\n\\nAssistant: …"`` as chat messages."""
+    messages = []
+    for part in transcript.split("\n\nHuman: ")[1:] if transcript.startswith("\n\nHuman: ") else [transcript]:
+        human, *assistant = part.split("\n\nAssistant: ")
+        messages.append({"role": "user", "content": human.strip()})
+        for a in assistant:
+            messages.append({"role": "assistant", "content": a.strip()})
+    return messages
+
+
 _HH_MARKER = "\n\nAssistant:"
 
 
@@ -233,8 +248,6 @@ def _read_hh(rec, row, ctx):
     cut = chosen.rfind(_HH_MARKER, 0, n)
     if cut < 0:
         raise _Bad("chosen", "the transcripts share no '\\n\\nAssistant:' turn; expected hh-rlhf transcripts")
-    from ..training.datasets import split_transcript
-
     prompt = split_transcript(chosen[:cut])
     a, b = chosen[cut + len(_HH_MARKER) :].strip(), rejected[cut + len(_HH_MARKER) :].strip()
     return [_pair(prompt, a, b, 0, row)], {}
@@ -251,3 +264,125 @@ READERS = {
     "hh-rlhf": _read_hh,
     "preference": _read_preference,
 }
+
+# name -> (layout, one example row); shown by `trl-gram eval --help` and in docs/evaluation.md.
+FORMATS: dict[str, tuple[str, str]] = {
+    "rewardbench": (
+        "prompt, chosen, rejected (strings), subset (a RewardBench subset name)",
+        '{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away.", "subset": "alpacaeval-easy"}',
+    ),
+    "rewardbench2": (
+        "prompt, chosen (list of strings), rejected (list of strings), subset; optional id ('ref:N'/'tied:N' in "
+        "Ties), num_correct",
+        '{"id": "7", "prompt": "2+2?", "chosen": ["4"], "rejected": ["5", "3", "22"], "subset": "Math"}',
+    ),
+    "rm-bench": (
+        "prompt, chosen and rejected (3 strings each: concise, detailed plain, detailed markdown), domain "
+        "(data/total_dataset.json); or a per-domain file of its repository without domain (data/chat_filtered.json, "
+        "code_, math_, safety-refuse_, safety-response_filtered.json: id, subset, prompt, chosen, rejected, "
+        "error_key, error; the domain is the file name's); or GRAM's flattened copy: one row per cell with chosen, "
+        "rejected strings, id and matrix_id 'i-j'",
+        '{"id": 1, "prompt": "2+2?", "chosen": ["4", "It is 4.", "**4**"], "rejected": ["5", "It is 5.", "**5**"], '
+        '"domain": "math"}',
+    ),
+    "judgebench": (
+        "question, response_A, response_B, label ('A>B'/'B>A'), source; or GRAM's copy: pair_id, source, prompt, "
+        "chosen, rejected",
+        '{"pair_id": "x1", "source": "mmlu-pro-law", "question": "...", "response_A": "(B)", "response_B": "(C)", '
+        '"label": "B>A"}',
+    ),
+    "pandalm": (
+        "instruction, input, response1, response2, annotator1..annotator3 (1, 2, or 0 for a tie)",
+        '{"instruction": "Add.", "input": "2+2", "response1": "4", "response2": "5", "annotator1": 1, '
+        '"annotator2": 1, "annotator3": 2}',
+    ),
+    "llmbar": (
+        "input, output_1, output_2, label (1 or 2: the better output)",
+        '{"input": "Name a fruit.", "output_1": "Apple.", "output_2": "Carrot.", "label": 1}',
+    ),
+    "mt-bench": (
+        "MT-Bench human judgments: question_id, conversation_a, conversation_b (message lists), winner "
+        "('model_a'/'model_b'/'tie...'), turn (1 or 2)",
+        '{"question_id": 81, "turn": 1, "winner": "model_a", "conversation_a": [{"role": "user", "content": "Hi"}, '
+        '{"role": "assistant", "content": "Hello!"}], "conversation_b": [...]}',
+    ),
+    "hh-rlhf": (
+        "chosen, rejected: whole '\\n\\nHuman: ...\\n\\nAssistant: ...' transcripts sharing the prompt",
+        '{"chosen": "\\n\\nHuman: Hi\\n\\nAssistant: Hello!", "rejected": "\\n\\nHuman: Hi\\n\\nAssistant: No."}',
+    ),
+    "preference": (
+        "prompt, chosen, rejected (strings or TRL conversational message lists), optional subset; or chosen/rejected "
+        "whole conversations (implicit prompt)",
+        '{"prompt": [{"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant", "content": "Hello!"}], '
+        '"rejected": [{"role": "assistant", "content": "No."}]}',
+    ),
+}
+
+REWARDBENCH_SUBSETS = frozenset(
+    "alpacaeval-easy alpacaeval-length alpacaeval-hard mt-bench-easy mt-bench-med mt-bench-hard llmbar-natural "
+    "llmbar-adver-neighbor llmbar-adver-GPTInst llmbar-adver-GPTOut llmbar-adver-manual refusals-dangerous "
+    "refusals-offensive xstest-should-refuse xstest-should-respond donotanswer math-prm hep-cpp hep-go hep-java hep-js "
+    "hep-python hep-rust".split()
+)
+REWARDBENCH2_SUBSETS = frozenset({"Factuality", "Precise IF", "Math", "Safety", "Focus", "Ties"})
+REWARDBENCH2_COLUMNS = frozenset({"num_correct", "num_rejected", "total_completions", "models"})
+RM_BENCH_FILE = re.compile(r"(chat|code|math|safety-refuse|safety-response)(?:_filtered)?$")
+
+
+class AmbiguousFormat(ValueError):
+    """Rows whose layout fits formats that score differently: the user must say which (``--format``)."""
+
+
+def _list_layout(records: list[dict], keys: set) -> str:
+    """``rewardbench2`` or ``rm-bench`` for rows of response lists without ``domain``: both layouts hold ``prompt``,
+    ``subset`` and lists of ``chosen``/``rejected`` but score differently (best-of-n against a 3 x 3 style matrix),
+    so the file must show which it is; otherwise [`AmbiguousFormat`]."""
+    rows = [r for r in records if isinstance(r, dict)]
+    rewardbench2 = bool(keys & REWARDBENCH2_COLUMNS) or all(str(r.get("subset")) in REWARDBENCH2_SUBSETS for r in rows)
+    rm_bench = all(
+        isinstance(r.get(c), list) and len(r[c]) == 3 for r in rows for c in ("chosen", "rejected")
+    ) and not any(str(r.get("subset")) in REWARDBENCH2_SUBSETS for r in rows)
+    if rewardbench2 != rm_bench:
+        return "rewardbench2" if rewardbench2 else "rm-bench"
+    raise AmbiguousFormat(
+        "rows of chosen/rejected response lists without `domain` could be rewardbench2 (scored best of n) or "
+        "rm-bench (scored on a 3 x 3 style matrix), and the columns do not tell which (rewardbench2: its subset names "
+        "or num_correct; rm-bench: 3 chosen and 3 rejected in every row); pass --format rewardbench2 or --format "
+        "rm-bench"
+    )
+
+
+def detect_format(records: list[dict]) -> str:
+    """The format of rows, from the columns of the first row (and its value types). Raises [`AmbiguousFormat`] when
+    the rows fit several layouts that score differently."""
+    first = records[0] if records and isinstance(records[0], dict) else {}
+    keys = set(first)
+    if {"response1", "response2"} <= keys and any(k.startswith("annotator") for k in keys):
+        return "pandalm"
+    if {"output_1", "output_2", "label"} <= keys:
+        return "llmbar"
+    if {"conversation_a", "conversation_b", "winner"} <= keys:
+        return "mt-bench"
+    if {"response_A", "response_B", "label"} <= keys or ({"pair_id", "source", "chosen", "rejected"} <= keys):
+        return "judgebench"
+    if {"chosen", "rejected", "domain", "matrix_id"} <= keys:
+        return "rm-bench"
+    if {"chosen", "rejected"} <= keys:
+        chosen = first.get("chosen")
+        if isinstance(chosen, list) and chosen and all(isinstance(c, str) for c in chosen):
+            return "rm-bench" if "domain" in keys else _list_layout(records, keys)
+        if "prompt" not in keys and isinstance(chosen, str):
+            return "hh-rlhf"
+        if "subset" in keys and str(first.get("subset")) in REWARDBENCH_SUBSETS:
+            return "rewardbench"
+    return "preference"
+
+
+def rm_bench_domain(path: str) -> str:
+    """The domain of an RM-Bench per-domain file, from its name (``data/chat_filtered.json`` -> ``chat``); else the
+    file's name itself (its rows are then scored as one domain)."""
+    name = Path(path).name
+    for suffix in (".gz", ".jsonl", ".json", ".parquet", ".csv"):
+        name = name[: -len(suffix)] if name.lower().endswith(suffix) else name
+    m = RM_BENCH_FILE.search(name)
+    return m.group(1) if m else name

@@ -21,6 +21,7 @@ preference format, and the implicit-prompt format whose ``chosen``/``rejected`` 
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -30,6 +31,8 @@ from datasets import Dataset
 from transformers.utils import logging
 
 from ..batching import truncate_fields
+from ..judge.judge import GramJudgeConfig
+from ..judge.rendering import PromptRenderer
 from ..templates import JudgeTemplate, is_conversational, question_to_text, response_to_text
 from .denoise import rationale_label, swap_label_mentions
 from .losses import slot_marker
@@ -246,25 +249,15 @@ def uses_chat_template(tokenizer, template: JudgeTemplate | None) -> bool:
     return bool(getattr(tokenizer, "chat_template", None)) if flag is None else bool(flag)
 
 
-def render_judge_prompt(tokenizer, template: JudgeTemplate, question, first: str, second: str, mode: str) -> str:
-    """The judge prompt text as the judge builds it: ``template.fill`` of the rendered fields, sent as one user
-    message through the chat template with ``add_generation_prompt=True`` (when the tokenizer has one), followed by
-    the template's ``direct_prefix`` in ``direct`` mode."""
-    text = template.fill(question_to_text(question), response_to_text(first), response_to_text(second))
-    if uses_chat_template(tokenizer, template):
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-        )
-    return text + (template.direct_prefix if mode == "direct" else "")
-
-
 @dataclass
 class JudgeExampleBuilder:
     """Tokenizes shown pairs into ``{"input_ids", "labels"}`` for one mode (see the module docstring).
 
-    ``render_prompt(question, first, second)``, when given, replaces the built-in prompt rendering (e.g.
-    ``functools.partial(judge.render_prompt, mode=...)``) so training and inference share one renderer; a
-    ``reason_prefix`` that the judge prefills at the end of the prompt is then left out of the completion.
+    The prompt is rendered by the judge's own renderer ([`~trl_gram.judge.rendering.PromptRenderer`]), so training
+    and inference read the same text: ``render_prompt(question, first, second)`` is the trainer's judge's
+    (``functools.partial(judge.render_prompt, mode=...)``, with its system prompt, chat-template arguments and reply
+    prefix); when it is not given, a renderer with the default judge settings for ``template`` and ``mode`` is built.
+    A ``reason_prefix`` that the judge prefills at the end of the prompt is left out of the completion.
     ``__call__`` returns ``None`` for an example whose completion alone cannot fit ``max_length``.
     """
 
@@ -284,11 +277,12 @@ class JudgeExampleBuilder:
             if self.template is None:
                 raise ValueError(f"mode={self.mode!r} needs a judge template.")
             self.label_ids = label_token_ids(self.tokenizer, self.template)
-        self._chat = (
-            uses_chat_template(self.tokenizer, self.template)
-            if self.mode != "pretrain"
-            else self.pretrain_use_chat_template and bool(getattr(self.tokenizer, "chat_template", None))
-        )
+            renderer = PromptRenderer(self.tokenizer, GramJudgeConfig(mode=self.mode, template=self.template))
+            if self.render_prompt is None:
+                self.render_prompt = functools.partial(renderer.text, mode=self.mode)
+            self._chat = renderer.uses_chat_template(self.template)
+        else:
+            self._chat = self.pretrain_use_chat_template and bool(getattr(self.tokenizer, "chat_template", None))
         eos = self.tokenizer.eos_token_id
         if eos is None and self.mode != "direct":
             raise ValueError("The tokenizer has no EOS token, which ends every training completion.")
@@ -307,10 +301,8 @@ class JudgeExampleBuilder:
                 )
             else:
                 text = PRETRAIN_PROMPT.format(question=q)
-        elif self.render_prompt is not None:
-            text = self.render_prompt(question, first, second)
         else:
-            text = render_judge_prompt(self.tokenizer, self.template, question, first, second, self.mode)
+            text = self.render_prompt(question, first, second)
         return self.tokenizer.encode(text, add_special_tokens=not self._chat)
 
     def completion(self, first: str, second: str, label: int | None, rationale: str | None):
@@ -422,3 +414,15 @@ def build_judge_dataset(
         "too_long": too_long,
     }
     return tokenized, rendered, stats
+
+
+def as_unlabeled(dataset: Dataset, seed: int = 0) -> Dataset:
+    """Drop the labels of preference rows: ``prompt``/``response_a``/``response_b`` with the two responses in a
+    seeded random order (so the position of the better response carries no signal)."""
+    pairs, _ = validate_pairs(dataset, need_label=False, on_invalid="skip", name="unlabeled")
+    rng = random.Random(seed)
+    rows = []
+    for p in pairs:
+        a, b = (p["first"], p["second"]) if rng.random() < 0.5 else (p["second"], p["first"])
+        rows.append({"prompt": p["question"], "response_a": a, "response_b": b})
+    return Dataset.from_list(rows)
