@@ -1,7 +1,7 @@
 """Fixed, seeded data slices of the embedded judge's recipe (``recipes/gram_r2_embedded_judge.yaml``).
 
 Reads the human-labelled files in ``../shared/data`` (hh-rlhf harmless-base test, PandaLM test set v1 with ties
-removed, JudgeBench) with the project's loader (``trl_gram.training.datasets.load_pairs``), shuffles each source once
+removed, JudgeBench) with the project's loader (``trl_gram.formats.load_pairs``), shuffles each source once
 with ``--seed`` and cuts disjoint slices, half hh-rlhf and half PandaLM in each training slice:
 
 * ``seed.jsonl``       pairs whose rationales the pipeline bootstraps (seed of the preference-proving model)
@@ -25,7 +25,7 @@ import json
 import random
 from pathlib import Path
 
-from trl_gram.training.datasets import load_pairs
+from trl_gram.formats import load_pairs
 
 FILES = {
     "hh_rlhf": "hh_rlhf_harmless_base_test.jsonl.gz",

