@@ -45,7 +45,7 @@ def test_server_request_settings_match_the_local_reward(judge):
         assert got["compared"] == [2] * 6  # degree 2: each completion meets two others
         stats = httpx.get(f"{url}/stats").json()["judge_calls"]
         assert stats["judge_calls"] == cost.judge_calls and stats["all_pairs_calls"] == 30
-        for field, value in (("schedule", "ring"), ("second_order_margin", 2), ("extra_votes", 2)):
+        for field, value in (("schedule", "ring"), ("second_order_margin", 2), ("extra_votes", -1)):
             bad = httpx.post(f"{url}/reward", json={**body, field: value})
             assert bad.status_code == 400 and field in bad.json()["error"]
         # the TRL client sends the same names
@@ -54,6 +54,34 @@ def test_server_request_settings_match_the_local_reward(judge):
         assert asyncio.run(remote([QUESTION] * 6, GROUP)) == pytest.approx(second, abs=1e-5)
     with pytest.raises(ValueError, match="schedule"):
         RemoteGenerativeRewardFunction("http://127.0.0.1:1", schedule="ring")
+
+
+class RecordingJudge:
+    """The real tiny judge, recording the `votes` each judge call asks for."""
+
+    def __init__(self, inner):
+        self.inner, self.votes = inner, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def judge(self, questions, responses_1, responses_2, **overrides):
+        self.votes.append(overrides.get("votes"))
+        return self.inner.judge(questions, responses_1, responses_2, **overrides)
+
+
+def test_server_spends_extra_votes_like_the_local_reward(judge):
+    votes = dict(second_order="adaptive", second_order_margin=0.5, extra_votes=2)
+    local, cost = _local(judge, **votes)
+    assert cost.extra_votes > 0  # margin 0.5: every comparison is "near", so each gets its extra votes
+    recording = RecordingJudge(judge)
+    with BackgroundServer(create_app(recording, ServeConfig(batch_window_ms=5))) as url:
+        body = {"prompts": [QUESTION] * 6, "completions": GROUP, "group_across_requests": False, **votes}
+        got = httpx.post(f"{url}/reward", json=body).json()
+        assert got["rewards"] == pytest.approx(local, abs=1e-5)
+        stats = httpx.get(f"{url}/stats").json()["judge_calls"]
+        assert stats["judge_calls"] == cost.judge_calls
+    assert 2 in recording.votes  # the batcher handed the extra votes to the judge
 
 
 def test_server_defaults_per_sample_groups_verl_and_openrlhf(judge):

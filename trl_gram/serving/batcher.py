@@ -42,7 +42,7 @@ class _Request:
     questions: list
     first: list
     second: list
-    options: tuple  # (mode, swap)
+    options: tuple  # (mode, swap, votes)
     future: Future = field(default_factory=Future)
     arrived: float = field(default_factory=time.monotonic)
     taken: int = 0  # pairs handed to the judge so far
@@ -82,11 +82,14 @@ class MicroBatcher:
         self._thread = threading.Thread(target=self._work, name="trl-gram-judge", daemon=True)
         self._thread.start()
 
-    def submit(self, questions, first, second, mode: str | None = None, swap: str | None = None) -> Future:
-        """Queue pairs; the future resolves to one [`~judge.PairJudgment`] (or [`FailedPair`]) per pair."""
+    def submit(
+        self, questions, first, second, mode: str | None = None, swap: str | None = None, votes: int | None = None
+    ) -> Future:
+        """Queue pairs; the future resolves to one [`~judge.PairJudgment`] (or [`FailedPair`]) per pair. Pairs are
+        batched with others of the same `(mode, swap, votes)`; `None` is the judge's own setting."""
         if not (len(questions) == len(first) == len(second)):
             raise ValueError("`questions`, `first` and `second` must have the same length.")
-        request = _Request(list(questions), list(first), list(second), (mode, swap))
+        request = _Request(list(questions), list(first), list(second), (mode, swap, votes))
         if not questions:
             request.future.set_result([])
             return request.future
@@ -98,9 +101,11 @@ class MicroBatcher:
             self._cond.notify()
         return request.future
 
-    async def judge_async(self, questions, first, second, mode: str | None = None, swap: str | None = None):
+    async def judge_async(
+        self, questions, first, second, mode: str | None = None, swap: str | None = None, votes: int | None = None
+    ):
         """[`~MicroBatcher.submit`] for asyncio callers."""
-        return await asyncio.wrap_future(self.submit(questions, first, second, mode, swap))
+        return await asyncio.wrap_future(self.submit(questions, first, second, mode, swap, votes))
 
     def stop(self, timeout: float | None = 5.0) -> None:
         with self._cond:
@@ -150,43 +155,45 @@ class MicroBatcher:
             slices = self._take()
             if slices is None:
                 return
-            mode, swap = slices[0][0].options
+            options = slices[0][0].options
             self.stats["batches"] += 1
             self.stats["max_requests_per_batch"] = max(self.stats["max_requests_per_batch"], len(slices))
-            results = self._judge_slices(slices, mode, swap)
+            results = self._judge_slices(slices, options)
             for (r, _, _), out in zip(slices, results):
                 r.results.extend(out)
                 if len(r.results) == len(r.questions) and not r.future.done():
                     r.future.set_result(r.results)
 
-    def _call(self, q, a, b, mode, swap) -> list:
+    def _call(self, q, a, b, options) -> list:
+        mode, swap, votes = options
         self.stats["pairs"] += len(q)
-        return self.judge.judge(q, a, b, mode=mode, swap=swap, show_progress=False)
+        extra = {} if votes is None else {"votes": votes}
+        return self.judge.judge(q, a, b, mode=mode, swap=swap, show_progress=False, **extra)
 
-    def _judge_slices(self, slices, mode, swap) -> list[list]:
+    def _judge_slices(self, slices, options) -> list[list]:
         q = [x for r, s, e in slices for x in r.questions[s:e]]
         a = [x for r, s, e in slices for x in r.first[s:e]]
         b = [x for r, s, e in slices for x in r.second[s:e]]
         try:
-            judgments = self._call(q, a, b, mode, swap)
+            judgments = self._call(q, a, b, options)
         except Exception as e:  # noqa: BLE001  (isolate: judge the slices, then the pairs, one by one)
             if len(slices) > 1:
-                return [self._judge_slices([sl], mode, swap)[0] for sl in slices]
-            return [self._one_by_one(slices[0], mode, swap, e)]
+                return [self._judge_slices([sl], options)[0] for sl in slices]
+            return [self._one_by_one(slices[0], options, e)]
         out, at = [], 0
         for _, s, e in slices:
             out.append(judgments[at : at + e - s])
             at += e - s
         return out
 
-    def _one_by_one(self, slice_, mode, swap, first_error) -> list:
+    def _one_by_one(self, slice_, options, first_error) -> list:
         r, s, e = slice_
         if e - s == 1:
             return [self._failed(first_error)]
         out = []
         for k in range(s, e):
             try:
-                out += self._call([r.questions[k]], [r.first[k]], [r.second[k]], mode, swap)
+                out += self._call([r.questions[k]], [r.first[k]], [r.second[k]], options)
             except Exception as err:  # noqa: BLE001
                 out.append(self._failed(err))
         return out

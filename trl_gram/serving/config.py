@@ -26,8 +26,7 @@ DEFAULT_STRIP_TOKENS = [
 class ServeConfig(pairing.ComparisonConfig):
     """Settings of the reward server. It also takes the group-comparison settings of
     [`~pairing.ComparisonConfig`] (``schedule``, ``schedule_degree``, ``aggregate``, ``second_order``...), the
-    server's defaults, which a ``/reward`` request may override for its own groups (``extra_votes`` is not available
-    on the server).
+    server's defaults, which a ``/reward`` request may override for its own groups.
 
     Args:
         host (`str`): Interface to listen on (``0.0.0.0`` to accept other machines).
@@ -106,8 +105,6 @@ class ServeConfig(pairing.ComparisonConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.extra_votes:
-            raise ValueError("`extra_votes` is not available on the reward server (its batcher judges one vote).")
         if self.reference not in pairing.GROUP_REFERENCES:
             raise ValueError(f"`reference` must be one of {pairing.GROUP_REFERENCES}, got {self.reference!r}.")
         if self.output not in pairing.OUTPUTS:

@@ -165,12 +165,13 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
         swap = swap or _judge_setting(j, "swap", "both")
         return mode, swap
 
-    def generated_tokens(pairs: int, mode: str, swap: str) -> int:
+    def generated_tokens(pairs: int, mode: str, swap: str, votes: int | None = None) -> int:
         if mode != "reason":
             return 0
         j = state["judge"]
         orders = 2 if swap == "both" else 1
-        return pairs * orders * _judge_setting(j, "votes", 1) * _judge_setting(j, "max_new_tokens", 1024)
+        votes = votes or _judge_setting(j, "votes", 1)
+        return pairs * orders * votes * _judge_setting(j, "max_new_tokens", 1024)
 
     def pair_limit() -> int:
         mode, swap = options(None, None)
@@ -178,13 +179,13 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
         by_tokens = config.max_generated_tokens_per_request // per_pair if per_pair else config.max_pairs_per_request
         return max(1, min(config.max_pairs_per_request, by_tokens))
 
-    async def judge_pairs(q, a, b, mode=None, swap=None, check=True):
+    async def judge_pairs(q, a, b, mode=None, swap=None, votes=None, check=True):
         if check:
             if len(q) > config.max_pairs_per_request:
                 raise RequestError(
                     413, f"{len(q)} comparisons: more than `max_pairs_per_request`={config.max_pairs_per_request}."
                 )
-            tokens = generated_tokens(len(q), *options(mode, swap))
+            tokens = generated_tokens(len(q), *options(mode, swap), votes)
             if tokens > config.max_generated_tokens_per_request:
                 raise RequestError(
                     413,
@@ -194,7 +195,7 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
                 )
         started, failed = time.monotonic(), True
         try:
-            out = await state["batcher"].judge_async(q, a, b, mode=mode, swap=swap)
+            out = await state["batcher"].judge_async(q, a, b, mode=mode, swap=swap, votes=votes)
             failed = False
             return out
         finally:
@@ -218,8 +219,6 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
     def settings_of(body: dict) -> pairing.ComparisonConfig:
         """The server's group-comparison settings with the request's own values (400 on a bad one)."""
         given = {f: body[f] for f in pairing.COMPARISON_FIELDS if f in body}
-        if given.get("extra_votes"):
-            raise RequestError(400, "`extra_votes` is not available on the reward server.")
         try:
             return dataclasses.replace(defaults, **given) if given else defaults
         except ValueError as e:
