@@ -6,7 +6,7 @@ import time
 import httpx
 import pytest
 
-from trl_gram.http_client import RETRYABLE_STATUS, RemoteCallError, RetryPolicy, apost_json, post_json
+from trl_gram.http_client import RETRYABLE_STATUS, RemoteCallError, RetryPolicy, apost_json, list_field, post_json
 
 
 def scripted(answers):
@@ -56,6 +56,15 @@ def test_malformed_answers_are_retried_through_validate():
     with httpx.Client(transport=transport) as client:
         assert post_json(client, "http://127.0.0.1:9/r", {}, policy=FAST, validate=rewards) == [0.1, 0.2]
     assert len(calls) == 2
+
+
+def test_list_field_reads_a_list_of_the_right_length_or_retries():
+    transport, calls = scripted([{"results": [1]}, {"other": [1, 2]}, {"results": [1, 2]}])
+    with httpx.Client(transport=transport) as client:
+        got = post_json(client, "http://127.0.0.1:9/j", {}, policy=FAST, validate=list_field("results", 2))
+    assert got == [1, 2] and len(calls) == 3
+    with pytest.raises(ValueError, match="expected 2 rewards"):
+        list_field("rewards", 2)([0.5])
 
 
 def test_retry_cap_and_one_error_shape():

@@ -215,6 +215,19 @@ async def apost_json(
         return done.value
 
 
+def list_field(name: str, length: int) -> Callable[[Any], list]:
+    """A `validate` for [`post_json`]: the answer's list `name`, which must hold `length` items (else `ValueError`,
+    so the malformed answer is retried)."""
+
+    def read(answer) -> list:
+        value = answer.get(name) if isinstance(answer, dict) else None
+        if not isinstance(value, list) or len(value) != length:
+            raise ValueError(f"expected {length} {name}")
+        return value
+
+    return read
+
+
 def bearer_headers(api_key: str | None) -> dict:
     """`{"Authorization": "Bearer <key>"}`, or `{}` without a key."""
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from accelerate.utils import is_trackio_available, is_wandb_available
 from transformers.utils import logging
 
-from .http_client import RemoteCallError, RetryPolicy, bearer_headers, post_json
+from .http_client import RemoteCallError, RetryPolicy, bearer_headers, list_field, post_json
 from .judge_metrics import agreement_rate, is_undefined
 
 logger = logging.get_logger(__name__)
@@ -270,14 +270,6 @@ class RemoteJudge:
         return f"{type(self).__name__}(url={self.url!r})"
 
     def _post(self, client, payload: dict) -> list[dict]:
-        n = len(payload["pairs"])
-
-        def results_of(answer):
-            results = answer.get("results") if isinstance(answer, dict) else None
-            if not isinstance(results, list) or len(results) != n:
-                raise ValueError(f"expected {n} results")
-            return results
-
         try:
             return post_json(
                 client,
@@ -285,7 +277,7 @@ class RemoteJudge:
                 payload,
                 policy=self.policy,
                 headers=bearer_headers(self.api_key),
-                validate=results_of,
+                validate=list_field("results", len(payload["pairs"])),
             )
         except RemoteCallError as e:
             raise RuntimeError(f"The judge server could not judge: {e}") from e

@@ -18,7 +18,7 @@ import time
 from transformers.utils import logging
 
 from .. import pairing
-from ..http_client import RemoteCallError, RetryPolicy, apost_json, bearer_headers
+from ..http_client import RemoteCallError, RetryPolicy, apost_json, bearer_headers, list_field
 from ..pairing import groups as _groups
 
 logger = logging.get_logger(__name__)
@@ -121,14 +121,6 @@ class RemoteGenerativeRewardFunction:
         return chunks + ([cur] if cur else [])
 
     async def _post(self, client, payload) -> list | None:
-        n = len(payload["completions"])
-
-        def rewards_of(answer):
-            rewards = answer.get("rewards") if isinstance(answer, dict) else None
-            if not isinstance(rewards, list) or len(rewards) != n:
-                raise ValueError(f"expected {n} rewards")
-            return rewards
-
         def log_retry(attempt, error):
             logger.info(f"Reward request failed ({error}); retry {attempt}.")
 
@@ -139,7 +131,7 @@ class RemoteGenerativeRewardFunction:
                 payload,
                 policy=self.policy,
                 headers=bearer_headers(self.api_key),
-                validate=rewards_of,
+                validate=list_field("rewards", len(payload["completions"])),
                 on_retry=log_retry,
             )
         except RemoteCallError as e:
