@@ -109,6 +109,20 @@ def read_forced_slots(backend, prompts, results: list, label_ids, forced_text, f
             results[j].slot_logits = logits
 
 
+def proof_sampling_params(
+    backend, count: int, n: int, *, max_new_tokens: int, temperature: float, top_p: float, seed: int
+) -> list[dict]:
+    """The sampling parameters of the prover's `sample` for `count` prompts, `n` completions each: one dict per
+    prompt, seeded `seed + k` when the backend gives requests their own seeds (vLLM engines, in process or served)."""
+    out = []
+    for k in range(count):
+        params = dict(max_tokens=max_new_tokens, n=n, temperature=temperature, top_p=top_p, skip_special_tokens=True)
+        if backend.seeded_requests:
+            params["seed"] = seed + k
+        out.append(params)
+    return out
+
+
 def strip_padding(ids: list[int], pad_id: int, eos_ids) -> list[int]:
     """Drop trailing padding and one trailing EOS (`eos_ids`: an id, a collection of ids, or `None`)."""
     eos = set() if eos_ids is None else {eos_ids} if isinstance(eos_ids, int) else set(eos_ids)

@@ -41,7 +41,7 @@ import torch
 from transformers.utils import logging
 
 from ...http_client import RemoteCallError, RetryPolicy, bearer_headers, post_json
-from .base import GenerationSettings, SlotGeneration
+from .base import GenerationSettings, SlotGeneration, proof_sampling_params
 
 logger = logging.get_logger(__name__)
 
@@ -562,14 +562,10 @@ class OpenAIBackend:
     # -- plain sampling and scoring (the self-training prover) ---------------------------------------------------------
     def sample(self, prompts, n: int, *, max_new_tokens: int, temperature: float, top_p: float, seed: int):
         """`n` sampled completions per prompt (one request with `n`): `(text, finished)` pairs."""
-        payloads = []
-        for k, p in enumerate(prompts):
-            params = dict(
-                max_tokens=max_new_tokens, n=n, temperature=temperature, top_p=top_p, skip_special_tokens=True
-            )
-            if self.seeded_requests:
-                params["seed"] = seed + k
-            payloads.append(self._payload(p, **params))
+        params = proof_sampling_params(
+            self, len(prompts), n, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
+        )
+        payloads = [self._payload(p, **kw) for p, kw in zip(prompts, params)]
         answers = self.pool.map("/v1/completions", payloads, [None] * len(payloads))
         out = []
         for a in answers:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from transformers.utils import logging
 
-from .base import GenerationSettings, SlotGeneration, read_forced_slots
+from .base import GenerationSettings, SlotGeneration, proof_sampling_params, read_forced_slots
 
 logger = logging.get_logger(__name__)
 
@@ -256,14 +256,10 @@ class VLLMBackend:
     # -----------------------------------------------------------------------------------------------------------
     def sample(self, prompts, n: int, *, max_new_tokens: int, temperature: float, top_p: float, seed: int):
         """`n` sampled completions per prompt: `(text, finished)` pairs, `finished` when it ended with EOS."""
-        requests = []
-        for k, p in enumerate(prompts):
-            params = dict(
-                max_tokens=max_new_tokens, n=n, temperature=temperature, top_p=top_p, skip_special_tokens=True
-            )
-            if self.seeded_requests:
-                params["seed"] = seed + k
-            requests.append(Request(list(p), params))
+        params = proof_sampling_params(
+            self, len(prompts), n, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
+        )
+        requests = [Request(list(p), kw) for p, kw in zip(prompts, params)]
         return [[(o.text, o.finish_reason == "stop") for o in out.outputs] for out in self.run(requests)]
 
     def sequence_logprobs(self, prompts, completions) -> list[float]:
