@@ -1,27 +1,58 @@
 """A small OpenAI-compatible completions server around a real tiny transformers model (through ``FakeLLM``), for the
 routing and failover math of the ``openai`` judge backend without vLLM. It answers the parts of vLLM's API the backend
 uses: ``/v1/models``, ``/tokenize`` and ``/v1/completions`` with token-id prompts, ``stop``, ``logprob_token_ids``,
-``echo`` + ``logprobs``, ``return_token_ids``, ``n``. The real engine is tested in ``test_openai_vllm.py``."""
+``echo`` + ``logprobs``, ``return_token_ids``, ``n``, and runtime LoRA adapters (``/v1/load_lora_adapter``,
+``/v1/unload_lora_adapter``; ``lora=False`` answers 404 as an engine without them). The real engine is tested in
+``test_openai_vllm.py``."""
+
+import copy
+
 
 from fake_vllm import FakeLLM, FakeParams
 
 
-def stub_app(model, tokenizer, *, name="tiny", max_model_len=4096, label_ids=True, tokenize=None, fail=None):
+def stub_app(
+    model, tokenizer, *, name="tiny", max_model_len=4096, label_ids=True, tokenize=None, fail=None, lora=True
+):
     """The app; ``app.state.prompts`` records every prompt received. ``label_ids=False``: an engine that ignores
     ``logprob_token_ids``; ``tokenize``: a tokenizer for ``/tokenize`` (default ``tokenizer``); ``fail``: a
-    callable returning an HTTP status to answer instead (e.g. 503 once an engine is 'dead')."""
+    callable returning an HTTP status to answer instead (e.g. 503 once an engine is 'dead'). ``app.state.models``
+    maps each served name to its model; ``app.state.adapter_loads`` lists the adapter names loaded, in order."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
     app = FastAPI()
-    llm = FakeLLM(model, tokenizer)
+    app.state.models = {name: FakeLLM(model, tokenizer)}
+    app.state.adapter_loads = []
     app.state.prompts = []
     vocab = model.config.vocab_size
     tokenize = tokenize or tokenizer
 
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{"id": name, "object": "model", "max_model_len": max_model_len}]}
+        data = [{"id": n, "object": "model", "max_model_len": max_model_len} for n in app.state.models]
+        return {"object": "list", "data": data}
+
+    if lora:
+
+        @app.post("/v1/load_lora_adapter")
+        async def load_lora_adapter(request: Request):
+            from peft import PeftModel
+
+            body = await request.json()
+            if body["lora_name"] in app.state.models:
+                return JSONResponse({"error": {"message": "The lora adapter is already loaded."}}, status_code=400)
+            merged = PeftModel.from_pretrained(copy.deepcopy(model), body["lora_path"]).merge_and_unload().eval()
+            app.state.models[body["lora_name"]] = FakeLLM(merged, tokenizer)
+            app.state.adapter_loads.append(body["lora_name"])
+            return "Success"
+
+        @app.post("/v1/unload_lora_adapter")
+        async def unload_lora_adapter(request: Request):
+            body = await request.json()
+            if app.state.models.pop(body["lora_name"], None) is None:
+                return JSONResponse({"error": {"message": "not loaded"}}, status_code=404)
+            return "Success"
 
     @app.post("/tokenize")
     async def tokenize_endpoint(request: Request):
@@ -34,7 +65,7 @@ def stub_app(model, tokenizer, *, name="tiny", max_model_len=4096, label_ids=Tru
         if fail is not None and (status := fail()):
             return JSONResponse({"error": "engine down"}, status_code=status)
         body = await request.json()
-        if body.get("model") != name:
+        if body.get("model") not in app.state.models:
             return JSONResponse({"error": {"message": f"model {body.get('model')} does not exist"}}, status_code=404)
         ids = list(body["prompt"])
         if any(t >= vocab for t in ids):
@@ -53,7 +84,7 @@ def stub_app(model, tokenizer, *, name="tiny", max_model_len=4096, label_ids=Tru
             logprob_token_ids=(body.get("logprob_token_ids") if label_ids else None),
             prompt_logprobs=0 if echo else None,
         )
-        out = llm.generate([{"prompt_token_ids": ids}], [params])[0]
+        out = app.state.models[body["model"]].generate([{"prompt_token_ids": ids}], [params])[0]
         choices = []
         for i, o in enumerate(out.outputs):
             logprobs = None
@@ -70,6 +101,6 @@ def stub_app(model, tokenizer, *, name="tiny", max_model_len=4096, label_ids=Tru
             if body.get("return_token_ids"):
                 choice["token_ids"] = o.token_ids
             choices.append(choice)
-        return {"object": "text_completion", "model": name, "choices": choices}
+        return {"object": "text_completion", "model": body["model"], "choices": choices}
 
     return app

@@ -56,6 +56,29 @@ def test_direct_examples_double_the_data_with_the_direct_template(tok, tmp_path)
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in trainer.state.log_history if "loss" in h)
 
 
+def test_direct_swap_both_shows_every_pair_in_both_orders_with_the_label_following(tok, tmp_path):
+    rows = [{"prompt": f"question {i}", "chosen": f"zebra{i}", "rejected": f"quokka{i}",
+             "rationale": f"Response A has zebra{i}. Response A is better."} for i in range(10)]
+    args = _args(tmp_path, mode="reason", direct_examples=True, direct_swap="both", max_steps=1)
+    trainer = GramRewardTrainer(make_model(tok), args, train_dataset=Dataset.from_list(rows), processing_class=tok,
+                                template=SHORT_REASON_TEMPLATE)
+    assert trainer.data_stats["train"]["examples"] == 10 and trainer.data_stats["train"]["direct_examples"] == 20
+    direct = [tok.decode(ex["input_ids"]) for ex in trainer.train_dataset if "#Preferred:" in tok.decode(ex["input_ids"])]
+    assert len(direct) == 20
+    for row in rows:  # the chosen response is labelled A when shown first and B when shown second
+        shown = [t for t in direct if row["chosen"] in t and row["rejected"] in t]
+        assert len(shown) == 2
+        labels = {("A" if t.index(row["chosen"]) < t.index(row["rejected"]) else "B"): t.rstrip()[-1] for t in shown}
+        assert labels == {"A": "A", "B": "B"}
+
+
+def test_direct_swap_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="direct_swap"):
+        _args(tmp_path, mode="reason", direct_examples=True, direct_swap="twice")
+    with pytest.raises(ValueError, match="direct_examples=True"):
+        _args(tmp_path, mode="reason", direct_swap="both")
+
+
 def test_direct_examples_need_reason_mode(tmp_path):
     with pytest.raises(ValueError, match="direct_examples"):
         _args(tmp_path, mode="direct", direct_examples=True)

@@ -64,7 +64,8 @@ def _free_port() -> int:
 
 
 def _start_engine(port: int, log):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    # runtime LoRA adapters on: self-training on the fleet loads each stage's adapter into the running engines
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
     cmd = [
         sys.executable,
         "-m",
@@ -81,6 +82,9 @@ def _start_engine(port: int, log):
         "127.0.0.1",
         "--port",
         str(port),
+        "--enable-lora",
+        "--max-lora-rank",
+        "16",
     ]
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -130,7 +134,10 @@ def fleet(engines):
 
 @pytest.fixture(scope="module")
 def local():
-    return GramJudge.from_pretrained(None, dtype="float32", device="cpu", backend="transformers", cache_size=0, mode="direct")
+    # the base the engines serve (from_pretrained(None) is the embedded judge: the base with its shipped adapter)
+    return GramJudge.from_pretrained(
+        default_model_path(), dtype="float32", device="cpu", backend="transformers", cache_size=0, mode="direct"
+    )
 
 
 def _grpo_batch():
@@ -211,7 +218,7 @@ def test_gateway_passes_openrlhf_and_verl_contracts(engines, local, tokenizer_pa
             return await asyncio.gather(*calls)
 
         expected_plain = [r for k in range(2) for r in expected_group_rewards(local, QUESTIONS[k], GROUPS[k])]
-        assert asyncio.run(reward_loop()) == pytest.approx(expected_plain, abs=TOL)
+        assert [g["score"] for g in asyncio.run(reward_loop())] == pytest.approx(expected_plain, abs=TOL)
         stats = httpx.get(f"{url}/stats").json()
         assert stats["groups"]["complete"] == 4 and stats["groups"]["short"] == 0
 
@@ -366,6 +373,82 @@ def _numbers(report, prefix=""):
         ):
             out[f"{prefix}{k}"] = float(v)
     return out
+
+
+def test_self_training_pseudo_labels_and_proofs_on_the_engines(engines, tmp_path):
+    """GramSelfTrainer with judge_backend="openai": seed rationales, proofs, pseudo-labels and evaluation run on the
+    engines, each stage's LoRA adapter loaded into both at runtime; the pseudo-labels are those of the round-0
+    checkpoint in memory, and the engines serve the base alone afterwards."""
+    from datasets import Dataset
+    from peft import LoraConfig
+
+    from trl_gram.training.config import GramRewardConfig
+    from trl_gram.training.pseudo_label import pseudo_label
+    from trl_gram.training.self_training import GramSelfTrainer, SelfTrainingConfig
+
+    urls = engines[0]
+    rows = [{"prompt": q, "chosen": g[2], "rejected": g[3]} for q, g in zip(QUESTIONS, GROUPS)]
+    out = tmp_path / "run"
+    args = GramRewardConfig(
+        str(out),
+        mode="reason",
+        max_steps=1,
+        per_device_train_batch_size=2,
+        learning_rate=1e-3,
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        save_strategy="no",
+        disable_tqdm=True,
+        judge_eval_max_new_tokens=24,
+        max_length=2048,
+        seed=0,
+        model_init_kwargs={"dtype": "float32"},
+    )
+    sargs = SelfTrainingConfig(
+        rounds=1,
+        unlabeled_per_round=2,
+        bootstrap_seed_rationales=True,
+        proof_samples=2,
+        proof_max_new_tokens=16,
+        proof_require_finished=False,
+        check_support=False,
+        max_rationale_tokens=None,
+        self_train_eval_max_samples=2,
+        plot=False,
+        final_finetune=False,
+        judge_backend="openai",
+        engine_urls=urls,
+    )
+    unlabeled = [{"prompt": r["prompt"], "response_a": r["rejected"], "response_b": r["chosen"]} for r in rows[2:]]
+    trainer = GramSelfTrainer(
+        default_model_path(),
+        args,
+        sargs,
+        labeled_dataset=Dataset.from_list(rows[:2]),
+        unlabeled_dataset=Dataset.from_list(unlabeled),
+        seed_dataset=Dataset.from_list(rows[2:]),
+        eval_dataset=Dataset.from_list(rows[:2]),
+        peft_config=LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]),
+    )
+    history = trainer.run()
+    assert [h["stage"] for h in history] == ["base", "initial", "self-train"]
+    for url in urls:  # the last stage's adapter was unloaded: the engines serve the base alone
+        assert [m["id"] for m in httpx.get(url + "/v1/models").json()["data"]] == [default_model_path()]
+    predictions = [json.loads(line) for line in (out / "round_01" / "predictions.jsonl").open()]
+    trainer._engines = None  # the same judge on the round-0 checkpoint in memory (transformers, PEFT)
+    judge = trainer._judge(
+        trainer.models.load(out / "round_00" / "checkpoint"),
+        seed=args.seed + 1,
+        swap=sargs.pseudo_label_swap,
+        votes=sargs.pseudo_label_votes,
+        temperature=sargs.pseudo_label_temperature,
+    )
+    ref = pseudo_label(judge, trainer._unlabeled_batch(1), trainer.label_words)
+    assert [p["label"] for p in predictions] == [r["label"] for r in ref]
+    assert [p["confidence"] for p in predictions] == pytest.approx([r["confidence"] for r in ref], abs=TOL)
+    proofs = [json.loads(line) for line in (out / "round_00" / "kept.jsonl").open()]
+    assert proofs and all(p["rationale"] for p in proofs)  # written by the prover's adapter on the engines
 
 
 def test_an_engine_killed_mid_step_loses_no_reward(engines, local):

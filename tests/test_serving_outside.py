@@ -126,7 +126,7 @@ def test_verl_loads_both_functions_by_file_path_and_they_score(judge):
             ]
             return await asyncio.gather(*calls)
 
-        assert asyncio.run(reward_loop()) == pytest.approx(expected, abs=TOL)
+        assert [g["score"] for g in asyncio.run(reward_loop())] == pytest.approx(expected, abs=TOL)
         got = compute_score_batch(
             data_sources=["hh"] * 6,
             solution_strs=[r for group in RESPONSES for r in group],

@@ -142,7 +142,7 @@ def test_verl_reward_functions(url, judge, monkeypatch):
     local = GenerativeRewardFunction(judge)(prompts=PROMPTS, completions=COMPLETIONS, references=refs)
     monkeypatch.setenv("TRL_GRAM_URL", url)
     one = asyncio.run(verl.compute_score("hh", COMPLETIONS[1], "5", infos[1]))
-    assert one == pytest.approx(local[1], abs=1e-5)
+    assert one["score"] == pytest.approx(local[1], abs=1e-5) and one["compared"] == 1.0
     assert verl.compute_score_batch(["hh"] * 8, COMPLETIONS, refs, infos) == pytest.approx(local, abs=1e-5)
     with pytest.raises(ValueError, match="question"):
         asyncio.run(verl.compute_score("hh", "x", "5", {}))

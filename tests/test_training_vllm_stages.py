@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl_gram.judge.backends import vllm as vb
 from trl_gram.training.config import GramRewardConfig
 from trl_gram.training.self_training import GramSelfTrainer, SelfTrainingConfig
-from trl_gram.training.vllm_engines import merged_checkpoint
+from trl_gram.training.stage_engines import merged_checkpoint
 
 
 @pytest.fixture
@@ -112,8 +112,8 @@ def test_self_training_generates_on_vllm(engines, tmp_path):
     assert loaded.index(str(out / "round_00" / "checkpoint")) < loaded.index(str(out / "round_01" / "checkpoint"))
     assert len(engines["trained"]) == 4 and engines["trained_with_live_engine"] == []  # prover, 2 rounds, final
     # The same figures as the transformers models (greedy evaluation of the same checkpoints).
-    trainer._vllm.release()
-    trainer._vllm = None
+    trainer._engines.release()
+    trainer._engines = None
     for stage, model in (
         ("base", trainer.models.fresh()),
         ("final", trainer.models.load(out / "final" / "checkpoint")),

@@ -10,7 +10,9 @@ Endpoints (JSON):
   the group-comparison settings ``schedule``, ``schedule_degree``, ``aggregate``, ``second_order``,
   ``second_order_margin``, ``max_judge_calls_per_group``, ``length_control``, ``schedule_seed``?) used by
   [`~serving.remote_reward.RemoteGenerativeRewardFunction`] and the verl functions (``null`` for failures);
-  ``"group_across_requests": false`` when the request holds whole groups (nothing waits for other requests).
+  ``"group_across_requests": false`` when the request holds whole groups (nothing waits for other requests). The
+  answer: ``rewards``, ``failures``, ``compared`` and ``swap_agreement`` per item (``null`` when none of its
+  comparisons was judged in both orders).
 * ``POST /judge``: one pair ``{"question", "response_a", "response_b"}`` or ``{"pairs": [...]}``.
 * ``GET /health``, ``GET /ready`` (503 until the judge is loaded; lists the limits), ``GET /stats``.
 
@@ -435,12 +437,14 @@ def create_app(judge=None, config: ServeConfig | None = None, judge_factory: Cal
             items = scoring.reward_items(body)
         except ValueError as e:
             raise RequestError(400, str(e)) from None
-        probs, failures, compared = await score(items, reference, across, settings=settings)
+        health = [[] for _ in items]
+        probs, failures, compared = await score(items, reference, across, settings=settings, health=health)
         rewards = [pairing.transform(p, config.output) for p in probs]
         return {
             "rewards": rewards,
             "failures": failures,
             "compared": compared,
+            "swap_agreement": [sum(h) / len(h) if h else None for h in health],
             "stats": {
                 "unscored": sum(r is None for r in rewards),
                 "nothing_to_compare": sum(bool(f) and f.startswith(NOTHING_TO_COMPARE) for f in failures),

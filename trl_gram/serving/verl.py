@@ -29,6 +29,7 @@ from transformers.utils import logging
 from trl_gram import schedules
 from trl_gram.http_client import RemoteCallError, RetryPolicy, apost_json, bearer_headers, post_json
 from trl_gram.pairing import COMPARISON_FIELDS, comparison_overrides, groups, has_reference
+from trl_gram.serving.verl_result import verl_result
 
 logger = logging.get_logger(__name__)
 
@@ -98,8 +99,10 @@ async def compute_score(
     backoff=0.5,
     max_concurrency=1024,
     **kwargs,
-) -> float:
-    """verl reward-loop ``compute_score`` for one response.
+) -> dict:
+    """verl reward-loop ``compute_score`` for one response: a dict of ``score`` and the judge's health (``compared``,
+    ``swap_agreement``, ``parse_failure``; see [`~trl_gram.serving.verl_result.verl_result`]), which verl's reward
+    loop logs beside the score, whichever route judged it.
 
     Args:
         data_source, solution_str, ground_truth, extra_info: What verl passes (``ground_truth``: reference answer or
@@ -152,7 +155,8 @@ async def compute_score(
     reward = answer["rewards"][0]
     if reward is None:
         _warn_unscored(answer.get("failures") or [], 1)
-    return failure_reward if reward is None else float(reward)
+    agreement = (answer.get("swap_agreement") or [None])[0]
+    return verl_result(reward, (answer.get("compared") or [0])[0], agreement, failure_reward)
 
 
 def server_limits(url=None, api_key=None, timeout=10.0) -> dict:

@@ -27,6 +27,7 @@ import threading
 from transformers.utils import logging
 
 from trl_gram.pairing import transform
+from trl_gram.serving.verl_result import verl_result
 from trl_gram.serving.grouping import GroupCollector
 
 logger = logging.get_logger(__name__)
@@ -125,10 +126,5 @@ async def compute_score_via_router(
     else:
         collector = _collector_for(judge, group_size, group_timeout_s, reference)
         ((prob, info),) = await collector.add([question], [response])
-    agreement = info.get("agreement")
-    return {
-        "score": failure_reward if prob is None else transform(prob, output),
-        "compared": float(info.get("compared", 0)),
-        "swap_agreement": math.nan if agreement is None else float(agreement),
-        "parse_failure": 1.0 if prob is None else 0.0,
-    }
+    reward = None if prob is None else transform(prob, output)
+    return verl_result(reward, info.get("compared", 0), info.get("agreement"), failure_reward)

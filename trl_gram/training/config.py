@@ -89,6 +89,10 @@ class GramRewardConfig(SFTConfig):
         direct_template (`str`, *optional*):
             Template of the direct examples: a registered name or a prompt file, as `template`. Default: the template
             `direct` mode uses by default (GRAM v1).
+        direct_swap (`str`, *optional*):
+            Orders of the direct examples, as `swap` (`"random"`, `"both"`, `"none"`). Defaults to `swap`. `"both"`
+            shows each pair in both orders with the label following the better response, the cheapest lesson
+            against position bias (direct examples carry no rationale).
     """
 
     _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["judge_kwargs"]
@@ -179,6 +183,10 @@ class GramRewardConfig(SFTConfig):
         default=None,
         metadata={"help": "Template of the direct examples (`direct_examples`). Default: direct mode's, gram-v1."},
     )
+    direct_swap: str | None = field(
+        default=None,
+        metadata={"help": "Orders of the direct examples (random, both, none). Default: `swap`."},
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -205,8 +213,12 @@ class GramRewardConfig(SFTConfig):
             raise ValueError(f"`label_smoothing_epsilon` must be in [0, 1), got {self.label_smoothing_epsilon}.")
         if self.label_loss_weight < 0:
             raise ValueError(f"`label_loss_weight` must be >= 0, got {self.label_loss_weight}.")
-        if self.swap not in ("random", "both", "none"):
-            raise ValueError(f"`swap` must be 'random', 'both' or 'none', got {self.swap!r}.")
+        for name in ("swap", "direct_swap"):
+            value = getattr(self, name)
+            if value not in ("random", "both", "none") and not (name == "direct_swap" and value is None):
+                raise ValueError(f"`{name}` must be 'random', 'both' or 'none', got {value!r}.")
+        if self.direct_swap is not None and not self.direct_examples:
+            raise ValueError("`direct_swap` sets the orders of the direct examples: set `direct_examples=True`.")
         if self.on_invalid_row not in ("error", "skip"):
             raise ValueError(f"`on_invalid_row` must be 'error' or 'skip', got {self.on_invalid_row!r}.")
         if self.label_smoothing_factor > 0:

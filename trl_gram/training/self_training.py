@@ -156,15 +156,26 @@ class GramSelfTrainer:
         self.judge_model = None
         self.judge_model_path: str | None = None  # the checkpoint `judge_model` was loaded from or saved to
         self.history: list[dict] = []
-        self._vllm = None
+        self._engines = None  # the generating stages' engines (None: the transformers models in memory)
         if self.sargs.judge_backend == "vllm":
-            from .vllm_engines import VLLMEngines
+            from .stage_engines import VLLMEngines
 
-            self._vllm = VLLMEngines(
+            self._engines = VLLMEngines(
                 self.sargs.vllm_tensor_parallel_size,
                 self.sargs.vllm_gpu_memory_utilization,
                 dtype=(self.args.model_init_kwargs or {}).get("dtype", "auto"),
                 load_base=self.models.fresh,
+            )
+        elif self.sargs.judge_backend == "openai":
+            from .stage_engines import FleetEngines
+
+            if self.peft_config is None:
+                raise ValueError(
+                    "`judge_backend='openai'` loads each stage's checkpoint into the running engines as a LoRA "
+                    "adapter: train with PEFT (`use_peft` / `peft_config`)."
+                )
+            self._engines = FleetEngines(
+                self.sargs.engine_urls, self._model_path(None), served_model_name=self.sargs.served_model_name
             )
 
     # -----------------------------------------------------------------------------------------------------------------
@@ -184,8 +195,8 @@ class GramSelfTrainer:
         )
         fields.update(self.args.judge_kwargs or {})
         fields.update(overrides)
-        if self._vllm is not None:
-            return self._vllm.judge(self._model_path(model), GramJudgeConfig(**fields))
+        if self._engines is not None:
+            return self._engines.judge(self._model_path(model), GramJudgeConfig(**fields))
         return GramJudge(self.models.on_device(model), self.tokenizer, config=GramJudgeConfig(**fields))
 
     def _prover_source(self) -> Path | None:
@@ -193,20 +204,22 @@ class GramSelfTrainer:
         return path or (Path(self.sargs.prover_model) if self.sargs.prover_model else None)
 
     def _generating_prover(self) -> PreferenceProver:
-        """The prover that writes proofs: with `judge_backend="vllm"`, its checkpoint on a vLLM engine."""
-        if self._vllm is None or self._user_prover:
+        """The prover that writes proofs: with `judge_backend` "vllm" or "openai", its checkpoint on the engines."""
+        if self._engines is None or self._user_prover:
             return self._get_prover()
         source = self._prover_source() or self._model_path(None)
-        return self._vllm.prover(source, self._get_prover(config_only=True), self.label_words)
+        return self._engines.prover(source, self._get_prover(config_only=True), self.label_words)
 
     def _model_path(self, model) -> str:
-        """The checkpoint folder a vLLM engine loads for `model` (a stage's checkpoint, else the base)."""
+        """The checkpoint folder the engines serve for `model` (a stage's checkpoint, else the base)."""
         path = None
         if model is not None:  # the stage's judge (trained in place, so its own path first), else a loaded checkpoint
             path = self.judge_model_path if model is self.judge_model else self.models.path_of(model)
         path = path or (self.base if isinstance(self.base, str) else None)
         if path is None:
-            raise ValueError("`judge_backend='vllm'` needs the base model as a path (vLLM loads checkpoints).")
+            raise ValueError(
+                f"`judge_backend={self.sargs.judge_backend!r}` needs the base model as a path (engines load checkpoints)."
+            )
         return str(path)
 
     def _get_prover(self, config_only: bool = False) -> PreferenceProver:
@@ -262,6 +275,8 @@ class GramSelfTrainer:
         if self.sargs.final_finetune and seed_rows and self.args.mode == "reason":
             self.history.append(self._final_stage(seed_rows))
             self._write_summary()
+        if self._engines is not None:
+            self._engines.release()  # the engines free the last stage (in-process vLLM: its memory; a fleet: its adapter)
         return self.history
 
     def _seed_stage(self) -> list[dict]:
@@ -301,8 +316,8 @@ class GramSelfTrainer:
         if self.folder.is_done("prover"):
             return
         d = self.folder.stage("prover")
-        if self._vllm is not None:
-            self._vllm.release()  # training needs the memory
+        if self._engines is not None:
+            self._engines.release()  # training needs the memory
         prover = self._get_prover()
         pargs = copy.deepcopy(self.args)
         pargs.output_dir = str(d / "trainer")
@@ -450,8 +465,8 @@ class GramSelfTrainer:
 
     def _train(self, rows: list[dict], d: Path, init: Path | None):
         """The judge of stage ``d``: its finished checkpoint, or trained now (here or by ``train_command``)."""
-        if self._vllm is not None and not is_trained(d):
-            self._vllm.release()  # training needs the memory; the next generating stage loads the new checkpoint
+        if self._engines is not None and not is_trained(d):
+            self._engines.release()  # training needs the memory; the next generating stage loads the new checkpoint
         if is_trained(d):
             model = self.models.load(d / "checkpoint")
         elif not rows:  # e.g. every proof was cut off: the stage keeps its starting model

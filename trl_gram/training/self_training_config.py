@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from ..judge.judge import SWAPS
 from ..judge.spec import judge_field
 
-LOOP_BACKENDS = ("transformers", "vllm")
+LOOP_BACKENDS = ("transformers", "vllm", "openai")
 """The [`~trl_gram.judge.JudgeSpec`] backends the loop's generating stages run on (models in memory, or vLLM)."""
 
 
@@ -88,12 +88,20 @@ class SelfTrainingConfig:
             Backend ([`~trl_gram.judge.JudgeSpec`] vocabulary) of the generating stages (evaluation, pseudo-labelling, proof sampling and Eq. 5 scoring,
             bootstrapped seed rationales): `"transformers"` (the models in memory) or `"vllm"` (each checkpoint is
             loaded into `vllm.LLM`, released before every training stage and reloaded from the new checkpoint after
-            it; adapters are merged first). Training itself always runs on transformers.
+            it; adapters are merged first) or `"openai"` (running OpenAI-compatible vLLM engines at `engine_urls`
+            that serve the base model; each stage's LoRA adapter is loaded into them at runtime, so training must use
+            PEFT and the engines need `--enable-lora` and `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`; see
+            docs/judge_backends.md). Training itself always runs on transformers.
         vllm_tensor_parallel_size (`int`, *optional*, defaults to `1`):
             GPUs one vLLM engine is split over (`judge_backend="vllm"`).
         vllm_gpu_memory_utilization (`float`, *optional*):
             Share of GPU memory a vLLM engine may take (default: vLLM backend's, see
             [`~trl_gram.judge.backends.vllm.VLLMBackend.load`]).
+        engine_urls (`list[str]`, *optional*):
+            Base URLs of the engines (`judge_backend="openai"`).
+        served_model_name (`str`, *optional*):
+            Name the engines serve the base model under (`judge_backend="openai"`; default: the model path, or the
+            one model they serve).
     """
 
     rounds: int = field(default=3, metadata={"help": "Self-training rounds after the initial judge."})
@@ -166,6 +174,8 @@ class SelfTrainingConfig:
     )
     vllm_tensor_parallel_size: int = judge_field("tensor_parallel_size")
     vllm_gpu_memory_utilization: float | None = judge_field("gpu_memory_utilization")
+    engine_urls: list[str] = judge_field("engine_urls", "Base URLs of the engines (judge_backend=openai).")
+    served_model_name: str | None = judge_field("served_model_name", "Base model's name on the engines (openai).")
 
     def __post_init__(self):
         if self.rounds < 0:
@@ -186,5 +196,9 @@ class SelfTrainingConfig:
             raise ValueError(f"`min_vote_agreement` must be in [0, 1], got {self.min_vote_agreement}.")
         if self.confidence_threshold is not None and not 0.0 <= self.confidence_threshold <= 1.0:
             raise ValueError(f"`confidence_threshold` must be in [0, 1], got {self.confidence_threshold}.")
+        if self.judge_backend == "openai" and not self.engine_urls:
+            raise ValueError("`judge_backend='openai'` needs `engine_urls`, the base URLs of the running engines.")
+        if self.judge_backend != "openai" and self.engine_urls:
+            raise ValueError(f"`engine_urls` is only used with judge_backend 'openai', not {self.judge_backend!r}.")
         if self.proof_samples < 1:
             raise ValueError(f"`proof_samples` must be >= 1, got {self.proof_samples}.")

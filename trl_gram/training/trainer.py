@@ -207,7 +207,7 @@ class GramRewardTrainer(SFTTrainer):
         )
         if is_train and self.direct_builder is not None:
             direct, _, direct_stats = build_judge_dataset(
-                pairs, self.direct_builder, swap, args.seed, num_proc=args.dataset_num_proc, name=f"{name} direct"
+                pairs, self.direct_builder, args.direct_swap or swap, args.seed, num_proc=args.dataset_num_proc, name=f"{name} direct"
             )
             tokenized = concatenate_datasets([tokenized, direct]).shuffle(seed=args.seed)
             stats["direct_examples"] = direct_stats["examples"]

@@ -66,6 +66,69 @@ def base_url(url: str) -> str:
     return url
 
 
+RUNTIME_LORA_HINT = (
+    "start the engine with `--enable-lora --max-lora-rank R` (R at least the adapter's rank) and the environment "
+    "variable VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, and give it the adapter folder's path on its own filesystem"
+)
+
+
+def load_adapter(engine_urls: Sequence[str], name: str, path: str, *, headers: dict | None = None, client=None):
+    """Load the LoRA adapter folder `path` into every engine under the model name `name` (vLLM's runtime adapter
+    loading, `POST /v1/load_lora_adapter`); requests then name `name` as their `model`. An adapter already loaded
+    under `name` is kept. Each failure names its URL."""
+    import httpx
+
+    own = client is None
+    client = client or httpx.Client()
+    try:
+        for url in map(base_url, engine_urls):
+            try:
+                answer = client.post(
+                    url + "/v1/load_lora_adapter",
+                    json={"lora_name": name, "lora_path": str(path)},
+                    headers=dict(headers or {}),
+                    timeout=300.0,
+                )
+            except httpx.HTTPError as e:
+                raise EngineConnectionError(f"{url}: loading adapter {path} failed ({type(e).__name__}: {e}).") from e
+            if answer.status_code == 200 or "already" in answer.text:
+                continue
+            if answer.status_code in (404, 405):
+                raise EngineConnectionError(
+                    f"{url} has no runtime adapter loading (POST /v1/load_lora_adapter: {answer.status_code}): "
+                    f"{RUNTIME_LORA_HINT}."
+                )
+            raise EngineConnectionError(
+                f"{url} refused adapter {path} as {name!r} ({answer.status_code}: {answer.text[:300]}); "
+                f"{RUNTIME_LORA_HINT}."
+            )
+    finally:
+        if own:
+            client.close()
+
+
+def unload_adapter(engine_urls: Sequence[str], name: str, *, headers: dict | None = None, client=None) -> None:
+    """Unload the adapter `name` from every engine (`POST /v1/unload_lora_adapter`); failures are logged only
+    (an engine that restarted no longer holds it)."""
+    import httpx
+
+    own = client is None
+    client = client or httpx.Client()
+    try:
+        for url in map(base_url, engine_urls):
+            try:
+                answer = client.post(
+                    url + "/v1/unload_lora_adapter", json={"lora_name": name}, headers=dict(headers or {}), timeout=60.0
+                )
+                if answer.status_code != 200:
+                    logger.info(f"{url} did not unload adapter {name!r} ({answer.status_code}).")
+            except httpx.HTTPError as e:
+                logger.info(f"{url} did not unload adapter {name!r} ({type(e).__name__}).")
+    finally:
+        if own:
+            client.close()
+
+
 @dataclass
 class Engine:
     """One engine and its live counters (read by `/metrics`)."""
