@@ -7,6 +7,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
+import torch
 from training_utils import make_model, make_tokenizer
 
 from trl_gram.training.config import GramRewardConfig
@@ -101,3 +102,75 @@ def test_a_stage_without_rows_keeps_its_start_and_reloads_it(tmp_path):
     loaded = models.load(tmp_path / "round_00" / "checkpoint")
     assert all((a == b).all() for a, b in zip(start.state_dict().values(), loaded.state_dict().values()))
     assert not any(name.startswith("_gram") for name in vars(loaded))  # no run state stuck on the model
+
+
+def _lora_state(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+def _initial_judge_run(tmp_path, tok, initial_judge, learning_rate=0.0):
+    from datasets import Dataset
+    from peft import LoraConfig
+    from training_utils import SHORT_DIRECT_TEMPLATE, rule_rows
+
+    from trl_gram.training.self_training import GramSelfTrainer, SelfTrainingConfig
+
+    args = GramRewardConfig(
+        str(tmp_path / "run"),
+        mode="direct",
+        num_train_epochs=1,
+        per_device_train_batch_size=8,
+        learning_rate=learning_rate,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        max_length=256,
+    )
+    sargs = SelfTrainingConfig(rounds=0, final_finetune=False, initial_judge=initial_judge, plot=False)
+    trainer = GramSelfTrainer(
+        make_model(tok),
+        args,
+        sargs,
+        labeled_dataset=Dataset.from_list(rule_rows(8, 1)),
+        processing_class=tok,
+        template=SHORT_DIRECT_TEMPLATE,
+        peft_config=LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.0),
+    )
+    trainer.run()
+    return _lora_state(tmp_path / "run" / "round_00" / "checkpoint")
+
+
+def test_the_initial_judge_starts_from_the_given_adapter(tmp_path):
+    """A warm-up adapter (random, non-zero B) is trained further by round 0 (learning rate 0: kept exactly); without
+    it, round 0 starts from a fresh LoRA (B = 0)."""
+    from peft import LoraConfig, get_peft_model
+
+    tok = make_tokenizer()
+    warm = tmp_path / "warm"
+    get_peft_model(
+        make_model(tok), LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)
+    ).save_pretrained(warm)
+    start = _lora_state(warm)
+    trained = _initial_judge_run(tmp_path / "a", tok, str(warm))
+    assert set(trained) == set(start)
+    b_keys = [k for k in start if "lora_B" in k]
+    assert b_keys and all(float(start[k].abs().max()) > 0 for k in b_keys)
+    assert all(torch.equal(trained[k], start[k]) for k in start)
+    fresh = _initial_judge_run(tmp_path / "b", tok, None)
+    assert all(float(fresh[k].abs().max()) == 0 for k in b_keys)
+
+
+def test_initial_judge_must_be_an_adapter_or_model_folder(tmp_path):
+    from trl_gram.training.self_training import SelfTrainingConfig
+
+    with pytest.raises(ValueError, match="initial_judge=.*neither a LoRA adapter"):
+        SelfTrainingConfig(initial_judge=str(tmp_path))
+    tok = make_tokenizer()
+    full = tmp_path / "full"
+    make_model(tok).save_pretrained(full)
+    with pytest.raises(ValueError, match="is a full model, but the stages train LoRA adapters"):
+        _initial_judge_run(tmp_path / "c", tok, str(full))

@@ -8,6 +8,8 @@ with ``--seed`` and cuts disjoint slices, half hh-rlhf and half PandaLM in each 
 * ``labeled.jsonl``    labelled pairs of the initial judge
 * ``unlabeled.jsonl``  pairs whose labels the pipeline drops (its unlabeled pool)
 * ``heldout_stage.jsonl``  a few held-out pairs judged after every stage (inside the run)
+* ``warmup.jsonl``     every remaining labelled pair (``--warmup``: a cap per source), for the direct-mode warm-up
+  stage that runs before the reasoning stages (labels only, no rationales)
 * ``heldout_hh_rlhf.jsonl``, ``heldout_pandalm.jsonl``, ``heldout_judgebench.jsonl``: the held-out sets of the
   figures; no stage ever sees them (JudgeBench is evaluation only).
 
@@ -60,16 +62,27 @@ def main(argv=None) -> None:
     p.add_argument("--unlabeled", type=int, default=32, help="Unlabeled pairs per source.")
     p.add_argument("--stage_eval", type=int, default=6, help="Held-out pairs per source judged after every stage.")
     p.add_argument("--heldout", type=int, default=100, help="Held-out pairs per set of the figures.")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=-1,
+        help="Warm-up pairs per source (the rows left after the other slices; -1: all).",
+    )
     a = p.parse_args(argv)
     data, out = Path(a.data), Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     sources = {name: _rows(data / FILES[name], name, a.seed) for name in FILES}
-    slices: dict[str, list[dict]] = {k: [] for k in ("seed", "labeled", "unlabeled", "heldout_stage")}
+    slices: dict[str, list[dict]] = {k: [] for k in ("seed", "labeled", "unlabeled", "heldout_stage", "warmup")}
     for name in ("hh_rlhf", "pandalm"):
         rows = sources[name]
         # held-out rows come first in the shuffled order, so the figures' sets do not move when training slices grow
-        cut = [("heldout", a.heldout), ("heldout_stage", a.stage_eval), ("seed", a.seed_pairs),
-               ("labeled", a.labeled), ("unlabeled", a.unlabeled)]
+        cut = [
+            ("heldout", a.heldout),
+            ("heldout_stage", a.stage_eval),
+            ("seed", a.seed_pairs),
+            ("labeled", a.labeled),
+            ("unlabeled", a.unlabeled),
+        ]
         start = 0
         for key, n in cut:
             part = rows[start : start + n]
@@ -80,10 +93,12 @@ def main(argv=None) -> None:
                 slices[f"heldout_{name}"] = part
             else:
                 slices[key].extend(part)
+        rest = rows[start:]
+        slices["warmup"].extend(rest if a.warmup < 0 else rest[: a.warmup])
     slices["heldout_judgebench"] = sources["judgebench"][: a.heldout]
     # interleave the two sources in the training slices (rounds take consecutive unlabeled rows)
     rng = random.Random(a.seed + 1)
-    for key in ("seed", "labeled", "unlabeled", "heldout_stage"):
+    for key in ("seed", "labeled", "unlabeled", "heldout_stage", "warmup"):
         rng.shuffle(slices[key])
     manifest = {"seed": a.seed, "data": str(data), "slices": {}}
     for key, rows in slices.items():

@@ -144,6 +144,15 @@ class GramSelfTrainer:
         self.folder = RunFolder(self.root)
         self.models = ModelSource(model, args, quantization_config)
         self.label_words = self.template.label_words
+        if (
+            self.sargs.initial_judge
+            and self.peft_config is not None
+            and not (Path(self.sargs.initial_judge) / "adapter_config.json").is_file()
+        ):
+            raise ValueError(
+                f"`initial_judge={self.sargs.initial_judge!r}` is a full model, but the stages train LoRA adapters, "
+                "which are loaded over the base model: give a LoRA adapter, or train without PEFT."
+            )
         if self.sargs.train_command and not isinstance(model, str):
             raise ValueError("`train_command` launches training in another process: pass the model as a path.")
         self.eval_pairs = []
@@ -378,7 +387,7 @@ class GramSelfTrainer:
         if self.sargs.retrain_from == "previous" and r > 0:
             init = self.root / f"round_{r - 1:02d}" / "checkpoint"
         else:
-            init = None
+            init = Path(self.sargs.initial_judge) if self.sargs.initial_judge else None
         model = self._train(merged, d, init)
         metrics = self._eval_stage(d, model)
         n_in = dropped.get("candidates", len(kept))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..judge.judge import SWAPS
 from ..judge.spec import judge_field
@@ -54,6 +55,12 @@ class SelfTrainingConfig:
         retrain_from (`str`, *optional*, defaults to `"base"`):
             Each round trains from the base model (`"base"`) or continues from the previous round's judge
             (`"previous"`).
+        initial_judge (`str`, *optional*):
+            A LoRA adapter (over the base model) or a full model folder that the judge's training starts from instead
+            of the base model: the initial judge (round 0), and every round when `retrain_from="base"`. E.g. a
+            direct-mode warm-up trained by `trl-gram train --mode direct` on labelled pairs. An adapter is trained
+            further (not stacked), so the run still ends with one adapter over the base model. The prover still
+            starts from the base model.
         prover_model (`str`, *optional*):
             Path of a preference-proving model; by default the base model is the prover.
         train_prover (`bool`, *optional*, defaults to `True`):
@@ -138,6 +145,10 @@ class SelfTrainingConfig:
             "choices": ["base", "previous"],
         },
     )
+    initial_judge: str | None = field(
+        default=None,
+        metadata={"help": "LoRA adapter or model folder the judge's training starts from (e.g. a direct warm-up)."},
+    )
     prover_model: str | None = field(default=None, metadata={"help": "Path of a preference-proving model."})
     train_prover: bool = field(default=True, metadata={"help": "Fine-tune the prover on the seed rationales."})
     prover_num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs of prover training."})
@@ -200,5 +211,12 @@ class SelfTrainingConfig:
             raise ValueError("`judge_backend='openai'` needs `engine_urls`, the base URLs of the running engines.")
         if self.judge_backend != "openai" and self.engine_urls:
             raise ValueError(f"`engine_urls` is only used with judge_backend 'openai', not {self.judge_backend!r}.")
+        if self.initial_judge is not None:
+            path = Path(self.initial_judge)
+            if not ((path / "adapter_config.json").is_file() or (path / "config.json").is_file()):
+                raise ValueError(
+                    f"`initial_judge={self.initial_judge!r}` is neither a LoRA adapter folder (adapter_config.json) "
+                    "nor a model folder (config.json)."
+                )
         if self.proof_samples < 1:
             raise ValueError(f"`proof_samples` must be >= 1, got {self.proof_samples}.")
