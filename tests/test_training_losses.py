@@ -207,3 +207,30 @@ def test_label_smoothing_gradient_matches_full_logits(tok, tmp_path):
         torch.testing.assert_close(ours_grads[name], param.grad, rtol=1e-4, atol=1e-6)
         checked += 1
     assert checked > 5
+
+
+def test_direct_label_only_batches_skip_the_full_vocabulary_logits(tok, tmp_path):
+    """Direct examples with the 2-way loss have no next-token target: the LM head runs on the last position of each
+    row and on the label slots only (not on every position), the loss is unchanged (see the two tests above) and the
+    trained-token count is still logged."""
+    args = _args(tmp_path, mode="direct", label_loss="label_smoothing")
+    model = make_model(tok, seed=5)
+    trainer = GramRewardTrainer(
+        model,
+        args,
+        train_dataset=Dataset.from_list(rule_rows(8, 4, True)),
+        processing_class=tok,
+        template=SHORT_DIRECT_TEMPLATE,
+    )
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    rows_seen = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, i, o: rows_seen.append(i[0].shape[:-1]))
+    try:
+        model.train()
+        loss = trainer.compute_loss(model, {k: v.clone() for k, v in batch.items()})
+    finally:
+        hook.remove()
+    loss.backward()
+    assert rows_seen == [torch.Size([4, 1]), torch.Size([4])], rows_seen
+    assert trainer._metrics["train"]["num_tokens"] == [int(batch["attention_mask"].sum())]
+    assert trainer._metrics["train"]["label_accuracy"] and "entropy" not in trainer._metrics["train"]

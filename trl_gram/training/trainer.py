@@ -207,7 +207,12 @@ class GramRewardTrainer(SFTTrainer):
         )
         if is_train and self.direct_builder is not None:
             direct, _, direct_stats = build_judge_dataset(
-                pairs, self.direct_builder, args.direct_swap or swap, args.seed, num_proc=args.dataset_num_proc, name=f"{name} direct"
+                pairs,
+                self.direct_builder,
+                args.direct_swap or swap,
+                args.seed,
+                num_proc=args.dataset_num_proc,
+                name=f"{name} direct",
             )
             tokenized = concatenate_datasets([tokenized, direct]).shuffle(seed=args.seed)
             stats["direct_examples"] = direct_stats["examples"]
@@ -231,6 +236,23 @@ class GramRewardTrainer(SFTTrainer):
         if self._capturing:
             self._captured_hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
 
+    def _label_only_forward(self, model, inputs):
+        """The forward of a batch whose only targets are label slots (direct examples with the 2-way loss): the
+        backbone's hidden states are captured by the hook and the LM head runs on the last position only
+        (``logits_to_keep=1``), instead of the full-vocabulary logits, entropy and token accuracy of every position
+        that ``SFTTrainer.compute_loss`` computes. The model is still called through its (DDP / DeepSpeed) wrapper.
+        Returns a zero loss carrying the graph, and the outputs."""
+        model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        outputs = model(**model_inputs, use_cache=False, logits_to_keep=1)
+        if self.model.training:
+            if "attention_mask" in inputs:
+                local = inputs["attention_mask"].sum()
+            else:  # padding-free batches carry position_ids instead
+                local = torch.tensor(inputs["position_ids"].size(1), device=inputs["position_ids"].device)
+            self._total_train_tokens += self.accelerator.gather_for_metrics(local).sum().item() // self._tp_size
+            self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+        return outputs.logits.sum() * 0.0, outputs
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.get("labels")
         if labels is None or self.label_token_ids is None or not bool(is_slot(labels).any()):
@@ -246,13 +268,17 @@ class GramRewardTrainer(SFTTrainer):
         keep = self.mode == "reason"
         lm_labels, slot_mask, targets = split_label_slots(labels, self.label_token_ids, keep_in_lm=keep)
         inputs["labels"] = lm_labels
+        label_only = not bool((lm_labels != -100).any())  # direct examples: no next-token target at all
         self._capturing = True
         try:
-            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            if label_only:
+                loss, outputs = self._label_only_forward(model, inputs)
+            else:
+                result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+                loss, outputs = result if return_outputs else (result, None)
             hidden = self._captured_hidden
         finally:
             self._capturing, self._captured_hidden = False, None
-        loss, outputs = result if return_outputs else (result, None)
         causal = self.accelerator.unwrap_model(model)
         if is_peft_model(causal):
             causal = causal.get_base_model()
