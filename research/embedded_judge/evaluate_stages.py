@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 
 SETS = ("hh_rlhf", "pandalm", "judgebench")
-STAGES = ("zero_shot", "round_00", "round_01", "round_02", "final")
+STAGES = ("zero_shot", "warmup", "round_00", "round_01", "round_02", "final")
 STAGE_NAMES = {
     "prover": "prover training",
     "zero_shot": "zero-shot base",
+    "warmup": "direct warm-up",
     "round_00": "initial judge (round 0)",
     "round_01": "self-training round 1",
     "round_02": "self-training round 2",
@@ -43,7 +44,9 @@ def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return (centre - half, centre + half)
 
 
-def _checkpoint(run: Path, stage: str) -> Path | None:
+def _checkpoint(run: Path, stage: str, warmup: Path | None = None) -> Path | None:
+    if stage == "warmup":  # a `trl-gram train` output folder: its adapter is written at the end of training
+        return warmup if warmup is not None and (warmup / "adapter_config.json").is_file() else None
     ckpt = run / stage / "checkpoint"
     return ckpt if (ckpt / ".done").is_file() else None
 
@@ -52,15 +55,33 @@ def evaluate(stage: str, mode: str, args) -> dict | None:
     out = Path(args.out) / f"{stage}_{mode}.json"
     if out.is_file():
         return json.loads(out.read_text())
-    adapter = None if stage == "zero_shot" else _checkpoint(Path(args.run), stage)
+    adapter = None if stage == "zero_shot" else _checkpoint(Path(args.run), stage, Path(args.warmup))
     if stage != "zero_shot" and adapter is None:
         return None
     n = args.direct_pairs if mode == "direct" else args.reason_pairs
     files = [str(Path(args.data) / f"heldout_{s}.jsonl") for s in SETS]
-    cmd = [sys.executable, "-m", "trl_gram.cli", "eval", "--data", *files, "--judge_model", args.base,
-           "--mode", mode, "--max_samples", str(n), "--max_length", str(args.max_length),
-           "--max_new_tokens", str(args.max_new_tokens), "--backend", "transformers",
-           "--output_json", str(out) + ".part"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "trl_gram.cli",
+        "eval",
+        "--data",
+        *files,
+        "--judge_model",
+        args.base,
+        "--mode",
+        mode,
+        "--max_samples",
+        str(n),
+        "--max_length",
+        str(args.max_length),
+        "--max_new_tokens",
+        str(args.max_new_tokens),
+        "--backend",
+        "transformers",
+        "--output_json",
+        str(out) + ".part",
+    ]
     if adapter is not None:
         cmd += ["--adapter", str(adapter)]
     print(" ".join(cmd), flush=True)
@@ -77,8 +98,11 @@ def summarize(args) -> None:
     rows, table = [], []
     run = Path(args.run)
     # training wall time of a stage: from the previous stage's summary.json to its own (the run writes them in order)
-    done = [(s, (run / s / "summary.json").stat().st_mtime) for s in ("seed", "prover", *STAGES[1:])
-            if (run / s / "summary.json").is_file()]
+    done = [
+        (s, (run / s / "summary.json").stat().st_mtime)
+        for s in ("seed", "prover", *STAGES[1:])
+        if (run / s / "summary.json").is_file()
+    ]
     stage_times = {s: t - prev for (_, prev), (s, t) in zip(done, done[1:])}
     for stage in STAGES:
         for mode in ("direct", "reason"):
@@ -95,8 +119,15 @@ def summarize(args) -> None:
                 pooled_correct += m["accuracy"] * n
                 pooled_n += n
             pooled = pooled_correct / pooled_n
-            row = {"stage": stage, "mode": mode, "sets": per_set, "pooled_accuracy": pooled, "pooled_pairs": pooled_n,
-                   "pooled_ci95": wilson(pooled, pooled_n), "eval_wall_s": report["wall_s"]}
+            row = {
+                "stage": stage,
+                "mode": mode,
+                "sets": per_set,
+                "pooled_accuracy": pooled,
+                "pooled_pairs": pooled_n,
+                "pooled_ci95": wilson(pooled, pooled_n),
+                "eval_wall_s": report["wall_s"],
+            }
             rows.append(row)
 
             def cell(m):
@@ -115,13 +146,18 @@ def summarize(args) -> None:
                 + (" / ".join(f"{fails[s]:.2f}" for s in SETS if s in fails) if mode == "reason" else "–")
                 + f" | {report['wall_s'] / 60:.1f} |"
             )
-    head = ("| stage | mode | hh-rlhf acc [95 % CI] | PandaLM acc [95 % CI] | JudgeBench acc [95 % CI] | pooled acc "
-            "[95 % CI] | swap agreement (hh / PandaLM / JB) | parse failures (hh / PandaLM / JB) | eval min |\n"
-            "|---|---|---|---|---|---|---|---|---|")
+    head = (
+        "| stage | mode | hh-rlhf acc [95 % CI] | PandaLM acc [95 % CI] | JudgeBench acc [95 % CI] | pooled acc "
+        "[95 % CI] | swap agreement (hh / PandaLM / JB) | parse failures (hh / PandaLM / JB) | eval min |\n"
+        "|---|---|---|---|---|---|---|---|---|"
+    )
     text = head + "\n" + "\n".join(table) + "\n"
     if stage_times:
-        text += "\nTraining wall time per stage (this CPU): " + ", ".join(
-            f"{STAGE_NAMES.get(k, k)} {v / 60:.1f} min" for k, v in stage_times.items() if v) + "\n"
+        text += (
+            "\nTraining wall time per stage (this CPU): "
+            + ", ".join(f"{STAGE_NAMES.get(k, k)} {v / 60:.1f} min" for k, v in stage_times.items() if v)
+            + "\n"
+        )
     Path(args.out, "figures.md").write_text(text)
     Path(args.out, "figures.json").write_text(json.dumps({"rows": rows, "stage_wall_s": stage_times}, indent=2) + "\n")
     print(text)
@@ -131,6 +167,9 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", default="runs/embedded_judge/run")
     p.add_argument("--data", default="runs/embedded_judge/data")
+    p.add_argument(
+        "--warmup", default="runs/embedded_judge/warmup", help="Output folder of the direct warm-up (its stage)."
+    )
     p.add_argument("--out", default="runs/embedded_judge/eval")
     p.add_argument("--base", default=None, help="Base model folder (default: the embedded model).")
     p.add_argument("--stages", nargs="*", default=list(STAGES), choices=STAGES)
