@@ -28,8 +28,8 @@ def main(argv=None) -> None:
     from peft import LoraConfig
     from trl import SFTTrainer
 
-    from trl_gram.default_model import default_model_path
     from trl_gram import GramRewardConfig, GramRewardTrainer
+    from trl_gram.default_model import default_model_path
 
     torch.manual_seed(0)
     words = "the quick brown fox jumps over a lazy dog while seven wizards quietly judge boxing".split()

@@ -7,7 +7,6 @@ uses: ``/v1/models``, ``/tokenize`` and ``/v1/completions`` with token-id prompt
 
 import copy
 
-
 from fake_vllm import FakeLLM, FakeParams
 
 

@@ -27,8 +27,8 @@ import threading
 from transformers.utils import logging
 
 from trl_gram.pairing import transform
-from trl_gram.serving.verl_result import verl_result
 from trl_gram.serving.grouping import GroupCollector
+from trl_gram.serving.verl_result import verl_result
 
 logger = logging.get_logger(__name__)
 
