@@ -174,10 +174,8 @@ def test_compute_loss_equals_hand_computation(tok, tmp_path, mode, label_loss):
     assert math.isclose(got_counted.item(), expected, rel_tol=1e-4), (got_counted.item(), expected)
 
 
-def test_label_smoothing_gradient_matches_full_logits(tok, tmp_path):
-    """Direct mode, ε = 0: the trainer's 2-way loss, read from the captured hidden states at the slots, has the same
-    value and the same gradient for every parameter as a 2-way cross-entropy over the full forward's logits."""
-    args = _args(tmp_path, mode="direct", label_loss="label_smoothing", label_smoothing_epsilon=0.0)
+def _direct_batch(tok, args):
+    """A tiny model, its direct-mode trainer and a collated batch of 4 direct examples."""
     model = make_model(tok, seed=5)
     trainer = GramRewardTrainer(
         model,
@@ -186,7 +184,14 @@ def test_label_smoothing_gradient_matches_full_logits(tok, tmp_path):
         processing_class=tok,
         template=SHORT_DIRECT_TEMPLATE,
     )
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    return model, trainer, trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+
+
+def test_label_smoothing_gradient_matches_full_logits(tok, tmp_path):
+    """Direct mode, ε = 0: the trainer's 2-way loss, read from the captured hidden states at the slots, has the same
+    value and the same gradient for every parameter as a 2-way cross-entropy over the full forward's logits."""
+    args = _args(tmp_path, mode="direct", label_loss="label_smoothing", label_smoothing_epsilon=0.0)
+    model, trainer, batch = _direct_batch(tok, args)
     model.train()
     ours = trainer.compute_loss(model, {k: v.clone() for k, v in batch.items()})
     ours.backward()
@@ -214,15 +219,7 @@ def test_direct_label_only_batches_skip_the_full_vocabulary_logits(tok, tmp_path
     row and on the label slots only (not on every position), the loss is unchanged (see the two tests above) and the
     trained-token count is still logged."""
     args = _args(tmp_path, mode="direct", label_loss="label_smoothing")
-    model = make_model(tok, seed=5)
-    trainer = GramRewardTrainer(
-        model,
-        args,
-        train_dataset=Dataset.from_list(rule_rows(8, 4, True)),
-        processing_class=tok,
-        template=SHORT_DIRECT_TEMPLATE,
-    )
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    model, trainer, batch = _direct_batch(tok, args)
     rows_seen = []
     hook = model.get_output_embeddings().register_forward_hook(lambda m, i, o: rows_seen.append(i[0].shape[:-1]))
     try:
