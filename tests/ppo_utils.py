@@ -134,7 +134,10 @@ def main(argv=None):
     with open(os.path.join(args.output_dir, f"rank{rank}.json"), "w") as f:
         json.dump({"world": trainer.accelerator.num_processes, "prompts": seen, "weights": digest.hexdigest()}, f)
     # Tear the process group down before exit: left to interpreter shutdown, a gloo worker thread can abort a rank
-    # ("terminate called without an active exception") after training has finished.
+    # ("terminate called without an active exception") after training has finished. Both ranks first meet at a
+    # barrier, so that neither tears the group (and rank 0 its TCP store) down while the other still uses it: once in
+    # CI both ranks had written their results and the launch then hung until the test's timeout.
+    trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()
 
 
