@@ -241,7 +241,8 @@ class GramRewardTrainer(SFTTrainer):
         backbone's hidden states are captured by the hook and the LM head runs on the last position only
         (``logits_to_keep=1``), instead of the full-vocabulary logits, entropy and token accuracy of every position
         that ``SFTTrainer.compute_loss`` computes. The model is still called through its (DDP / DeepSpeed) wrapper.
-        Returns a zero loss carrying the graph, and the outputs."""
+        Returns a float32 zero (the next-token part of the loss; the 2-way term is added by the caller) and the
+        outputs."""
         model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
         outputs = model(**model_inputs, use_cache=False, logits_to_keep=1)
         if self.model.training:
@@ -251,7 +252,7 @@ class GramRewardTrainer(SFTTrainer):
                 local = torch.tensor(inputs["position_ids"].size(1), device=inputs["position_ids"].device)
             self._total_train_tokens += self.accelerator.gather_for_metrics(local).sum().item() // self._tp_size
             self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
-        return outputs.logits.sum() * 0.0, outputs
+        return torch.zeros((), dtype=torch.float32, device=outputs.logits.device), outputs
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.get("labels")
