@@ -6,6 +6,11 @@ difference of the two orders' states (a random half of the pairs flipped, so the
 ``--train_pairs`` warm-up pairs and scored on the first ``--heldout_pairs`` rows of each held-out slice. If no layer
 separates the held-out pairs better than chance, fine-tuning the judge on this much data has nothing to amplify.
 
+A judge reads one order at a time, so a second probe is fit on single-order states (target: the better response is
+shown first), as a direct-mode head at that layer would be; on the held-out pairs it reports the accuracy of each
+order alone, the swap agreement (both orders pick the same response) and the accuracy of the position-debiased
+probability (the mean of the two orders), the figures `trl-gram eval` gives for a judge.
+
     OMP_NUM_THREADS=2 python research/embedded_judge/probe_features.py --data runs/embedded_judge/data \\
         --out runs/embedded_judge/probe
 """
@@ -81,6 +86,26 @@ def accuracy(w, b, x, y) -> float:
     return float((((x @ w + b) > 0).float() == y).float().mean())
 
 
+def single_order(states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each order's states as its own example: target 1 when the chosen response is shown first."""
+    n = states.shape[0]
+    return torch.cat([states[:, 0], states[:, 1]]), torch.cat([torch.ones(n), torch.zeros(n)])
+
+
+def judge_figures(w, b, states: torch.Tensor) -> dict:
+    """Per-order accuracy, swap agreement and debiased accuracy (ties count half) of a single-order head."""
+    p_first = torch.sigmoid(states[:, 0] @ w + b)  # chosen shown first: P(first better) should be high
+    p_second = torch.sigmoid(states[:, 1] @ w + b)  # chosen shown second: should be low
+    right_first, right_second = p_first > 0.5, p_second < 0.5
+    debiased = (p_first + 1 - p_second) / 2
+    return {
+        "order_1": float(right_first.float().mean()),
+        "order_2": float(right_second.float().mean()),
+        "swap_agreement": float((right_first == right_second).float().mean()),
+        "debiased": float(((debiased > 0.5).float() + 0.5 * (debiased == 0.5).float()).mean()),
+    }
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="runs/embedded_judge/data")
@@ -124,10 +149,33 @@ def main(argv=None) -> None:
             correct += acc * len(y)
             total += len(y)
         row["pooled"] = correct / total
+        # the single-order head, l2 chosen on the same validation fifth of the pairs
+        tr = states["train"][:, :, li]
+        best1 = max(
+            a.l2,
+            key=lambda l2: judge_figures(*fit_probe(*single_order(tr[n_val:]), l2), tr[:n_val])["debiased"],
+        )
+        w1, b1 = fit_probe(*single_order(tr), best1)
+        single = {"l2": best1, "train": judge_figures(w1, b1, tr)}
+        pooled = {}
+        for s in SETS:
+            single[s] = judge_figures(w1, b1, states[s][:, :, li])
+        for k in single["train"]:
+            pooled[k] = sum(single[s][k] * len(states[s]) for s in SETS) / sum(len(states[s]) for s in SETS)
+        single["pooled"] = pooled
+        row["single_order"] = single
         report[f"layer_{layer}"] = row
         print(
             f"layer {layer}: "
-            + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
+            + ", ".join(
+                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if k != "single_order"
+            )
+        )
+        print(
+            f"  single-order head (l2 {best1}): "
+            + "; ".join(
+                f"{s} " + " ".join(f"{k} {v:.3f}" for k, v in single[s].items()) for s in ("train", *SETS, "pooled")
+            )
         )
     (out / "probe.json").write_text(json.dumps(report, indent=2) + "\n")
 
