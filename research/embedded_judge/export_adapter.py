@@ -24,7 +24,9 @@ TARGET = Path(__file__).resolve().parents[2] / "trl_gram" / EMBEDDED_ADAPTER_DIR
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="A stage's checkpoint/ folder (adapter_config.json + adapter_model.safetensors).")
+    p.add_argument(
+        "checkpoint", help="A stage's checkpoint/ folder (adapter_config.json + adapter_model.safetensors)."
+    )
     p.add_argument("--out", default=str(TARGET))
     a = p.parse_args(argv)
     src, out = Path(a.checkpoint), Path(a.out)
@@ -32,7 +34,9 @@ def main(argv=None) -> None:
     if config.get("peft_type") != "LORA":
         raise ValueError(f"{src} holds no LoRA adapter (peft_type={config.get('peft_type')!r}).")
     config["base_model_name_or_path"] = DEFAULT_MODEL_NAME
-    weights = {k: v.to(torch.float16).contiguous() for k, v in load_file(str(src / "adapter_model.safetensors")).items()}
+    weights = {
+        k: v.to(torch.float16).contiguous() for k, v in load_file(str(src / "adapter_model.safetensors")).items()
+    }
     out.mkdir(parents=True, exist_ok=True)
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     save_file(weights, str(out / "adapter_model.safetensors"), metadata={"format": "pt", "source": str(src)})
