@@ -26,7 +26,7 @@ from pathlib import Path
 
 from trl_gram import GramJudge
 from trl_gram.formats.files import read_eval_file
-from trl_gram.judge_metrics import pair_outcome
+from trl_gram.judge_metrics import pair_outcome, summarize_outcomes
 
 SETS = ("hh_rlhf", "pandalm", "judgebench")
 
@@ -48,9 +48,16 @@ def order_logits(judge: GramJudge, comps) -> list[tuple[float, float, object]]:
     return out
 
 
+def mean_tilt(rows) -> float:
+    """The mean position tilt b = (l_AB + l_BA) / 2 of some ``order_logits`` rows."""
+    return sum(l_ab + l_ba for l_ab, l_ba, _ in rows) / (2 * len(rows))
+
+
 def figures(rows, comps, bias: float) -> dict:
-    outcomes = [pair_outcome(j, c.label) for (_, _, j), c in zip(rows, comps)]
-    n = len(outcomes)
+    """`trl-gram eval`'s figures of these comparisons ([`summarize_outcomes`] of their [`pair_outcome`]s), plus the
+    mean tilt, the mean |s| and the per-order figures after subtracting ``bias``."""
+    metrics = summarize_outcomes([pair_outcome(j, c.label) for (_, _, j), c in zip(rows, comps)])
+    n = len(rows)
     # response 1 = comps' `first`; its log-odds in AB is l_ab, in BA it is -l_ba
     right_ab = right_ba = agree = 0
     for (l_ab, l_ba, _), c in zip(rows, comps):
@@ -62,9 +69,9 @@ def figures(rows, comps, bias: float) -> dict:
         agree += ab == ba
     return {
         "num_pairs": n,
-        "accuracy": sum(o["correct"] for o in outcomes) / n,
-        "swap_agreement": sum(bool(o["agreement"]) for o in outcomes) / n,
-        "position_bias_logodds": sum(l_ab + l_ba for l_ab, l_ba, _ in rows) / (2 * n),
+        "accuracy": metrics["accuracy"],
+        "swap_agreement": metrics["swap_agreement"],
+        "position_bias_logodds": mean_tilt(rows),
         "content_logodds": sum(abs(l_ab - l_ba) / 2 for l_ab, l_ba, _ in rows) / n,
         "calibrated_order_accuracy": (right_ab + right_ba) / (2 * n),
         "calibrated_swap_agreement": agree / n,
@@ -84,8 +91,7 @@ def main(argv=None) -> None:
     judge = GramJudge.from_pretrained(None, adapter=a.adapter, mode="direct", max_length=a.max_length)
     name, start, stop = a.calibration.split(":")
     calib = read_eval_file(str(data / name), select=f"{start}:{stop}").comparisons
-    calib_rows = order_logits(judge, calib)
-    bias = sum(l_ab + l_ba for l_ab, l_ba, _ in calib_rows) / (2 * len(calib_rows))
+    bias = mean_tilt(order_logits(judge, calib))
     report = {"adapter": a.adapter, "calibration": a.calibration, "bias_logodds": bias, "sets": {}}
     pooled_rows, pooled_comps, pooled_sets = [], [], []
     for s in SETS:
