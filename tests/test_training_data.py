@@ -6,11 +6,18 @@ from collections import Counter
 
 import pytest
 from datasets import Dataset
-from training_utils import SHORT_DIRECT_TEMPLATE, SHORT_REASON_TEMPLATE, make_model, make_tokenizer, rule_rows
+from training_utils import (
+    SHORT_DIRECT_TEMPLATE,
+    SHORT_REASON_TEMPLATE,
+    make_model,
+    make_tokenizer,
+    rule_rows,
+    tiny_training_args,
+)
 
 from trl_gram.formats import load_pairs
 from trl_gram.templates import GRAM_R2_TEMPLATE
-from trl_gram.training.config import GramRewardConfig, resolve_template
+from trl_gram.training.config import resolve_template
 from trl_gram.training.judge_examples import (
     PRETRAIN_COMPLETION,
     JudgeExampleBuilder,
@@ -29,18 +36,7 @@ def tok():
 
 
 def _args(tmp_path, **kw):
-    base = dict(
-        report_to=[],
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        max_length=256,
-        save_strategy="no",
-        disable_tqdm=True,
-        judge_eval=False,
-    )
-    base.update(kw)
-    return GramRewardConfig(str(tmp_path / "out"), **base)
+    return tiny_training_args(tmp_path, **kw)
 
 
 @pytest.mark.parametrize("n", [1, 7, 40, 101])

@@ -6,10 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
-from training_utils import SHORT_DIRECT_TEMPLATE, SHORT_REASON_TEMPLATE, make_model, make_tokenizer, rule_rows
+from training_utils import (
+    SHORT_DIRECT_TEMPLATE,
+    SHORT_REASON_TEMPLATE,
+    make_model,
+    make_tokenizer,
+    rule_rows,
+    tiny_training_args,
+)
 
 from trl_gram.parsing import format_verdict
-from trl_gram.training.config import GramRewardConfig
 from trl_gram.training.losses import (
     LABEL_SLOT_BASE,
     is_slot,
@@ -26,19 +32,7 @@ def tok():
 
 
 def _args(tmp_path, **kw):
-    base = dict(
-        report_to=[],
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        max_length=256,
-        save_strategy="no",
-        disable_tqdm=True,
-        per_device_train_batch_size=4,
-        judge_eval=False,
-    )
-    base.update(kw)
-    return GramRewardConfig(str(tmp_path / "out"), **base)
+    return tiny_training_args(tmp_path, **{"per_device_train_batch_size": 4, **kw})
 
 
 def test_label_smoothing_matches_hand_computation():

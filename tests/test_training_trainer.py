@@ -6,9 +6,15 @@ import math
 import pytest
 import torch
 from datasets import Dataset
-from training_utils import SHORT_DIRECT_TEMPLATE, SHORT_REASON_TEMPLATE, make_model, make_tokenizer, rule_rows
+from training_utils import (
+    SHORT_DIRECT_TEMPLATE,
+    SHORT_REASON_TEMPLATE,
+    make_model,
+    make_tokenizer,
+    rule_rows,
+    tiny_training_args,
+)
 
-from trl_gram.training.config import GramRewardConfig
 from trl_gram.training.losses import is_slot
 from trl_gram.training.trainer import GramRewardTrainer
 
@@ -19,25 +25,18 @@ def tok():
 
 
 def _args(tmp_path, **kw):
-    base = dict(
-        report_to=[],
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        max_length=256,
-        save_strategy="no",
-        disable_tqdm=True,
+    settings = dict(
         per_device_train_batch_size=16,
         learning_rate=3e-3,
         lr_scheduler_type="constant",
         logging_steps=10,
         seed=0,
         data_seed=0,
+        judge_eval=True,
         judge_eval_max_new_tokens=40,
         judge_eval_max_samples=40,
     )
-    base.update(kw)
-    return GramRewardConfig(str(tmp_path / "out"), **base)
+    return tiny_training_args(tmp_path, **{**settings, **kw})
 
 
 TRAIN = rule_rows(400, seed=1, with_rationale=True)
@@ -55,11 +54,13 @@ HELD_OUT = rule_rows(40, seed=2, with_rationale=True)
         ("direct", "nll", 4, 3e-3),
         ("reason", "nll", 8, 3e-3),
         ("reason", "label_smoothing", 8, 3e-3),
+        ("direct", "pairwise", 2, 1e-3),  # both orders of each pair in every batch
     ],
 )
 def test_tiny_model_learns_the_rule(tok, tmp_path, mode, label_loss, epochs, lr):
     template = SHORT_DIRECT_TEMPLATE if mode == "direct" else SHORT_REASON_TEMPLATE
-    args = _args(tmp_path, mode=mode, label_loss=label_loss, num_train_epochs=epochs, learning_rate=lr)
+    swap = "both" if label_loss == "pairwise" else "random"
+    args = _args(tmp_path, mode=mode, label_loss=label_loss, num_train_epochs=epochs, learning_rate=lr, swap=swap)
     trainer = GramRewardTrainer(
         make_model(tok),
         args,
@@ -77,6 +78,10 @@ def test_tiny_model_learns_the_rule(tok, tmp_path, mode, label_loss, epochs, lr)
     assert after["eval_mean_prob_better"] > 0.75, after
     assert after["eval_parse_failure_rate"] <= 0.05, after
     assert after["eval_loss"] < before["eval_loss"]
+    if label_loss == "pairwise":  # logged beside the label loss: sign accuracy of s and the mean position tilt
+        logged = [h for h in trainer.state.log_history if "pair_accuracy" in h]
+        assert len(logged) >= 2 and "position_tilt" in logged[-1]
+        assert logged[-1]["pair_accuracy"] > logged[0]["pair_accuracy"]
 
 
 @pytest.mark.slow

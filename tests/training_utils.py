@@ -10,6 +10,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from trl_gram.templates import GRAM_R2_PROMPT, GRAM_V1_PROMPT, JudgeTemplate
+from trl_gram.training.config import GramRewardConfig
 from trl_gram.training.prover import PROVER_PROMPT
 
 CHATML = (
@@ -104,3 +105,20 @@ def rule_rows(n: int, seed: int = 0, with_rationale: bool = False) -> list[dict]
             row["rationale"] = f"Response A has {good}. Response A is better."
         rows.append(row)
     return rows
+
+
+def tiny_training_args(tmp_path, **overrides) -> GramRewardConfig:
+    """A `GramRewardConfig` for tiny CPU runs under ``tmp_path/out``: float32, no checkpoints, no reporting, no
+    judge evaluation unless ``overrides`` ask for it."""
+    settings = dict(
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        max_length=256,
+        save_strategy="no",
+        disable_tqdm=True,
+        judge_eval=False,
+    )
+    settings.update(overrides)
+    return GramRewardConfig(str(tmp_path / "out"), **settings)

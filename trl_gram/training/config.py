@@ -47,12 +47,20 @@ class GramRewardConfig(SFTConfig):
             Loss on the label token: `"nll"` (its ordinary next-token loss) or `"label_smoothing"`: cross-entropy over
             the two label tokens' logits only, with smoothing `label_smoothing_epsilon` (GRAM v1). In `direct` mode it
             replaces the label token's loss; in `reason` mode it is added to the ordinary loss of the rationale and
-            label tokens (a reasoning judge must still generate the label word). Defaults to `"label_smoothing"` in
-            `direct` mode and `"nll"` in `reason` mode.
+            label tokens (a reasoning judge must still generate the label word). `"pairwise"` (`direct` mode with
+            `swap="both"`): each batch holds both orders of its pairs, and the loss is the 2-way label-smoothing loss on
+            the pair's debiased log-odds `s = (d_1 - d_2) / 2` (a Bradley-Terry loss; `d_k` is the log-odds of "the
+            first shown response is better" in order `k`, the two orders showing the pair's responses the other way
+            round) plus `pairwise_tilt_weight` times the squared position tilt `b = (d_1 + d_2) / 2`. Unlike the
+            per-order loss, the label term cannot be lowered by a position preference, and no batch is tilted by an
+            unequal number of A and B labels. Defaults to `"label_smoothing"` in `direct` mode and `"nll"` in `reason`
+            mode.
         label_smoothing_epsilon (`float`, *optional*, defaults to `0.1`):
             Smoothing ε of the label-smoothing loss.
         label_loss_weight (`float`, *optional*, defaults to `1.0`):
             Weight of the label-smoothing term relative to one token of language-modelling loss.
+        pairwise_tilt_weight (`float`, *optional*, defaults to `0.1`):
+            Weight of the squared position tilt `b` of each pair in the `"pairwise"` label loss.
         on_invalid_row (`str`, *optional*, defaults to `"error"`):
             What to do with a bad row (missing value, empty response, `chosen == rejected`, label outside the label
             words, rationale that contradicts its label): `"error"` raises a `ValueError` naming the row, `"skip"`
@@ -126,8 +134,10 @@ class GramRewardConfig(SFTConfig):
         default=None,
         metadata={
             "help": "Loss on the label token: nll (next-token loss) or label_smoothing (2-way cross-entropy over the "
-            "label tokens' logits). Default: label_smoothing in direct mode, nll in reason mode.",
-            "choices": ["nll", "label_smoothing"],
+            "label tokens' logits) or pairwise (direct mode, swap=both: the 2-way loss on each pair's debiased "
+            "log-odds over its two orders, plus a position-tilt penalty). Default: label_smoothing in direct mode, nll "
+            "in reason mode.",
+            "choices": ["nll", "label_smoothing", "pairwise"],
         },
     )
     label_smoothing_epsilon: float = field(
@@ -135,6 +145,10 @@ class GramRewardConfig(SFTConfig):
     )
     label_loss_weight: float = field(
         default=1.0, metadata={"help": "Weight of the label-smoothing term (per label slot, vs. one LM token)."}
+    )
+    pairwise_tilt_weight: float = field(
+        default=0.1,
+        metadata={"help": "Weight of each pair's squared position tilt in the pairwise label loss."},
     )
     on_invalid_row: str = field(
         default="error",
@@ -207,8 +221,30 @@ class GramRewardConfig(SFTConfig):
             raise ValueError(f"`direct_examples` adds direct examples to reason training; `mode` is {self.mode!r}.")
         if self.label_loss is None:
             self.label_loss = "label_smoothing" if self.mode == "direct" else "nll"
-        if self.label_loss not in ("nll", "label_smoothing"):
-            raise ValueError(f"`label_loss` must be 'nll' or 'label_smoothing', got {self.label_loss!r}.")
+        if self.label_loss not in ("nll", "label_smoothing", "pairwise"):
+            raise ValueError(f"`label_loss` must be 'nll', 'label_smoothing' or 'pairwise', got {self.label_loss!r}.")
+        if self.label_loss == "pairwise":
+            if self.mode != "direct" or self.swap != "both":
+                raise ValueError(
+                    "`label_loss='pairwise'` compares the two orders of each pair: it needs `mode='direct'` and "
+                    f"`swap='both'` (got mode={self.mode!r}, swap={self.swap!r})."
+                )
+            if self.per_device_train_batch_size % 2:
+                raise ValueError(
+                    "`label_loss='pairwise'` keeps both orders of a pair in one batch: `per_device_train_batch_size` "
+                    f"must be even, got {self.per_device_train_batch_size}."
+                )
+            if self.train_sampling_strategy == "batch_rebalance":
+                raise ValueError(
+                    "`label_loss='pairwise'` samples whole pairs: use `train_sampling_strategy` 'random', "
+                    "'group_by_length' or 'sequential', not 'batch_rebalance'."
+                )
+            if self.packing or self.padding_free:
+                raise ValueError(
+                    "`label_loss='pairwise'` needs one example per row: set `packing` and `padding_free` off."
+                )
+        if self.pairwise_tilt_weight < 0:
+            raise ValueError(f"`pairwise_tilt_weight` must be >= 0, got {self.pairwise_tilt_weight}.")
         if not 0.0 <= self.label_smoothing_epsilon < 1.0:
             raise ValueError(f"`label_smoothing_epsilon` must be in [0, 1), got {self.label_smoothing_epsilon}.")
         if self.label_loss_weight < 0:

@@ -212,13 +212,18 @@ def assign_orders(n: int, swap: str, seed: int, labels: list[int | None] | None 
     return [(t != g,) for t, g in zip(targets, given)]
 
 
-def render_pairs(pairs: list[dict], swap: str, seed: int, label_words: tuple[str, str] = ("A", "B")) -> list[dict]:
+def render_pairs(
+    pairs: list[dict], swap: str, seed: int, label_words: tuple[str, str] = ("A", "B"), with_order: bool = False
+) -> list[dict]:
     """Shown examples ``{"question", "first", "second", "label", "rationale", "row"}``: ``first`` is shown as the
-    first label word and ``label`` is the index of the better shown response."""
+    first label word and ``label`` is the index of the better shown response. With ``with_order``, each also has
+    ``"pair_order"``: ``2 * i + swapped`` for the ``i``-th pair (``swapped``: 1 when shown the other way round)."""
     shown = []
-    for pair, orders in zip(pairs, assign_orders(len(pairs), swap, seed, [p["label"] for p in pairs])):
+    for i, (pair, orders) in enumerate(zip(pairs, assign_orders(len(pairs), swap, seed, [p["label"] for p in pairs]))):
         for swapped in orders:
             ex = dict(pair)
+            if with_order:
+                ex["pair_order"] = 2 * i + int(swapped)
             if swapped:
                 ex["first"], ex["second"] = pair["second"], pair["first"]
                 ex["label"] = None if pair["label"] is None else 1 - pair["label"]
@@ -370,12 +375,13 @@ def build_judge_dataset(
     seed: int,
     num_proc: int | None = None,
     name: str = "train",
+    with_order: bool = False,
 ) -> tuple[Dataset, Dataset, dict]:
     """Render and tokenize canonical pairs. Returns ``(tokenized, rendered, stats)``: the tokenized dataset
-    (``input_ids``, ``labels``), the rendered text examples, and counts (``examples``, ``label_0``, ``label_1``,
-    ``too_long``)."""
+    (``input_ids``, ``labels``, and with ``with_order`` the ``pair_order`` of [`render_pairs`]), the rendered text
+    examples, and counts (``examples``, ``label_0``, ``label_1``, ``too_long``)."""
     label_words = builder.template.label_words if builder.template is not None else ("A", "B")
-    shown = render_pairs(pairs, swap, seed, label_words)
+    shown = render_pairs(pairs, swap, seed, label_words, with_order=with_order)
     for ex in shown:
         ex["question"] = question_to_text(ex["question"])
     if not shown:
@@ -391,8 +397,12 @@ def build_judge_dataset(
             "fits": bool(out),
         }
 
+    keep = ["pair_order"] if with_order else []
     tokenized = rendered.map(
-        tokenize, remove_columns=rendered.column_names, num_proc=num_proc, desc=f"Tokenizing {name} judge examples"
+        tokenize,
+        remove_columns=[c for c in rendered.column_names if c not in keep],
+        num_proc=num_proc,
+        desc=f"Tokenizing {name} judge examples",
     )
     too_long = len(tokenized) - sum(tokenized["fits"])
     if too_long:

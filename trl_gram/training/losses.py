@@ -107,3 +107,53 @@ def label_logits_at_slots(
         if cap:
             logits = torch.tanh(logits / cap) * cap
     return logits
+
+
+def pairwise_label_loss(
+    label_logits: torch.Tensor,
+    targets: torch.Tensor,
+    pair_order: torch.Tensor,
+    epsilon: float = 0.1,
+    tilt_weight: float = 0.1,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of direct examples that come as both orders of their pairs.
+
+    Row ``r`` has label logits ``label_logits[r]``, target ``targets[r]`` and ``pair_order[r] = 2 * i + swapped`` (pair
+    ``i``, shown as given or the other way round). With ``d`` the log-odds of "the first shown response is better",
+    a pair whose two orders are both present has the debiased log-odds ``s = (d_given - d_swapped) / 2`` and the
+    position tilt ``b = (d_given + d_swapped) / 2``; its loss is the 2-way label-smoothing loss of ``s`` against the
+    pair's label plus ``tilt_weight * b**2``, and both of its rows carry it. A row whose other order is not in the
+    batch keeps its per-order [`label_smoothing_loss`].
+
+    Returns ``(per_row_loss, stats)``: ``stats`` holds ``pairs`` (count), ``pair_correct`` (pairs whose ``s`` has the
+    sign of the label) and ``tilt`` (sum of ``b``), as tensors.
+    """
+    per_row = label_smoothing_loss(label_logits, targets, epsilon, "none")
+    orders = pair_order.tolist()
+    if len(orders) != len(per_row):
+        raise ValueError(
+            f"{len(orders)} pair orders for {len(per_row)} label slots: one slot per example is expected."
+        )
+    given, swapped = {}, {}
+    for row, code in enumerate(orders):
+        (swapped if code % 2 else given)[code // 2] = row
+    both = sorted(set(given) & set(swapped))
+    zero = label_logits.new_zeros((), dtype=torch.float32)
+    if not both:
+        return per_row, {"pairs": zero, "pair_correct": zero, "tilt": zero}
+    u = torch.tensor([given[i] for i in both], device=label_logits.device)
+    v = torch.tensor([swapped[i] for i in both], device=label_logits.device)
+    target = targets[u].long()
+    if bool((targets[v].long() != 1 - target).any()):
+        raise ValueError("The two orders of a pair must have opposite label targets.")
+    d = label_logits[:, 0].float() - label_logits[:, 1].float()
+    s, b = (d[u] - d[v]) / 2, (d[u] + d[v]) / 2
+    pair_loss = label_smoothing_loss(torch.stack([s, torch.zeros_like(s)], dim=-1), target, epsilon, "none")
+    pair_loss = pair_loss + tilt_weight * b.pow(2)
+    per_row = per_row.index_put((u,), pair_loss).index_put((v,), pair_loss)
+    stats = {
+        "pairs": torch.tensor(float(len(both)), device=label_logits.device),
+        "pair_correct": ((s > 0) == (target == 0)).float().sum().detach(),
+        "tilt": b.detach().sum(),
+    }
+    return per_row, stats

@@ -4,6 +4,7 @@ on preference pairs, on top of TRL's ``SFTTrainer``."""
 from __future__ import annotations
 
 import functools
+from collections import Counter
 
 import torch
 from accelerate.utils import gather_object, is_peft_model
@@ -18,7 +19,8 @@ from ..judge_metrics import judge_outcomes, metrics_from_outcomes
 from ..templates import JudgeTemplate
 from .config import GramRewardConfig, resolve_template
 from .judge_examples import JudgeExampleBuilder, build_judge_dataset, validate_pairs
-from .losses import is_slot, label_logits_at_slots, label_smoothing_loss, split_label_slots
+from .losses import is_slot, label_logits_at_slots, label_smoothing_loss, pairwise_label_loss, split_label_slots
+from .pair_batches import PairedOrderSampler, PairOrderCollator
 
 logger = logging.get_logger(__name__)
 
@@ -95,6 +97,7 @@ class GramRewardTrainer(SFTTrainer):
         tokenizer = processing_class
 
         self.mode = args.mode
+        self.pairwise = args.label_loss == "pairwise"
         self.template = resolve_template(template if template is not None else args.template, args.mode)
         self.judge = None
         render = None
@@ -152,7 +155,9 @@ class GramRewardTrainer(SFTTrainer):
         )
         self._captured_hidden = None
         self._capturing = False
-        if self.mode != "pretrain" and args.label_loss == "label_smoothing":
+        if self.pairwise:
+            self.data_collator = PairOrderCollator(self.data_collator)
+        if self.mode != "pretrain" and args.label_loss in ("label_smoothing", "pairwise"):
             causal = self.model.get_base_model() if is_peft_model(self.model) else self.model
             causal.base_model.register_forward_hook(self._capture_hidden)
 
@@ -202,9 +207,17 @@ class GramRewardTrainer(SFTTrainer):
             if self.mode == "reason":
                 pairs = [p for p in pairs if p["rationale"]] if with_rationale else []
         swap = args.swap if is_train else "both"
+        with_order = self.pairwise and is_train
         tokenized, rendered, stats = build_judge_dataset(
-            pairs, self.builder, swap, args.seed, num_proc=args.dataset_num_proc, name=name
+            pairs, self.builder, swap, args.seed, num_proc=args.dataset_num_proc, name=name, with_order=with_order
         )
+        if with_order:  # the pairwise loss needs both orders: drop an order whose other one did not fit
+            counts = Counter(code // 2 for code in tokenized["pair_order"])
+            kept = [i for i, code in enumerate(tokenized["pair_order"]) if counts[code // 2] == 2]
+            stats["unpaired_dropped"] = len(tokenized) - len(kept)
+            if stats["unpaired_dropped"]:
+                tokenized = tokenized.select(kept)
+                stats["examples"] = len(tokenized)
         if is_train and self.direct_builder is not None:
             direct, _, direct_stats = build_judge_dataset(
                 pairs,
@@ -227,6 +240,26 @@ class GramRewardTrainer(SFTTrainer):
                 )
             logger.info(f"GRAM training data: {stats}")
         return tokenized
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if self.pairwise and "pair_order" not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, "pair_order"]
+
+    def _get_train_sampler(self, train_dataset=None):
+        """With the pairwise label loss: whole pairs, their two orders side by side ([`PairedOrderSampler`]), so that
+        no batch of even size splits a pair; otherwise the `Trainer`'s sampler."""
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if not self.pairwise or "pair_order" not in getattr(dataset, "column_names", []):
+            return super()._get_train_sampler(train_dataset)
+        strategy = self.args.train_sampling_strategy
+        lengths = [len(ids) for ids in dataset["input_ids"]] if strategy == "group_by_length" else None
+        return PairedOrderSampler(
+            dataset["pair_order"],
+            group_size=self.args.train_batch_size * self.args.gradient_accumulation_steps,
+            lengths=lengths,
+            shuffle=strategy != "sequential",
+        )
 
     # -----------------------------------------------------------------------------------------------------------------
     # Loss
@@ -255,6 +288,7 @@ class GramRewardTrainer(SFTTrainer):
         return torch.zeros((), dtype=torch.float32, device=outputs.logits.device), outputs
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        pair_order = inputs.pop("pair_order", None)
         labels = inputs.get("labels")
         if labels is None or self.label_token_ids is None or not bool(is_slot(labels).any()):
             if labels is not None and self.label_token_ids is not None:
@@ -287,7 +321,19 @@ class GramRewardTrainer(SFTTrainer):
         logits = label_logits_at_slots(
             hidden, slot_mask, causal.get_output_embeddings(), self.label_token_ids, text_config
         )
-        ls_sum = label_smoothing_loss(logits, targets.to(logits.device), self.args.label_smoothing_epsilon, "sum")
+        targets = targets.to(logits.device)
+        pair_stats = None
+        if self.pairwise and pair_order is not None:
+            per_row, pair_stats = pairwise_label_loss(
+                logits,
+                targets,
+                pair_order.to(logits.device),
+                self.args.label_smoothing_epsilon,
+                self.args.pairwise_tilt_weight,
+            )
+            ls_sum = per_row.sum()
+        else:
+            ls_sum = label_smoothing_loss(logits, targets, self.args.label_smoothing_epsilon, "sum")
         n_slots = int(slot_mask.sum())
         n_lm = int((lm_labels[:, 1:] != -100).sum()) if lm_labels.dim() == 2 else int((lm_labels != -100).sum())
         weight = self.args.label_loss_weight
@@ -301,14 +347,17 @@ class GramRewardTrainer(SFTTrainer):
             loss = (loss * max(n_lm, 1) + weight * ls_sum.to(loss.dtype)) / max(total, 1)
         mode = "train" if self.model.training else "eval"
         with torch.no_grad():
-            correct = (logits.argmax(-1) == targets.to(logits.device)).float().sum()
-            stats = torch.stack(
-                [correct, ls_sum.detach().float(), torch.tensor(float(n_slots), device=correct.device)]
-            )
-            stats = self.accelerator.gather_for_metrics(stats.unsqueeze(0)).sum(0)
+            correct = (logits.argmax(-1) == targets).float().sum()
+            values = [correct, ls_sum.detach().float(), torch.tensor(float(n_slots), device=correct.device)]
+            if pair_stats is not None:
+                values += [pair_stats["pair_correct"], pair_stats["tilt"], pair_stats["pairs"]]
+            stats = self.accelerator.gather_for_metrics(torch.stack(values).unsqueeze(0)).sum(0)
         if stats[2] > 0:
             self._metrics[mode]["label_accuracy"].append((stats[0] / stats[2]).item())
             self._metrics[mode]["label_loss"].append((stats[1] / stats[2]).item())
+        if pair_stats is not None and stats[5] > 0:  # the pairwise loss: accuracy of s, mean position tilt b
+            self._metrics[mode]["pair_accuracy"].append((stats[3] / stats[5]).item())
+            self._metrics[mode]["position_tilt"].append((stats[4] / stats[5]).item())
         return (loss, outputs) if return_outputs else loss
 
     # -----------------------------------------------------------------------------------------------------------------
