@@ -21,19 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 from trl_gram import GramJudge
 from trl_gram.formats.files import read_eval_file
 from trl_gram.judge_metrics import pair_outcome, summarize_outcomes
+from trl_gram.pairing import transform
 
 SETS = ("hh_rlhf", "pandalm", "judgebench")
-
-
-def logit(p: float, eps: float = 1e-6) -> float:
-    p = min(max(p, eps), 1 - eps)
-    return math.log(p / (1 - p))
 
 
 def order_logits(judge: GramJudge, comps) -> list[tuple[float, float, object]]:
@@ -43,7 +38,7 @@ def order_logits(judge: GramJudge, comps) -> list[tuple[float, float, object]]:
     )
     out = []
     for j in judgments:
-        by_order = {r.order: logit(r.prob_first) for r in j.runs}
+        by_order = {r.order: transform(r.prob_first, "logit") for r in j.runs}
         out.append((by_order["AB"], by_order["BA"], j))
     return out
 
