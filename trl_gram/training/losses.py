@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .pair_batches import rows_by_pair
+
 LABEL_SLOT_BASE = -1000
 """``labels`` value of a label slot whose target is the first label word; ``LABEL_SLOT_BASE - 1`` for the second."""
 
@@ -134,15 +136,12 @@ def pairwise_label_loss(
         raise ValueError(
             f"{len(orders)} pair orders for {len(per_row)} label slots: one slot per example is expected."
         )
-    given, swapped = {}, {}
-    for row, code in enumerate(orders):
-        (swapped if code % 2 else given)[code // 2] = row
-    both = sorted(set(given) & set(swapped))
+    both = [rows for rows in rows_by_pair(orders, strict=False).values() if None not in rows]
     zero = label_logits.new_zeros((), dtype=torch.float32)
     if not both:
         return per_row, {"pairs": zero, "pair_correct": zero, "tilt": zero}
-    u = torch.tensor([given[i] for i in both], device=label_logits.device)
-    v = torch.tensor([swapped[i] for i in both], device=label_logits.device)
+    u = torch.tensor([given for given, _ in both], device=label_logits.device)
+    v = torch.tensor([swapped for _, swapped in both], device=label_logits.device)
     target = targets[u].long()
     if bool((targets[v].long() != 1 - target).any()):
         raise ValueError("The two orders of a pair must have opposite label targets.")

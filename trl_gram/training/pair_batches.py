@@ -13,6 +13,20 @@ import torch
 from torch.utils.data import Sampler
 
 
+def rows_by_pair(pair_order: Sequence[int], strict: bool = True) -> dict[int, list[int | None]]:
+    """For each pair, the positions of its two orders in ``pair_order`` (codes ``2 * pair + swapped``):
+    ``{pair: [given_row, swapped_row]}``, ``None`` where an order is absent. A repeated order is a ``ValueError``
+    when ``strict``, else its last position is kept."""
+    rows: dict[int, list[int | None]] = {}
+    for index, code in enumerate(pair_order):
+        pair, swapped = divmod(int(code), 2)
+        slot = rows.setdefault(pair, [None, None])
+        if strict and slot[swapped] is not None:
+            raise ValueError(f"Example {index} repeats order {swapped} of pair {pair}.")
+        slot[swapped] = index
+    return rows
+
+
 class PairedOrderSampler(Sampler[int]):
     """Indices of a dataset of paired examples: pairs in a random order (torch's global generator, as the
     `Trainer`'s own samplers use, so a resumed run restores it), each pair's given order before its swapped one.
@@ -33,12 +47,7 @@ class PairedOrderSampler(Sampler[int]):
         lengths: Sequence[int] | None = None,
         shuffle: bool = True,
     ):
-        rows: dict[int, list[int | None]] = {}
-        for index, code in enumerate(pair_order):
-            slot = rows.setdefault(int(code) // 2, [None, None])
-            if slot[int(code) % 2] is not None:
-                raise ValueError(f"Example {index} repeats order {int(code) % 2} of pair {int(code) // 2}.")
-            slot[int(code) % 2] = index
+        rows = rows_by_pair(pair_order)
         missing = [pair for pair, slot in rows.items() if None in slot]
         if missing:
             raise ValueError(f"{len(missing)} pair(s) lack one of their two orders (first: pair {missing[0]}).")

@@ -4,7 +4,6 @@ on preference pairs, on top of TRL's ``SFTTrainer``."""
 from __future__ import annotations
 
 import functools
-from collections import Counter
 
 import torch
 from accelerate.utils import gather_object, is_peft_model
@@ -20,7 +19,7 @@ from ..templates import JudgeTemplate
 from .config import GramRewardConfig, resolve_template
 from .judge_examples import JudgeExampleBuilder, build_judge_dataset, validate_pairs
 from .losses import is_slot, label_logits_at_slots, label_smoothing_loss, pairwise_label_loss, split_label_slots
-from .pair_batches import PairedOrderSampler, PairOrderCollator
+from .pair_batches import PairedOrderSampler, PairOrderCollator, rows_by_pair
 
 logger = logging.get_logger(__name__)
 
@@ -212,8 +211,9 @@ class GramRewardTrainer(SFTTrainer):
             pairs, self.builder, swap, args.seed, num_proc=args.dataset_num_proc, name=name, with_order=with_order
         )
         if with_order:  # the pairwise loss needs both orders: drop an order whose other one did not fit
-            counts = Counter(code // 2 for code in tokenized["pair_order"])
-            kept = [i for i, code in enumerate(tokenized["pair_order"]) if counts[code // 2] == 2]
+            kept = sorted(
+                i for rows in rows_by_pair(tokenized["pair_order"]).values() if None not in rows for i in rows
+            )
             stats["unpaired_dropped"] = len(tokenized) - len(kept)
             if stats["unpaired_dropped"]:
                 tokenized = tokenized.select(kept)
