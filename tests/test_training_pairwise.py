@@ -6,7 +6,14 @@ from collections import Counter
 import pytest
 import torch
 from datasets import Dataset
-from training_utils import SHORT_DIRECT_TEMPLATE, make_model, make_tokenizer, rule_rows, tiny_training_args
+from training_utils import (
+    SHORT_DIRECT_TEMPLATE,
+    SHORT_REASON_TEMPLATE,
+    make_model,
+    make_tokenizer,
+    rule_rows,
+    tiny_training_args,
+)
 
 from trl_gram.training.losses import label_smoothing_loss, pairwise_label_loss
 from trl_gram.training.pair_batches import PairedOrderSampler, PairOrderCollator
@@ -162,3 +169,129 @@ def test_trainer_batches_hold_both_orders_of_each_pair(tok, tmp_path):
         assert slots.tolist() == [1] * 6
         seen.update(c // 2 for c in codes)
     assert seen == Counter({p: 2 for p in range(30)})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Reason-mode training with paired direct examples (`direct_label_loss="pairwise"`)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _batches(order, size):
+    return [order[k : k + size] for k in range(0, len(order), size)]
+
+
+def test_sampler_places_single_examples_so_no_pair_straddles_a_batch():
+    # 15 singles (reasoning examples, code -1) interleaved with 12 pairs, as a concatenated dataset holds them.
+    codes = [-1] * 15 + [2 * p + s for p in range(12) for s in (0, 1)]
+    sampler = PairedOrderSampler(codes, batch_size=4)
+    torch.manual_seed(1)
+    orders = [list(sampler) for _ in range(3)]
+    assert len(sampler) == 39 and orders[0] != orders[1]
+    for order in orders:
+        assert sorted(order) == list(range(39))
+        for batch in _batches(order, 4):
+            pairs = Counter(codes[i] // 2 for i in batch if codes[i] >= 0)
+            assert all(n == 2 for n in pairs.values()), batch  # a pair is never split between two batches
+    with pytest.raises(ValueError, match="even `batch_size`, got None"):
+        PairedOrderSampler(codes)
+
+
+def test_aligned_moves_a_pair_only_until_a_single_fills_the_gap():
+    from trl_gram.training.pair_batches import aligned
+
+    units = [[0], [1, 2], [3, 4], [5], [6]]
+    # batch size 2: the pair after the first single waits for the next single, the second pair follows it
+    assert aligned(units, 2) == [[0], [5], [1, 2], [3, 4], [6]]
+    assert aligned(units, 4) == [[0], [1, 2], [5], [3, 4], [6]]
+    assert aligned([[0], [1, 2]], 2) == [[0], [1, 2]]  # nothing left to fill the gap: the last pair straddles
+
+
+def test_pairwise_loss_leaves_rows_outside_any_pair_with_their_own_loss():
+    logits = torch.tensor([[2.0, 0.5], [0.2, 0.1], [1.0, 0.0], [0.3, 0.9]])
+    targets = torch.tensor([0, 1, 1, 0])
+    codes = torch.tensor([6, -1, 7, -1])
+    per_row, stats = pairwise_label_loss(logits, targets, codes, 0.1, 0.0)
+    own = label_smoothing_loss(logits, targets, 0.1, "none")
+    assert torch.allclose(per_row[[1, 3]], own[[1, 3]])
+    s = ((2.0 - 0.5) - (1.0 - 0.0)) / 2
+    assert math.isclose(per_row[0].item(), _bce(s, 0, 0.1), rel_tol=1e-5) and per_row[0] == per_row[2]
+    assert stats["pairs"].item() == 1
+
+
+def _reason_args(tmp_path, **kw):
+    settings = dict(
+        per_device_train_batch_size=4,
+        mode="reason",
+        direct_examples=True,
+        direct_swap="both",
+        label_loss="label_smoothing",
+        direct_label_loss="pairwise",
+        max_length=1024,
+    )
+    return tiny_training_args(tmp_path, **{**settings, **kw})
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(direct_swap="random"), "set `direct_swap='both'`"),
+        (dict(label_loss="nll"), "needs `label_loss='label_smoothing'`"),
+        (dict(direct_examples=False, direct_swap=None), "set `direct_examples=True`"),
+        (dict(per_device_train_batch_size=5), "`direct_label_loss='pairwise'` keeps both orders"),
+        (dict(direct_label_loss="hinge"), "`direct_label_loss` must be"),
+    ],
+)
+def test_config_rejects_what_direct_pairwise_cannot_do(tmp_path, kw, match):
+    with pytest.raises(ValueError, match=match):
+        _reason_args(tmp_path, **kw)
+
+
+def test_reason_training_with_paired_direct_examples(tok, tmp_path, monkeypatch):
+    from trl import SFTTrainer
+
+    from trl_gram.training.losses import is_slot
+
+    rows = rule_rows(10, seed=5, with_rationale=True)
+    trainer = GramRewardTrainer(
+        make_model(tok),
+        _reason_args(tmp_path, max_steps=3, logging_steps=1),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+        template=SHORT_REASON_TEMPLATE,
+    )
+    stats = trainer.data_stats["train"]
+    assert stats["examples"] == 10 and stats["direct_examples"] == 20 and stats["unpaired_dropped"] == 0
+    codes = trainer.train_dataset["pair_order"]
+    assert Counter(c for c in codes if c < 0) == Counter({-1: 10})
+    batches = list(trainer.get_train_dataloader())
+    assert sum(len(b["pair_order"]) for b in batches) == 30
+    for batch in batches:
+        order = batch["pair_order"].tolist()
+        paired = Counter(c // 2 for c in order if c >= 0)
+        assert all(n == 2 for n in paired.values())
+        for row, code in enumerate(order):  # a reasoning example carries its rationale, a direct one the label alone
+            supervised = int((batch["labels"][row] != -100).sum())
+            assert (supervised == 1) == (code >= 0)
+
+    seen = []
+    parent = SFTTrainer.compute_loss
+
+    def spy(self, model, inputs, *args, **kwargs):
+        seen.append(inputs["labels"].clone())
+        return parent(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(SFTTrainer, "compute_loss", spy)
+    mixed = next(b for b in batches if (b["pair_order"] < 0).any() and (b["pair_order"] >= 0).any())
+    slots = is_slot(mixed["labels"])
+    trainer.compute_loss(trainer.model, {k: v.clone() for k, v in mixed.items()})
+    lm_labels = seen[-1]
+    for row, code in enumerate(mixed["pair_order"].tolist()):
+        at_slot = lm_labels[row][slots[row]]
+        if code >= 0:  # a paired direct example: its label token is trained by the pairwise term alone
+            assert at_slot.tolist() == [-100]
+        else:  # a reasoning example still generates its label word
+            assert at_slot.item() in trainer.label_token_ids
+
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "pair_accuracy" in h]
+    assert logged and all(math.isfinite(h["loss"]) for h in logged)

@@ -101,6 +101,12 @@ class GramRewardConfig(SFTConfig):
             Orders of the direct examples, as `swap` (`"random"`, `"both"`, `"none"`). Defaults to `swap`. `"both"`
             shows each pair in both orders with the label following the better response, the cheapest lesson
             against position bias (direct examples carry no rationale).
+        direct_label_loss (`str`, *optional*):
+            Label loss of the direct examples, with `label_loss="label_smoothing"` for the reasoning ones: `"label_smoothing"`
+            (the default: the same loss, and the label token also keeps its next-token loss) or `"pairwise"`
+            (`direct_swap="both"`): the loss `label_loss="pairwise"` gives a direct judge, on the direct examples of
+            each batch, whose two orders the sampler keeps together; their label token leaves the next-token loss, so
+            nothing trains them per order. The reasoning examples, single units between the pairs, keep theirs.
     """
 
     _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["judge_kwargs"]
@@ -201,6 +207,15 @@ class GramRewardConfig(SFTConfig):
         default=None,
         metadata={"help": "Orders of the direct examples (random, both, none). Default: `swap`."},
     )
+    direct_label_loss: str | None = field(
+        default=None,
+        metadata={
+            "help": "Label loss of the direct examples (`direct_examples`, needs label_loss=label_smoothing): "
+            "label_smoothing, or pairwise (direct_swap=both: each pair's two orders in one batch, the pairwise loss, "
+            "and their label token out of the next-token loss). Default: `label_loss`.",
+            "choices": ["label_smoothing", "pairwise"],
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -223,26 +238,43 @@ class GramRewardConfig(SFTConfig):
             self.label_loss = "label_smoothing" if self.mode == "direct" else "nll"
         if self.label_loss not in ("nll", "label_smoothing", "pairwise"):
             raise ValueError(f"`label_loss` must be 'nll', 'label_smoothing' or 'pairwise', got {self.label_loss!r}.")
-        if self.label_loss == "pairwise":
-            if self.mode != "direct" or self.swap != "both":
+        if self.label_loss == "pairwise" and (self.mode != "direct" or self.swap != "both"):
+            raise ValueError(
+                "`label_loss='pairwise'` compares the two orders of each pair: it needs `mode='direct'` and "
+                f"`swap='both'` (got mode={self.mode!r}, swap={self.swap!r}); in reason mode use `direct_examples` "
+                "with `direct_label_loss='pairwise'`."
+            )
+        if self.direct_label_loss not in (None, "label_smoothing", "pairwise"):
+            raise ValueError(
+                f"`direct_label_loss` must be 'label_smoothing' or 'pairwise', got {self.direct_label_loss!r}."
+            )
+        if self.direct_label_loss is not None:
+            if not self.direct_examples:
+                raise ValueError("`direct_label_loss` is the loss of the direct examples: set `direct_examples=True`.")
+            if self.label_loss != "label_smoothing":
                 raise ValueError(
-                    "`label_loss='pairwise'` compares the two orders of each pair: it needs `mode='direct'` and "
-                    f"`swap='both'` (got mode={self.mode!r}, swap={self.swap!r})."
+                    "`direct_label_loss` needs `label_loss='label_smoothing'` for the reasoning examples (the 2-way "
+                    f"term is what both kinds of example share), got {self.label_loss!r}."
                 )
+            if self.direct_label_loss == "pairwise" and (self.direct_swap or self.swap) != "both":
+                raise ValueError(
+                    "`direct_label_loss='pairwise'` compares the two orders of each pair: set `direct_swap='both'` "
+                    f"(got {self.direct_swap or self.swap!r})."
+                )
+        if "pairwise" in (self.label_loss, self.direct_label_loss):
+            what = "`label_loss='pairwise'`" if self.label_loss == "pairwise" else "`direct_label_loss='pairwise'`"
             if self.per_device_train_batch_size % 2:
                 raise ValueError(
-                    "`label_loss='pairwise'` keeps both orders of a pair in one batch: `per_device_train_batch_size` "
-                    f"must be even, got {self.per_device_train_batch_size}."
+                    f"{what} keeps both orders of a pair in one batch: `per_device_train_batch_size` must be even, "
+                    f"got {self.per_device_train_batch_size}."
                 )
             if self.train_sampling_strategy == "batch_rebalance":
                 raise ValueError(
-                    "`label_loss='pairwise'` samples whole pairs: use `train_sampling_strategy` 'random', "
-                    "'group_by_length' or 'sequential', not 'batch_rebalance'."
+                    f"{what} samples whole pairs: use `train_sampling_strategy` 'random', 'group_by_length' or "
+                    "'sequential', not 'batch_rebalance'."
                 )
             if self.packing or self.padding_free:
-                raise ValueError(
-                    "`label_loss='pairwise'` needs one example per row: set `packing` and `padding_free` off."
-                )
+                raise ValueError(f"{what} needs one example per row: set `packing` and `padding_free` off.")
         if self.pairwise_tilt_weight < 0:
             raise ValueError(f"`pairwise_tilt_weight` must be >= 0, got {self.pairwise_tilt_weight}.")
         if not 0.0 <= self.label_smoothing_epsilon < 1.0:

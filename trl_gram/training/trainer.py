@@ -96,7 +96,8 @@ class GramRewardTrainer(SFTTrainer):
         tokenizer = processing_class
 
         self.mode = args.mode
-        self.pairwise = args.label_loss == "pairwise"
+        # The pairwise label loss: on all examples (a direct judge) or on the direct examples beside reasoning ones.
+        self.pairwise = "pairwise" in (args.label_loss, args.direct_label_loss)
         self.template = resolve_template(template if template is not None else args.template, args.mode)
         self.judge = None
         render = None
@@ -206,19 +207,14 @@ class GramRewardTrainer(SFTTrainer):
             if self.mode == "reason":
                 pairs = [p for p in pairs if p["rationale"]] if with_rationale else []
         swap = args.swap if is_train else "both"
-        with_order = self.pairwise and is_train
+        with_order = args.label_loss == "pairwise" and is_train
         tokenized, rendered, stats = build_judge_dataset(
             pairs, self.builder, swap, args.seed, num_proc=args.dataset_num_proc, name=name, with_order=with_order
         )
-        if with_order:  # the pairwise loss needs both orders: drop an order whose other one did not fit
-            kept = sorted(
-                i for rows in rows_by_pair(tokenized["pair_order"]).values() if None not in rows for i in rows
-            )
-            stats["unpaired_dropped"] = len(tokenized) - len(kept)
-            if stats["unpaired_dropped"]:
-                tokenized = tokenized.select(kept)
-                stats["examples"] = len(tokenized)
+        if with_order:
+            tokenized = self._whole_pairs(tokenized, stats)
         if is_train and self.direct_builder is not None:
+            direct_order = args.direct_label_loss == "pairwise"
             direct, _, direct_stats = build_judge_dataset(
                 pairs,
                 self.direct_builder,
@@ -226,7 +222,12 @@ class GramRewardTrainer(SFTTrainer):
                 args.seed,
                 num_proc=args.dataset_num_proc,
                 name=f"{name} direct",
+                with_order=direct_order,
             )
+            if direct_order:  # the reasoning examples are single units between the direct pairs
+                direct = self._whole_pairs(direct, direct_stats)
+                tokenized = tokenized.add_column("pair_order", [-1] * len(tokenized))
+                stats["unpaired_dropped"] = direct_stats["unpaired_dropped"]
             tokenized = concatenate_datasets([tokenized, direct]).shuffle(seed=args.seed)
             stats["direct_examples"] = direct_stats["examples"]
         stats["skipped"] = dict(skipped)
@@ -241,14 +242,25 @@ class GramRewardTrainer(SFTTrainer):
             logger.info(f"GRAM training data: {stats}")
         return tokenized
 
+    @staticmethod
+    def _whole_pairs(tokenized: Dataset, stats: dict) -> Dataset:
+        """The pairwise loss needs both orders: drop an order whose other one did not fit (``unpaired_dropped``)."""
+        kept = sorted(i for rows in rows_by_pair(tokenized["pair_order"]).values() if None not in rows for i in rows)
+        stats["unpaired_dropped"] = len(tokenized) - len(kept)
+        if stats["unpaired_dropped"]:
+            tokenized = tokenized.select(kept)
+            stats["examples"] = len(tokenized)
+        return tokenized
+
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
         if self.pairwise and "pair_order" not in self._signature_columns:
             self._signature_columns = [*self._signature_columns, "pair_order"]
 
     def _get_train_sampler(self, train_dataset=None):
-        """With the pairwise label loss: whole pairs, their two orders side by side ([`PairedOrderSampler`]), so that
-        no batch of even size splits a pair; otherwise the `Trainer`'s sampler."""
+        """With the pairwise label loss: whole pairs, their two orders side by side, and reasoning examples as single
+        units between them ([`PairedOrderSampler`]), so that no batch splits a pair; otherwise the `Trainer`'s
+        sampler."""
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if not self.pairwise or "pair_order" not in getattr(dataset, "column_names", []):
             return super()._get_train_sampler(train_dataset)
@@ -259,6 +271,7 @@ class GramRewardTrainer(SFTTrainer):
             group_size=self.args.train_batch_size * self.args.gradient_accumulation_steps,
             lengths=lengths,
             shuffle=strategy != "sequential",
+            batch_size=self._train_batch_size,
         )
 
     # -----------------------------------------------------------------------------------------------------------------
@@ -302,6 +315,11 @@ class GramRewardTrainer(SFTTrainer):
         # so its next-token loss stays and the 2-way term is added.
         keep = self.mode == "reason"
         lm_labels, slot_mask, targets = split_label_slots(labels, self.label_token_ids, keep_in_lm=keep)
+        n_out_of_lm = 0  # label slots whose token is trained by the 2-way term alone
+        if keep and pair_order is not None:  # paired direct examples beside reasoning ones: no per-order token loss
+            paired_slots = slot_mask & (pair_order >= 0).to(slot_mask.device).unsqueeze(1)
+            lm_labels = lm_labels.masked_fill(paired_slots, -100)
+            n_out_of_lm = int(paired_slots.sum())
         inputs["labels"] = lm_labels
         label_only = not bool((lm_labels != -100).any())  # direct examples: no next-token target at all
         self._capturing = True
@@ -343,7 +361,7 @@ class GramRewardTrainer(SFTTrainer):
                 term = term * (self.accelerator.num_processes // self.get_tp_size())
             loss = loss + term.to(loss.dtype)
         else:  # the parent divided the LM sum by its own token count: re-weight both over all supervised positions
-            total = n_lm if keep else n_lm + n_slots
+            total = n_lm + n_out_of_lm if keep else n_lm + n_slots
             loss = (loss * max(n_lm, 1) + weight * ls_sum.to(loss.dtype)) / max(total, 1)
         mode = "train" if self.model.training else "eval"
         with torch.no_grad():
