@@ -203,6 +203,32 @@ def test_reason_mode_needs_rationales(tok, tmp_path):
         )
 
 
+def test_rationale_max_sentences_trains_the_first_sentence_only(tok, tmp_path):
+    rows = [
+        {
+            "prompt": f"q{i}",
+            "chosen": f"good{i}",
+            "rejected": f"bad{i}",
+            "rationale": f"Response A is better. Response B is worse because {i}\nResponse A",
+        }
+        for i in range(4)
+    ]
+    trainer = GramRewardTrainer(
+        make_model(tok),
+        _args(tmp_path, mode="reason", rationale_max_sentences=1),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+        template=SHORT_REASON_TEMPLATE,
+    )
+    for ex in trainer.train_dataset:
+        target = tok.decode([t for t, lab in zip(ex["input_ids"], ex["labels"]) if lab != -100])
+        assert "is better." in target and "worse" not in target
+    rendered = trainer.rendered_train_dataset["rationale"]
+    assert sorted(set(rendered)) == ["Response A is better.", "Response B is better."]  # B: a pair shown swapped
+    with pytest.raises(ValueError, match="rationale_max_sentences"):
+        _args(tmp_path, mode="reason", rationale_max_sentences=0)
+
+
 def test_long_examples_are_cut_inside_the_responses(tok):
     builder = JudgeExampleBuilder(tok, GRAM_R2_TEMPLATE, "reason", max_length=1200, min_response_tokens=8)
     long = " ".join(["apple river stone"] * 300)

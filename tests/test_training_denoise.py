@@ -8,6 +8,7 @@ from trl_gram.training.denoise import (
     DenoiseRules,
     check_candidate,
     denoise,
+    first_sentences,
     rationale_label,
     swap_label_mentions,
 )
@@ -122,3 +123,24 @@ def test_disabled_rules_pass():
     # drop_tied_votes=False only matters with the agreement share off
     half = DenoiseRules(**{**everything_off.__dict__, "min_vote_agreement": 0.5})
     assert check_candidate(CASES["tied vote"], half) == "vote_disagreement"
+
+
+@pytest.mark.parametrize(
+    "text,n,expected",
+    [
+        ("Response A is better. It is kind!  More.", 1, "Response A is better."),
+        ("Response A is better. It is kind!  More.", 2, "Response A is better. It is kind!"),
+        ("The better response is:\n\nThe better response is:\n\nThe", 1, "The better response is:"),
+        ("\n\nHi there. Bye.", 1, "Hi there."),
+        ("Version 1.2 is out. Next", 1, "Version 1.2 is out."),  # a period inside a word ends nothing
+        ("No end here", 3, "No end here"),
+        ("Two. Only", 5, "Two. Only"),
+    ],
+)
+def test_first_sentences(text, n, expected):
+    assert first_sentences(text, n) == expected
+
+
+def test_first_sentences_needs_a_positive_count():
+    with pytest.raises(ValueError, match="must be >= 1"):
+        first_sentences("A.", 0)

@@ -43,6 +43,12 @@ class GramRewardConfig(SFTConfig):
             Column holding the rationale of each row (needed in `reason` mode). Its references ("Response A") follow
             the order of the row: `chosen` is A in `prompt`/`chosen`/`rejected` rows; `response_a` is A in
             `prompt`/`response_a`/`response_b`/`label` rows. They are rewritten when a pair is shown swapped.
+        rationale_max_sentences (`int`, *optional*):
+            Train on the first `rationale_max_sentences` sentences of each rationale only (a sentence ends at `.`, `!`
+            or `?` before a space, or at a line break), cut before the rationale checks. Machine-written rationales
+            (the prover's proofs, capped in tokens) often stop mid-sentence or repeat a line, so a judge trained on
+            them cannot tell where a rationale ends, loops, and never writes its answer slot; a rationale that ends
+            where a sentence ends teaches it to close the rationale after that sentence.
         label_loss (`str`, *optional*):
             Loss on the label token: `"nll"` (its ordinary next-token loss) or `"label_smoothing"`: cross-entropy over
             the two label tokens' logits only, with smoothing `label_smoothing_epsilon` (GRAM v1). In `direct` mode it
@@ -134,6 +140,13 @@ class GramRewardConfig(SFTConfig):
         default="rationale",
         metadata={
             "help": "Column holding each row's rationale (reason mode); its 'Response A' is the first response."
+        },
+    )
+    rationale_max_sentences: int | None = field(
+        default=None,
+        metadata={
+            "help": "Reason mode: train on the first N sentences of each rationale only (a sentence ends at . ! ? or "
+            "a line break), compact rationales that end where a sentence ends. Default: the whole rationale."
         },
     )
     label_loss: str | None = field(
@@ -275,6 +288,8 @@ class GramRewardConfig(SFTConfig):
                 )
             if self.packing or self.padding_free:
                 raise ValueError(f"{what} needs one example per row: set `packing` and `padding_free` off.")
+        if self.rationale_max_sentences is not None and self.rationale_max_sentences < 1:
+            raise ValueError(f"`rationale_max_sentences` must be >= 1, got {self.rationale_max_sentences}.")
         if self.pairwise_tilt_weight < 0:
             raise ValueError(f"`pairwise_tilt_weight` must be >= 0, got {self.pairwise_tilt_weight}.")
         if not 0.0 <= self.label_smoothing_epsilon < 1.0:

@@ -150,6 +150,25 @@ def swap_label_mentions(text: str, label_words: Sequence[str] = ("A", "B")) -> s
     return "".join(out)
 
 
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
+
+
+def first_sentences(text: str, n: int) -> str:
+    """The first ``n`` sentences of ``text`` (a sentence ends at ``.``, ``!`` or ``?`` before a space or the end, or
+    at a line break; blank lines are skipped), stripped: a compact rationale whose end is a sentence end."""
+    if n < 1:
+        raise ValueError(f"`n` must be >= 1, got {n}.")
+    text, taken, start = text.strip(), 0, 0
+    for match in _SENTENCE_END.finditer(text):
+        if not text[start : match.end()].strip():
+            start = match.end()
+            continue
+        taken, start = taken + 1, match.end()
+        if taken == n:
+            return text[:start].strip()
+    return text
+
+
 _TAGS = re.compile(r"</?(?:think|answer)>", re.IGNORECASE)
 
 

@@ -34,7 +34,7 @@ from ..batching import truncate_fields
 from ..judge.judge import GramJudgeConfig
 from ..judge.rendering import PromptRenderer
 from ..templates import JudgeTemplate, is_conversational, question_to_text, response_to_text
-from .denoise import rationale_label, swap_label_mentions
+from .denoise import first_sentences, rationale_label, swap_label_mentions
 from .losses import slot_marker
 
 logger = logging.get_logger(__name__)
@@ -83,12 +83,15 @@ def validate_pairs(
     check_rationale: bool = True,
     on_invalid: str = "error",
     name: str = "train",
+    rationale_sentences: int | None = None,
 ) -> tuple[list[dict], Counter]:
     """Canonical pairs from preference rows, and the count of skipped rows per reason.
 
     Each pair is ``{"question", "first", "second", "label", "rationale", "row"}`` with ``question`` a string or a
     conversation (rendered later), ``first``/``second`` response texts, ``label`` the index (0/1) of the better one
-    (``None`` when ``need_label=False`` and the layout has none) and ``rationale`` a string or ``None``.
+    (``None`` when ``need_label=False`` and the layout has none) and ``rationale`` a string or ``None``: with
+    ``rationale_sentences``, its first sentences only ([`~trl_gram.training.denoise.first_sentences`]), cut before
+    the checks.
     """
     if on_invalid not in ("error", "skip"):
         raise ValueError(f"`on_invalid` must be 'error' or 'skip', got {on_invalid!r}.")
@@ -162,6 +165,8 @@ def validate_pairs(
         if rationale is not None and not isinstance(rationale, str):
             bad(i, "bad_rationale", f"`{rationale_column}` is not a string ({type(rationale).__name__})")
             continue
+        if rationale is not None and rationale_sentences is not None:
+            rationale = first_sentences(rationale, rationale_sentences)
         if need_rationale and (rationale is None or not rationale.strip()):
             bad(i, "missing_rationale", f"`{rationale_column}` is empty")
             continue

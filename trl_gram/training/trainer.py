@@ -198,6 +198,7 @@ class GramRewardTrainer(SFTTrainer):
             check_rationale=args.check_rationale_label,
             on_invalid=args.on_invalid_row,
             name=name,
+            rationale_sentences=args.rationale_max_sentences,
         )
         if not is_train:
             subset_col = args.judge_eval_subset_column
