@@ -137,7 +137,7 @@ def test_collator_carries_pair_order():
 @pytest.mark.parametrize(
     "kw,match",
     [
-        (dict(mode="reason"), "needs `mode='direct'`"),
+        (dict(mode="pretrain"), "needs `mode` 'direct' or 'reason'"),
         (dict(swap="random"), "swap='random'"),
         (dict(per_device_train_batch_size=3), "must be even, got 3"),
         (dict(packing=True), "packing"),
@@ -235,7 +235,8 @@ def _reason_args(tmp_path, **kw):
     "kw,match",
     [
         (dict(direct_swap="random"), "set `direct_swap='both'`"),
-        (dict(label_loss="nll"), "needs `label_loss='label_smoothing'`"),
+        (dict(label_loss="nll"), "`label_loss` 'label_smoothing' or 'pairwise', got 'nll'"),
+        (dict(label_loss="pairwise", direct_label_loss=None, swap="random"), "swap='random'"),
         (dict(direct_examples=False, direct_swap=None), "set `direct_examples=True`"),
         (dict(per_device_train_batch_size=5), "`direct_label_loss='pairwise'` keeps both orders"),
         (dict(direct_label_loss="hinge"), "`direct_label_loss` must be"),
@@ -246,11 +247,32 @@ def test_config_rejects_what_direct_pairwise_cannot_do(tmp_path, kw, match):
         _reason_args(tmp_path, **kw)
 
 
-def test_reason_training_with_paired_direct_examples(tok, tmp_path, monkeypatch):
+def _check_label_tokens_in_lm(trainer, batch, is_direct, monkeypatch):
+    """The next-token labels `compute_loss` hands to `SFTTrainer.compute_loss` for ``batch``: a direct example's
+    label token is out (trained by the pairwise term alone), a reasoning example's is in (it must be generated)."""
     from trl import SFTTrainer
 
     from trl_gram.training.losses import is_slot
 
+    seen = []
+    parent = SFTTrainer.compute_loss
+
+    def spy(self, model, inputs, *args, **kwargs):
+        seen.append(inputs["labels"].clone())
+        return parent(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(SFTTrainer, "compute_loss", spy)
+    slots = is_slot(batch["labels"])
+    trainer.compute_loss(trainer.model, {k: v.clone() for k, v in batch.items()})
+    for row, code in enumerate(batch["pair_order"].tolist()):
+        at_slot = seen[-1][row][slots[row]]
+        if is_direct(code):
+            assert at_slot.tolist() == [-100]
+        else:
+            assert at_slot.item() in trainer.label_token_ids
+
+
+def test_reason_training_with_paired_direct_examples(tok, tmp_path, monkeypatch):
     rows = rule_rows(10, seed=5, with_rationale=True)
     trainer = GramRewardTrainer(
         make_model(tok),
@@ -260,7 +282,7 @@ def test_reason_training_with_paired_direct_examples(tok, tmp_path, monkeypatch)
         template=SHORT_REASON_TEMPLATE,
     )
     stats = trainer.data_stats["train"]
-    assert stats["examples"] == 10 and stats["direct_examples"] == 20 and stats["unpaired_dropped"] == 0
+    assert stats["examples"] == 10 and stats["direct_examples"] == 20 and stats["direct_unpaired_dropped"] == 0
     codes = trainer.train_dataset["pair_order"]
     assert Counter(c for c in codes if c < 0) == Counter({-1: 10})
     batches = list(trainer.get_train_dataloader())
@@ -273,25 +295,37 @@ def test_reason_training_with_paired_direct_examples(tok, tmp_path, monkeypatch)
             supervised = int((batch["labels"][row] != -100).sum())
             assert (supervised == 1) == (code >= 0)
 
-    seen = []
-    parent = SFTTrainer.compute_loss
-
-    def spy(self, model, inputs, *args, **kwargs):
-        seen.append(inputs["labels"].clone())
-        return parent(self, model, inputs, *args, **kwargs)
-
-    monkeypatch.setattr(SFTTrainer, "compute_loss", spy)
     mixed = next(b for b in batches if (b["pair_order"] < 0).any() and (b["pair_order"] >= 0).any())
-    slots = is_slot(mixed["labels"])
-    trainer.compute_loss(trainer.model, {k: v.clone() for k, v in mixed.items()})
-    lm_labels = seen[-1]
-    for row, code in enumerate(mixed["pair_order"].tolist()):
-        at_slot = lm_labels[row][slots[row]]
-        if code >= 0:  # a paired direct example: its label token is trained by the pairwise term alone
-            assert at_slot.tolist() == [-100]
-        else:  # a reasoning example still generates its label word
-            assert at_slot.item() in trainer.label_token_ids
+    _check_label_tokens_in_lm(trainer, mixed, is_direct=lambda code: code >= 0, monkeypatch=monkeypatch)
 
     trainer.train()
     logged = [h for h in trainer.state.log_history if "pair_accuracy" in h]
     assert logged and all(math.isfinite(h["loss"]) for h in logged)
+
+
+def test_reason_training_with_both_kinds_paired(tok, tmp_path, monkeypatch):
+    """`label_loss="pairwise"` in reason mode: the reasoning examples come in both orders too, each kind's pairs whole
+    in every batch; the reasoning examples keep their label token in the next-token loss, the direct ones do not."""
+    rows = rule_rows(8, seed=6, with_rationale=True)
+    args = _reason_args(tmp_path, swap="both", label_loss="pairwise", direct_label_loss=None, max_steps=2)
+    assert args.direct_loss == "pairwise"
+    trainer = GramRewardTrainer(
+        make_model(tok),
+        args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+        template=SHORT_REASON_TEMPLATE,
+    )
+    codes = trainer.train_dataset["pair_order"]
+    assert len(codes) == 32 and sorted(codes) == list(range(32))  # 8 reasoning pairs, then 8 direct pairs
+    batches = list(trainer.get_train_dataloader())
+    for batch in batches:
+        order = batch["pair_order"].tolist()
+        assert all(n == 2 for n in Counter(c // 2 for c in order).values())
+        for row, code in enumerate(order):
+            supervised = int((batch["labels"][row] != -100).sum())
+            assert (supervised == 1) == (code >= 16)  # codes 0..15: reasoning examples, with their rationale
+    mixed = next(b for b in batches if (b["pair_order"] < 16).any() and (b["pair_order"] >= 16).any())
+    _check_label_tokens_in_lm(trainer, mixed, is_direct=lambda code: code >= 16, monkeypatch=monkeypatch)
+    trainer.train()
+    assert any("pair_accuracy" in h for h in trainer.state.log_history)

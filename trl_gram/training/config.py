@@ -53,8 +53,9 @@ class GramRewardConfig(SFTConfig):
             Loss on the label token: `"nll"` (its ordinary next-token loss) or `"label_smoothing"`: cross-entropy over
             the two label tokens' logits only, with smoothing `label_smoothing_epsilon` (GRAM v1). In `direct` mode it
             replaces the label token's loss; in `reason` mode it is added to the ordinary loss of the rationale and
-            label tokens (a reasoning judge must still generate the label word). `"pairwise"` (`direct` mode with
-            `swap="both"`): each batch holds both orders of its pairs, and the loss is the 2-way label-smoothing loss on
+            label tokens (a reasoning judge must still generate the label word). `"pairwise"` (`swap="both"`; in
+            `reason` mode the 2-way term, the label token keeping its next-token loss): each batch holds both orders
+            of its pairs, and the loss is the 2-way label-smoothing loss on
             the pair's debiased log-odds `s = (d_1 - d_2) / 2` (a Bradley-Terry loss; `d_k` is the log-odds of "the
             first shown response is better" in order `k`, the two orders showing the pair's responses the other way
             round) plus `pairwise_tilt_weight` times the squared position tilt `b = (d_1 + d_2) / 2`. Unlike the
@@ -108,11 +109,11 @@ class GramRewardConfig(SFTConfig):
             shows each pair in both orders with the label following the better response, the cheapest lesson
             against position bias (direct examples carry no rationale).
         direct_label_loss (`str`, *optional*):
-            Label loss of the direct examples, with `label_loss="label_smoothing"` for the reasoning ones: `"label_smoothing"`
-            (the default: the same loss, and the label token also keeps its next-token loss) or `"pairwise"`
-            (`direct_swap="both"`): the loss `label_loss="pairwise"` gives a direct judge, on the direct examples of
-            each batch, whose two orders the sampler keeps together; their label token leaves the next-token loss, so
-            nothing trains them per order. The reasoning examples, single units between the pairs, keep theirs.
+            Label loss of the direct examples (`direct_examples`; the reasoning examples' `label_loss` must be
+            `"label_smoothing"` or `"pairwise"`): `"label_smoothing"` or `"pairwise"` (`direct_swap="both"`), the loss
+            `label_loss="pairwise"` gives a direct judge, on the direct examples of each batch, whose two orders the
+            sampler keeps together; their label token leaves the next-token loss, so nothing trains it per order.
+            Examples of a kind that is not paired are single units between the pairs. Defaults to `label_loss`.
     """
 
     _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["judge_kwargs"]
@@ -153,8 +154,8 @@ class GramRewardConfig(SFTConfig):
         default=None,
         metadata={
             "help": "Loss on the label token: nll (next-token loss) or label_smoothing (2-way cross-entropy over the "
-            "label tokens' logits) or pairwise (direct mode, swap=both: the 2-way loss on each pair's debiased "
-            "log-odds over its two orders, plus a position-tilt penalty). Default: label_smoothing in direct mode, nll "
+            "label tokens' logits) or pairwise (swap=both: the 2-way loss on each pair's debiased log-odds over its "
+            "two orders, plus a position-tilt penalty). Default: label_smoothing in direct mode, nll "
             "in reason mode.",
             "choices": ["nll", "label_smoothing", "pairwise"],
         },
@@ -223,12 +224,17 @@ class GramRewardConfig(SFTConfig):
     direct_label_loss: str | None = field(
         default=None,
         metadata={
-            "help": "Label loss of the direct examples (`direct_examples`, needs label_loss=label_smoothing): "
+            "help": "Label loss of the direct examples (`direct_examples`; label_loss label_smoothing or pairwise): "
             "label_smoothing, or pairwise (direct_swap=both: each pair's two orders in one batch, the pairwise loss, "
             "and their label token out of the next-token loss). Default: `label_loss`.",
             "choices": ["label_smoothing", "pairwise"],
         },
     )
+
+    @property
+    def direct_loss(self) -> str | None:
+        """The label loss of the direct examples (`direct_examples`): `direct_label_loss`, else `label_loss`."""
+        return (self.direct_label_loss or self.label_loss) if self.direct_examples else None
 
     def __post_init__(self):
         super().__post_init__()
@@ -251,11 +257,10 @@ class GramRewardConfig(SFTConfig):
             self.label_loss = "label_smoothing" if self.mode == "direct" else "nll"
         if self.label_loss not in ("nll", "label_smoothing", "pairwise"):
             raise ValueError(f"`label_loss` must be 'nll', 'label_smoothing' or 'pairwise', got {self.label_loss!r}.")
-        if self.label_loss == "pairwise" and (self.mode != "direct" or self.swap != "both"):
+        if self.label_loss == "pairwise" and (self.mode not in ("direct", "reason") or self.swap != "both"):
             raise ValueError(
-                "`label_loss='pairwise'` compares the two orders of each pair: it needs `mode='direct'` and "
-                f"`swap='both'` (got mode={self.mode!r}, swap={self.swap!r}); in reason mode use `direct_examples` "
-                "with `direct_label_loss='pairwise'`."
+                "`label_loss='pairwise'` compares the two orders of each pair: it needs `mode` 'direct' or 'reason' "
+                f"and `swap='both'` (got mode={self.mode!r}, swap={self.swap!r})."
             )
         if self.direct_label_loss not in (None, "label_smoothing", "pairwise"):
             raise ValueError(
@@ -264,17 +269,17 @@ class GramRewardConfig(SFTConfig):
         if self.direct_label_loss is not None:
             if not self.direct_examples:
                 raise ValueError("`direct_label_loss` is the loss of the direct examples: set `direct_examples=True`.")
-            if self.label_loss != "label_smoothing":
+            if self.label_loss == "nll":
                 raise ValueError(
-                    "`direct_label_loss` needs `label_loss='label_smoothing'` for the reasoning examples (the 2-way "
-                    f"term is what both kinds of example share), got {self.label_loss!r}."
+                    "`direct_label_loss` needs the 2-way label term on the reasoning examples too: `label_loss` "
+                    f"'label_smoothing' or 'pairwise', got {self.label_loss!r}."
                 )
-            if self.direct_label_loss == "pairwise" and (self.direct_swap or self.swap) != "both":
-                raise ValueError(
-                    "`direct_label_loss='pairwise'` compares the two orders of each pair: set `direct_swap='both'` "
-                    f"(got {self.direct_swap or self.swap!r})."
-                )
-        if "pairwise" in (self.label_loss, self.direct_label_loss):
+        if self.direct_examples and self.direct_loss == "pairwise" and (self.direct_swap or self.swap) != "both":
+            raise ValueError(
+                "The pairwise loss of the direct examples compares the two orders of each pair: set "
+                f"`direct_swap='both'` (got {self.direct_swap or self.swap!r})."
+            )
+        if "pairwise" in (self.label_loss, self.direct_loss):
             what = "`label_loss='pairwise'`" if self.label_loss == "pairwise" else "`direct_label_loss='pairwise'`"
             if self.per_device_train_batch_size % 2:
                 raise ValueError(

@@ -97,7 +97,7 @@ class GramRewardTrainer(SFTTrainer):
 
         self.mode = args.mode
         # The pairwise label loss: on all examples (a direct judge) or on the direct examples beside reasoning ones.
-        self.pairwise = "pairwise" in (args.label_loss, args.direct_label_loss)
+        self.pairwise = "pairwise" in (args.label_loss, args.direct_loss)
         self.template = resolve_template(template if template is not None else args.template, args.mode)
         self.judge = None
         render = None
@@ -215,7 +215,7 @@ class GramRewardTrainer(SFTTrainer):
         if with_order:
             tokenized = self._whole_pairs(tokenized, stats)
         if is_train and self.direct_builder is not None:
-            direct_order = args.direct_label_loss == "pairwise"
+            direct_order = args.direct_loss == "pairwise"
             direct, _, direct_stats = build_judge_dataset(
                 pairs,
                 self.direct_builder,
@@ -225,10 +225,16 @@ class GramRewardTrainer(SFTTrainer):
                 name=f"{name} direct",
                 with_order=direct_order,
             )
-            if direct_order:  # the reasoning examples are single units between the direct pairs
+            if direct_order:
                 direct = self._whole_pairs(direct, direct_stats)
-                tokenized = tokenized.add_column("pair_order", [-1] * len(tokenized))
-                stats["unpaired_dropped"] = direct_stats["unpaired_dropped"]
+                stats["direct_unpaired_dropped"] = direct_stats["unpaired_dropped"]
+                if with_order:  # both kinds paired: the direct pairs' codes follow the reasoning ones'
+                    direct = direct.map(lambda ex: {"pair_order": ex["pair_order"] + 2 * len(pairs)})
+            if direct_order != with_order:  # the unpaired kind: single units between the pairs
+                if direct_order:
+                    tokenized = tokenized.add_column("pair_order", [-1] * len(tokenized))
+                else:
+                    direct = direct.add_column("pair_order", [-1] * len(direct))
             tokenized = concatenate_datasets([tokenized, direct]).shuffle(seed=args.seed)
             stats["direct_examples"] = direct_stats["examples"]
         stats["skipped"] = dict(skipped)
@@ -318,7 +324,9 @@ class GramRewardTrainer(SFTTrainer):
         lm_labels, slot_mask, targets = split_label_slots(labels, self.label_token_ids, keep_in_lm=keep)
         n_out_of_lm = 0  # label slots whose token is trained by the 2-way term alone
         if keep and pair_order is not None:  # paired direct examples beside reasoning ones: no per-order token loss
-            paired_slots = slot_mask & (pair_order >= 0).to(slot_mask.device).unsqueeze(1)
+            label_only = ((labels != -100) & ~slot_mask).sum(dim=1) == 0  # a direct example: its label alone
+            paired = (pair_order.to(slot_mask.device) >= 0) & label_only
+            paired_slots = slot_mask & paired.unsqueeze(1)
             lm_labels = lm_labels.masked_fill(paired_slots, -100)
             n_out_of_lm = int(paired_slots.sum())
         inputs["labels"] = lm_labels
