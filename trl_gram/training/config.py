@@ -236,6 +236,11 @@ class GramRewardConfig(SFTConfig):
         """The label loss of the direct examples (`direct_examples`): `direct_label_loss`, else `label_loss`."""
         return (self.direct_label_loss or self.label_loss) if self.direct_examples else None
 
+    @property
+    def pairwise_batches(self) -> bool:
+        """Whether some examples use the pairwise loss, so training batches must keep each pair's two orders."""
+        return "pairwise" in (self.label_loss, self.direct_loss)
+
     def __post_init__(self):
         super().__post_init__()
         if self.mode not in TRAINING_MODES:
@@ -274,12 +279,12 @@ class GramRewardConfig(SFTConfig):
                     "`direct_label_loss` needs the 2-way label term on the reasoning examples too: `label_loss` "
                     f"'label_smoothing' or 'pairwise', got {self.label_loss!r}."
                 )
-        if self.direct_examples and self.direct_loss == "pairwise" and (self.direct_swap or self.swap) != "both":
+        if self.direct_loss == "pairwise" and (self.direct_swap or self.swap) != "both":
             raise ValueError(
                 "The pairwise loss of the direct examples compares the two orders of each pair: set "
                 f"`direct_swap='both'` (got {self.direct_swap or self.swap!r})."
             )
-        if "pairwise" in (self.label_loss, self.direct_loss):
+        if self.pairwise_batches:
             what = "`label_loss='pairwise'`" if self.label_loss == "pairwise" else "`direct_label_loss='pairwise'`"
             if self.per_device_train_batch_size % 2:
                 raise ValueError(

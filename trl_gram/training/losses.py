@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .pair_batches import rows_by_pair
+from .pair_batches import complete_pairs
 
 LABEL_SLOT_BASE = -1000
 """``labels`` value of a label slot whose target is the first label word; ``LABEL_SLOT_BASE - 1`` for the second."""
@@ -136,7 +136,7 @@ def pairwise_label_loss(
         raise ValueError(
             f"{len(orders)} pair orders for {len(per_row)} label slots: one slot per example is expected."
         )
-    both = [rows for rows in rows_by_pair(orders, strict=False).values() if None not in rows]
+    both = complete_pairs(orders, strict=False)
     zero = label_logits.new_zeros((), dtype=torch.float32)
     if not both:
         return per_row, {"pairs": zero, "pair_correct": zero, "tilt": zero}

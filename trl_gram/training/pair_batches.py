@@ -30,6 +30,11 @@ def rows_by_pair(pair_order: Sequence[int], strict: bool = True) -> dict[int, li
     return rows
 
 
+def complete_pairs(pair_order: Sequence[int], strict: bool = True) -> list[list[int]]:
+    """``[given_row, swapped_row]`` of each pair of [`rows_by_pair`] whose two orders are both present."""
+    return [rows for rows in rows_by_pair(pair_order, strict).values() if None not in rows]
+
+
 class PairedOrderSampler(Sampler[int]):
     """Indices of a dataset of paired examples: units in a random order (torch's global generator, as the
     `Trainer`'s own samplers use, so a resumed run restores it). A unit is a pair, its given order before its swapped

@@ -19,7 +19,7 @@ from ..templates import JudgeTemplate
 from .config import GramRewardConfig, resolve_template
 from .judge_examples import JudgeExampleBuilder, build_judge_dataset, validate_pairs
 from .losses import is_slot, label_logits_at_slots, label_smoothing_loss, pairwise_label_loss, split_label_slots
-from .pair_batches import PairedOrderSampler, PairOrderCollator, rows_by_pair
+from .pair_batches import PairedOrderSampler, PairOrderCollator, complete_pairs
 
 logger = logging.get_logger(__name__)
 
@@ -96,8 +96,7 @@ class GramRewardTrainer(SFTTrainer):
         tokenizer = processing_class
 
         self.mode = args.mode
-        # The pairwise label loss: on all examples (a direct judge) or on the direct examples beside reasoning ones.
-        self.pairwise = "pairwise" in (args.label_loss, args.direct_loss)
+        self.pairwise = args.pairwise_batches
         self.template = resolve_template(template if template is not None else args.template, args.mode)
         self.judge = None
         render = None
@@ -252,7 +251,7 @@ class GramRewardTrainer(SFTTrainer):
     @staticmethod
     def _whole_pairs(tokenized: Dataset, stats: dict) -> Dataset:
         """The pairwise loss needs both orders: drop an order whose other one did not fit (``unpaired_dropped``)."""
-        kept = sorted(i for rows in rows_by_pair(tokenized["pair_order"]).values() if None not in rows for i in rows)
+        kept = sorted(i for rows in complete_pairs(tokenized["pair_order"]) for i in rows)
         stats["unpaired_dropped"] = len(tokenized) - len(kept)
         if stats["unpaired_dropped"]:
             tokenized = tokenized.select(kept)
@@ -265,9 +264,9 @@ class GramRewardTrainer(SFTTrainer):
             self._signature_columns = [*self._signature_columns, "pair_order"]
 
     def _get_train_sampler(self, train_dataset=None):
-        """With the pairwise label loss: whole pairs, their two orders side by side, and reasoning examples as single
-        units between them ([`PairedOrderSampler`]), so that no batch splits a pair; otherwise the `Trainer`'s
-        sampler."""
+        """With the pairwise label loss: whole pairs, their two orders side by side, and the examples of a kind that
+        is not paired as single units between them ([`PairedOrderSampler`]), so that no batch splits a pair; otherwise
+        the `Trainer`'s sampler."""
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if not self.pairwise or "pair_order" not in getattr(dataset, "column_names", []):
             return super()._get_train_sampler(train_dataset)
@@ -324,8 +323,8 @@ class GramRewardTrainer(SFTTrainer):
         lm_labels, slot_mask, targets = split_label_slots(labels, self.label_token_ids, keep_in_lm=keep)
         n_out_of_lm = 0  # label slots whose token is trained by the 2-way term alone
         if keep and pair_order is not None:  # paired direct examples beside reasoning ones: no per-order token loss
-            label_only = ((labels != -100) & ~slot_mask).sum(dim=1) == 0  # a direct example: its label alone
-            paired = (pair_order.to(slot_mask.device) >= 0) & label_only
+            direct_rows = ((labels != -100) & ~slot_mask).sum(dim=1) == 0  # a direct example: its label alone
+            paired = (pair_order.to(slot_mask.device) >= 0) & direct_rows
             paired_slots = slot_mask & paired.unsqueeze(1)
             lm_labels = lm_labels.masked_fill(paired_slots, -100)
             n_out_of_lm = int(paired_slots.sum())
