@@ -37,6 +37,7 @@ from trl_gram.reward import GenerativeRewardFunction
 from trl_gram.script_utils import (
     JudgeArguments,
     PromptArguments,
+    end_distributed,
     judge_spec,
     load_policy,
     load_prompt_dataset,
@@ -136,4 +137,4 @@ if __name__ == "__main__":
         (GRPOScriptArguments, PromptArguments, JudgeArguments, ComparisonConfig, GRPOConfig, ModelConfig)
     )
     parser.set_defaults_with_config(**DEMO_DEFAULTS)
-    main(*parser.parse_args_and_config())
+    end_distributed(main(*parser.parse_args_and_config()))

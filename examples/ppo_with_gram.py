@@ -36,6 +36,7 @@ from trl_gram.reward import GenerativeRewardFunction
 from trl_gram.script_utils import (
     JudgeArguments,
     PromptArguments,
+    end_distributed,
     judge_spec,
     load_policy,
     load_prompt_dataset,
@@ -139,4 +140,4 @@ def summary(trainer, policy_path, judge_args, start, loaded, end, win_rate=None)
 if __name__ == "__main__":
     parser = TrlParser((PPOScriptArguments, PromptArguments, JudgeArguments, GramPPOConfig, ModelConfig))
     parser.set_defaults_with_config(**DEMO_DEFAULTS)
-    main(*parser.parse_args_and_config())
+    end_distributed(main(*parser.parse_args_and_config()))

@@ -15,6 +15,7 @@ from datasets import Dataset  # noqa: E402
 from tiny_models import tiny_llama, tiny_tokenizer  # noqa: E402
 
 from trl_gram.ppo import GramPPOConfig, GramPPOTrainer  # noqa: E402
+from trl_gram.script_utils import end_distributed  # noqa: E402
 
 TOPICS = ["the sea", "the sky", "Paris", "a poem", "numbers", "the sun", "a friend", "the world"]
 
@@ -95,7 +96,6 @@ def main(argv=None):
     """Tiny PPO for `accelerate launch`: each rank writes `rank{i}.json` (the prompts it was given and a hash of its
     final policy weights) in the output directory."""
     import argparse
-    import gc
     import hashlib
     import json
 
@@ -134,19 +134,7 @@ def main(argv=None):
     rank = trainer.accelerator.process_index
     with open(os.path.join(args.output_dir, f"rank{rank}.json"), "w") as f:
         json.dump({"world": trainer.accelerator.num_processes, "prompts": seen, "weights": digest.hexdigest()}, f)
-    # Tear the process group down before exit, in order, while both ranks are still alive. Left to interpreter
-    # shutdown, a gloo worker thread once aborted a rank ("terminate called without an active exception"); and once in
-    # CI a rank hung after writing its results: the DDP wrapper's reducer, freed after `end_training()`, destroyed its
-    # gloo process group, whose destructor waited forever on a worker thread (gdb: Reducer::~Reducer ->
-    # ProcessGroupGloo::~ProcessGroupGloo -> std::thread::join). So the DDP-wrapped model is freed first, then the
-    # ranks meet at a barrier, then the group is destroyed.
-    accelerator = trainer.accelerator
-    accelerator.wait_for_everyone()
-    del trainer
-    accelerator.free_memory()
-    gc.collect()
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    end_distributed(trainer)
 
 
 if __name__ == "__main__":

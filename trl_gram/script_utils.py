@@ -5,6 +5,7 @@ Everything defaults to offline: no dataset name means a few built-in prompts, no
 SmolLM2-135M-Instruct (`trl_gram.default_model`). A Hub name is only contacted when the user passes one.
 """
 
+import gc
 import os
 from dataclasses import dataclass, field
 
@@ -136,3 +137,27 @@ def load_policy(model_args, device=None):
 def reward_curve(log_history: list[dict], key: str = "reward") -> list[float]:
     """The logged values of `key`, in order (entries without it, or with None, skipped)."""
     return [h[key] for h in log_history if h.get(key) is not None]
+
+
+def end_distributed(trainer=None) -> None:
+    """Tear a multi-process run's process group down, in order, while every rank is still alive; a no-op in a single
+    process. Call it last in a script started by `accelerate launch`.
+
+    Left to interpreter shutdown, a gloo worker thread can abort a rank after its work is done ("terminate called
+    without an active exception", exit -6), or hang it: the DDP wrapper's reducer owns a gloo group whose destructor
+    joins a worker thread. So the trainer's DDP wrapper is released first (its reducer goes with it), the ranks meet at a
+    barrier, and only then is the default group destroyed.
+    """
+    import torch.distributed as dist
+    from accelerate import PartialState
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    state = PartialState()
+    state.wait_for_everyone()
+    if trainer is not None:
+        trainer.model_wrapped = trainer.model  # drop the DDP wrapper, and with it the reducer's process group
+        trainer.accelerator.free_memory()
+    gc.collect()
+    state.wait_for_everyone()
+    state.destroy_process_group()

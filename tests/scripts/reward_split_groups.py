@@ -8,6 +8,7 @@ from accelerate import PartialState
 
 from trl_gram.judge import JudgeRun, PairJudgment
 from trl_gram.reward import GenerativeRewardFunction
+from trl_gram.script_utils import end_distributed
 
 
 class LengthJudge:
@@ -37,4 +38,4 @@ if __name__ == "__main__":
         result["strict"] = str(err)
     with open(f"{sys.argv[1]}/rank{state.process_index}.json", "w") as f:
         json.dump(result, f)
-    state.destroy_process_group()  # a clean exit for every rank (gloo threads left to shutdown can abort one)
+    end_distributed()

@@ -45,6 +45,7 @@ if __name__ == "__main__":
     from trl import GRPOConfig, GRPOTrainer
 
     from trl_gram.callbacks import GramWinRateCallback
+    from trl_gram.script_utils import end_distributed
 
     out = Path(sys.argv[1])
     tokenizer = tiny_tokenizer()
@@ -72,3 +73,4 @@ if __name__ == "__main__":
     }
     result["world"] = trainer.accelerator.num_processes
     (out / f"rank{rank}.json").write_text(json.dumps(result))
+    end_distributed(trainer)
