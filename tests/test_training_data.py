@@ -229,6 +229,31 @@ def test_rationale_max_sentences_trains_the_first_sentence_only(tok, tmp_path):
         _args(tmp_path, mode="reason", rationale_max_sentences=0)
 
 
+def test_rationale_before_reference_leaves_the_choice_to_the_label_slot(tok, tmp_path):
+    rationales = ["It is kind. The better response is Response A.", "Response A is better.", "Kind, so A is better."]
+    rows = [
+        {"prompt": f"q{i}", "chosen": f"good{i}", "rejected": f"bad{i}", "rationale": r}
+        for i, r in enumerate(rationales * 2)
+    ]
+    args = _args(tmp_path, mode="reason", rationale_max_sentences=2, rationale_before_reference=True)
+    trainer = GramRewardTrainer(
+        make_model(tok),
+        args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+        template=SHORT_REASON_TEMPLATE,
+    )
+    # The rationale stops before it names a response, in both orders; one opening with a reference is skipped
+    assert sorted(set(trainer.rendered_train_dataset["rationale"])) == [
+        "It is kind. The better response is",
+        "Kind, so",
+    ]
+    assert trainer.data_stats["train"]["skipped"] == {"rationale_opens_with_reference": 2}
+    for ex in trainer.train_dataset:
+        target = tok.decode([t for t, lab in zip(ex["input_ids"], ex["labels"]) if lab != -100])
+        assert "Response" not in target and "better." not in target
+
+
 def test_long_examples_are_cut_inside_the_responses(tok):
     builder = JudgeExampleBuilder(tok, GRAM_R2_TEMPLATE, "reason", max_length=1200, min_response_tokens=8)
     long = " ".join(["apple river stone"] * 300)

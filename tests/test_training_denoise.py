@@ -6,6 +6,7 @@ from trl_gram.training.denoise import (
     RULES,
     Candidate,
     DenoiseRules,
+    before_first_reference,
     check_candidate,
     denoise,
     first_sentences,
@@ -144,3 +145,23 @@ def test_first_sentences(text, n, expected):
 def test_first_sentences_needs_a_positive_count():
     with pytest.raises(ValueError, match="must be >= 1"):
         first_sentences("A.", 0)
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("The better response is Response B.", "The better response is"),
+        ("It is polite, so the first response wins.", "It is polite, so"),
+        ("Clearer and kind: [[A]] is better.", "Clearer and kind:"),
+        ("Polite and correct. B is better.", "Polite and correct."),  # a bare label word in a preference phrase
+        ("A good answer has a reason.", "A good answer has a reason."),  # the article "A" names nothing
+        ("Response A is better.", ""),
+        ("No response named here.", "No response named here."),
+    ],
+)
+def test_before_first_reference(text, expected):
+    assert before_first_reference(text) == expected
+
+
+def test_before_first_reference_reads_the_template_label_words():
+    assert before_first_reference("Both are fine, but Output (2) is kinder.", ("1", "2")) == "Both are fine, but"

@@ -49,6 +49,13 @@ class GramRewardConfig(SFTConfig):
             (the prover's proofs, capped in tokens) often stop mid-sentence or repeat a line, so a judge trained on
             them cannot tell where a rationale ends, loops, and never writes its answer slot; a rationale that ends
             where a sentence ends teaches it to close the rationale after that sentence.
+        rationale_before_reference (`bool`, *optional*, defaults to `False`):
+            Train on each rationale only up to its first reference to a response ("Response B", "the first
+            response", "B is better"), cut after `rationale_max_sentences`. A short rationale that names the better
+            response ("The better response is Response B.") makes the decision in a rationale token, trained by the
+            ordinary next-token loss one order at a time, and the label slot copies it; cut there, the decision is
+            made at the label slot, where the 2-way and pairwise losses act. Rows whose rationale opens with a
+            reference are skipped (counted in the data stats as `rationale_opens_with_reference`).
         label_loss (`str`, *optional*):
             Loss on the label token: `"nll"` (its ordinary next-token loss) or `"label_smoothing"`: cross-entropy over
             the two label tokens' logits only, with smoothing `label_smoothing_epsilon` (GRAM v1). In `direct` mode it
@@ -148,6 +155,14 @@ class GramRewardConfig(SFTConfig):
         metadata={
             "help": "Reason mode: train on the first N sentences of each rationale only (a sentence ends at . ! ? or "
             "a line break), compact rationales that end where a sentence ends. Default: the whole rationale."
+        },
+    )
+    rationale_before_reference: bool = field(
+        default=False,
+        metadata={
+            "help": 'Reason mode: train on each rationale only up to its first reference to a response ("Response '
+            'B", "the first response"), so the label slot, not a rationale token, makes the decision. Rows whose '
+            "rationale opens with one are skipped."
         },
     )
     label_loss: str | None = field(

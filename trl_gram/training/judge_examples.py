@@ -34,7 +34,7 @@ from ..batching import truncate_fields
 from ..judge.judge import GramJudgeConfig
 from ..judge.rendering import PromptRenderer
 from ..templates import JudgeTemplate, is_conversational, question_to_text, response_to_text
-from .denoise import first_sentences, rationale_label, swap_label_mentions
+from .denoise import before_first_reference, first_sentences, rationale_label, swap_label_mentions
 from .losses import slot_marker
 
 logger = logging.get_logger(__name__)
@@ -84,14 +84,17 @@ def validate_pairs(
     on_invalid: str = "error",
     name: str = "train",
     rationale_sentences: int | None = None,
+    rationale_before_reference: bool = False,
 ) -> tuple[list[dict], Counter]:
     """Canonical pairs from preference rows, and the count of skipped rows per reason.
 
     Each pair is ``{"question", "first", "second", "label", "rationale", "row"}`` with ``question`` a string or a
     conversation (rendered later), ``first``/``second`` response texts, ``label`` the index (0/1) of the better one
     (``None`` when ``need_label=False`` and the layout has none) and ``rationale`` a string or ``None``: with
-    ``rationale_sentences``, its first sentences only ([`~trl_gram.training.denoise.first_sentences`]), cut before
-    the checks.
+    ``rationale_sentences``, its first sentences only ([`~trl_gram.training.denoise.first_sentences`]), and with
+    ``rationale_before_reference``, only what precedes its first reference to a response
+    ([`~trl_gram.training.denoise.before_first_reference`]; a row whose rationale opens with one is skipped and
+    counted as ``rationale_opens_with_reference``, whatever ``on_invalid``), both cut before the checks.
     """
     if on_invalid not in ("error", "skip"):
         raise ValueError(f"`on_invalid` must be 'error' or 'skip', got {on_invalid!r}.")
@@ -167,6 +170,11 @@ def validate_pairs(
             continue
         if rationale is not None and rationale_sentences is not None:
             rationale = first_sentences(rationale, rationale_sentences)
+        if rationale is not None and rationale_before_reference:
+            rationale = before_first_reference(rationale, label_words)
+            if not rationale:
+                skipped["rationale_opens_with_reference"] += 1
+                continue
         if need_rationale and (rationale is None or not rationale.strip()):
             bad(i, "missing_rationale", f"`{rationale_column}` is empty")
             continue

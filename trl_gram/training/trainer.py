@@ -198,6 +198,7 @@ class GramRewardTrainer(SFTTrainer):
             on_invalid=args.on_invalid_row,
             name=name,
             rationale_sentences=args.rationale_max_sentences,
+            rationale_before_reference=args.rationale_before_reference,
         )
         if not is_train:
             subset_col = args.judge_eval_subset_column
