@@ -156,6 +156,8 @@ def test_first_sentences_needs_a_positive_count():
         ("Polite and correct. B is better.", "Polite and correct."),  # a bare label word in a preference phrase
         ("A good answer has a reason.", "A good answer has a reason."),  # the article "A" names nothing
         ("Response A is better.", ""),
+        ("The better response is A.", "The better response is"),  # a bare label word given as the verdict
+        ("The answer is A good one.", "The answer is A good one."),  # ... not an article
         ("No response named here.", "No response named here."),
     ],
 )
