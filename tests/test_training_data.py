@@ -11,6 +11,7 @@ from training_utils import (
     SHORT_REASON_TEMPLATE,
     make_model,
     make_tokenizer,
+    reason_trainer,
     rule_rows,
     tiny_training_args,
 )
@@ -54,13 +55,7 @@ def test_random_orders_are_exactly_balanced_and_seeded(n):
 def test_rendered_labels_are_balanced(tok, tmp_path):
     rows = rule_rows(51, seed=0, with_rationale=True)
     for swap, expected in (("random", {25, 26}), ("both", {51})):
-        trainer = GramRewardTrainer(
-            make_model(tok),
-            _args(tmp_path, mode="reason", swap=swap),
-            train_dataset=Dataset.from_list(rows),
-            processing_class=tok,
-            template=SHORT_REASON_TEMPLATE,
-        )
+        trainer = reason_trainer(tok, _args(tmp_path, mode="reason", swap=swap), rows)
         counts = Counter(trainer.rendered_train_dataset["label"])
         assert counts[0] in expected and counts[1] in expected and counts[0] + counts[1] == len(trainer.train_dataset)
         # The chosen response is always the better one, whichever side it is shown on.
@@ -213,13 +208,7 @@ def test_rationale_max_sentences_trains_the_first_sentence_only(tok, tmp_path):
         }
         for i in range(4)
     ]
-    trainer = GramRewardTrainer(
-        make_model(tok),
-        _args(tmp_path, mode="reason", rationale_max_sentences=1),
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tok,
-        template=SHORT_REASON_TEMPLATE,
-    )
+    trainer = reason_trainer(tok, _args(tmp_path, mode="reason", rationale_max_sentences=1), rows)
     for ex in trainer.train_dataset:
         target = tok.decode([t for t, lab in zip(ex["input_ids"], ex["labels"]) if lab != -100])
         assert "is better." in target and "worse" not in target
@@ -236,13 +225,7 @@ def test_rationale_before_reference_leaves_the_choice_to_the_label_slot(tok, tmp
         for i, r in enumerate(rationales * 2)
     ]
     args = _args(tmp_path, mode="reason", rationale_max_sentences=2, rationale_before_reference=True)
-    trainer = GramRewardTrainer(
-        make_model(tok),
-        args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tok,
-        template=SHORT_REASON_TEMPLATE,
-    )
+    trainer = reason_trainer(tok, args, rows)
     # The rationale stops before it names a response, in both orders; one opening with a reference is skipped
     assert sorted(set(trainer.rendered_train_dataset["rationale"])) == [
         "It is kind. The better response is",

@@ -8,9 +8,9 @@ import torch
 from datasets import Dataset
 from training_utils import (
     SHORT_DIRECT_TEMPLATE,
-    SHORT_REASON_TEMPLATE,
     make_model,
     make_tokenizer,
+    reason_trainer,
     rule_rows,
     tiny_training_args,
 )
@@ -274,13 +274,7 @@ def _check_label_tokens_in_lm(trainer, batch, is_direct, monkeypatch):
 
 def test_reason_training_with_paired_direct_examples(tok, tmp_path, monkeypatch):
     rows = rule_rows(10, seed=5, with_rationale=True)
-    trainer = GramRewardTrainer(
-        make_model(tok),
-        _reason_args(tmp_path, max_steps=3, logging_steps=1),
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tok,
-        template=SHORT_REASON_TEMPLATE,
-    )
+    trainer = reason_trainer(tok, _reason_args(tmp_path, max_steps=3, logging_steps=1), rows)
     stats = trainer.data_stats["train"]
     assert stats["examples"] == 10 and stats["direct_examples"] == 20 and stats["direct_unpaired_dropped"] == 0
     codes = trainer.train_dataset["pair_order"]
@@ -309,13 +303,7 @@ def test_reason_training_with_both_kinds_paired(tok, tmp_path, monkeypatch):
     rows = rule_rows(8, seed=6, with_rationale=True)
     args = _reason_args(tmp_path, swap="both", label_loss="pairwise", direct_label_loss=None, max_steps=2)
     assert args.direct_loss == "pairwise"
-    trainer = GramRewardTrainer(
-        make_model(tok),
-        args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tok,
-        template=SHORT_REASON_TEMPLATE,
-    )
+    trainer = reason_trainer(tok, args, rows)
     codes = trainer.train_dataset["pair_order"]
     assert len(codes) == 32 and sorted(codes) == list(range(32))  # 8 reasoning pairs, then 8 direct pairs
     batches = list(trainer.get_train_dataloader())

@@ -122,3 +122,18 @@ def tiny_training_args(tmp_path, **overrides) -> GramRewardConfig:
     )
     settings.update(overrides)
     return GramRewardConfig(str(tmp_path / "out"), **settings)
+
+
+def reason_trainer(tokenizer, args: GramRewardConfig, rows: list[dict]):
+    """A ``GramRewardTrainer`` in reason mode (``SHORT_REASON_TEMPLATE``) on a fresh tiny model and ``rows``."""
+    from datasets import Dataset
+
+    from trl_gram.training.trainer import GramRewardTrainer
+
+    return GramRewardTrainer(
+        make_model(tokenizer),
+        args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        template=SHORT_REASON_TEMPLATE,
+    )
