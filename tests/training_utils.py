@@ -6,12 +6,14 @@ from __future__ import annotations
 import random
 
 import torch
+from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from trl_gram.templates import GRAM_R2_PROMPT, GRAM_V1_PROMPT, JudgeTemplate
 from trl_gram.training.config import GramRewardConfig
 from trl_gram.training.prover import PROVER_PROMPT
+from trl_gram.training.trainer import GramRewardTrainer
 
 CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -126,10 +128,6 @@ def tiny_training_args(tmp_path, **overrides) -> GramRewardConfig:
 
 def reason_trainer(tokenizer, args: GramRewardConfig, rows: list[dict]):
     """A ``GramRewardTrainer`` in reason mode (``SHORT_REASON_TEMPLATE``) on a fresh tiny model and ``rows``."""
-    from datasets import Dataset
-
-    from trl_gram.training.trainer import GramRewardTrainer
-
     return GramRewardTrainer(
         make_model(tokenizer),
         args,

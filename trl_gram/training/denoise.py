@@ -36,6 +36,7 @@ _BETTER = (
 class _RefPatterns:
     reference: re.Pattern  # "Response A", "Assistant (B)", "[[A]]"
     preference: re.Pattern  # "Response A is better", "A is clearly better", "prefer Response B"
+    verdict: re.Pattern  # a bare label word given as the verdict: "The better response is A." (not "is A good one")
 
 
 _ORDINALS = ("first", "second")
@@ -61,7 +62,8 @@ def _ref_patterns(labels: tuple[str, str]) -> _RefPatterns:
         rf"{_BETTER}|(?:prefer|choose|select|pick|favou?r)\s+(?:{_ref(words, 2)}|{bare(2)}))",
         re.IGNORECASE,
     )
-    return _RefPatterns(reference=re.compile(_ref(words, 0), re.IGNORECASE), preference=preference)
+    verdict = re.compile(rf"(?<=\b(?:is|be)\s)\s*(?-i:(?:{words}))(?=\s*(?:[.,;:!?)]|$))", re.IGNORECASE)
+    return _RefPatterns(reference=re.compile(_ref(words, 0), re.IGNORECASE), preference=preference, verdict=verdict)
 
 
 def _labels_in(matches, labels: tuple[str, str]) -> list[str]:
@@ -173,18 +175,9 @@ def before_first_reference(text: str, label_words: Sequence[str] = ("A", "B")) -
     """``text`` up to its first reference to a response ("Response B", "[[A]]", "the first response", "B is better"),
     stripped; the whole text when it names none, ``""`` when it opens with one. A rationale cut there leaves the choice
     of a response to the label slot that follows it."""
-    labels = (str(label_words[0]), str(label_words[1]))
-    pats = _ref_patterns(labels)
-    starts = [m.start() for p in (pats.reference, pats.preference, _named_verdict(labels)) if (m := p.search(text))]
+    pats = _ref_patterns((str(label_words[0]), str(label_words[1])))
+    starts = [m.start() for p in (pats.reference, pats.preference, pats.verdict) if (m := p.search(text))]
     return (text[: min(starts)] if starts else text).strip()
-
-
-@lru_cache(maxsize=16)
-def _named_verdict(labels: tuple[str, str]) -> re.Pattern:
-    """A bare label word given as a verdict: "The better response is A." (the word then punctuation or the end, so
-    the article in "is A good one" is not one)."""
-    words = "|".join(re.escape(w) for w in labels)
-    return re.compile(rf"(?<=\b(?:is|be)\s)\s*(?-i:(?:{words}))(?=\s*(?:[.,;:!?)]|$))", re.IGNORECASE)
 
 
 _TAGS = re.compile(r"</?(?:think|answer)>", re.IGNORECASE)
