@@ -232,6 +232,11 @@ def test_rationale_before_reference_leaves_the_choice_to_the_label_slot(tok, tmp
         "Kind, so",
     ]
     assert trainer.data_stats["train"]["skipped"] == {"rationale_opens_with_reference": 2}
+    # An empty rationale stays a bad row (named, or counted as missing), not a rationale that opens with a reference
+    empty = [{"prompt": "q", "chosen": "good", "rejected": "bad", "rationale": " "}]
+    with pytest.raises(ValueError, match="Row 0 .* `rationale` is empty"):
+        validate_pairs(Dataset.from_list(empty), rationale_column="rationale", need_rationale=True,
+                       rationale_before_reference=True)  # fmt: skip
     for ex in trainer.train_dataset:
         target = tok.decode([t for t, lab in zip(ex["input_ids"], ex["labels"]) if lab != -100])
         assert "Response" not in target and "better." not in target

@@ -170,7 +170,7 @@ def validate_pairs(
             continue
         if rationale is not None and rationale_sentences is not None:
             rationale = first_sentences(rationale, rationale_sentences)
-        if rationale is not None and rationale_before_reference:
+        if rationale and rationale.strip() and rationale_before_reference:  # an empty one is `missing_rationale`
             rationale = before_first_reference(rationale, label_words)
             if not rationale:
                 skipped["rationale_opens_with_reference"] += 1
