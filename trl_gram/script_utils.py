@@ -1,5 +1,6 @@
 """Shared pieces of the example scripts (`examples/ppo_with_gram.py`, `examples/grpo_with_gram.py`,
-`examples/best_of_n.py`): `TrlParser` argument dataclasses for the prompts and the judge, and their loaders.
+`examples/best_of_n.py`): `TrlParser` argument dataclasses for the prompts and the judge, their loaders, and the
+teardown of a multi-process run (`end_distributed`).
 
 Everything defaults to offline: no dataset name means a few built-in prompts, no model path means the embedded
 SmolLM2-135M-Instruct (`trl_gram.default_model`). A Hub name is only contacted when the user passes one.
