@@ -30,6 +30,9 @@ GOOD = "Feedback: A is clear, B is vague.\nComparision: A answers.\nConclusion: 
         ("A good answer was given by both.", None),
         ("The better response is provided by the second response.", "B"),
         ("Conclusion: the first one is more helpful.", "A"),
+        ("Both answer the question. The better response is B.", "B"),  # the bare verdict
+        ("Conclusion: the better one is A, clearly.", "A"),
+        ("Is A good one? It is a fair answer.", None),  # a bare letter that is no verdict
         ("", None),
     ],
 )
@@ -42,6 +45,10 @@ def test_swap_label_mentions_keeps_articles():
     assert swap_label_mentions(text) == "Response B is a good answer, but Assistant A is better. A is better. [[A]]"
     assert swap_label_mentions(swap_label_mentions(text)) == text
     assert swap_label_mentions("Response 1 wins", ("1", "2")) == "Response 2 wins"
+    # the bare verdict names a response too; a letter that is no verdict stays
+    verdict = "Is A good one? The better response is A."
+    assert swap_label_mentions(verdict) == "Is A good one? The better response is B."
+    assert swap_label_mentions("The winner is 2.", ("1", "2")) == "The winner is 1."
     assert (
         swap_label_mentions("The first response beats the second one.") == "The second response beats the first one."
     )

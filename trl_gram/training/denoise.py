@@ -62,7 +62,7 @@ def _ref_patterns(labels: tuple[str, str]) -> _RefPatterns:
         rf"{_BETTER}|(?:prefer|choose|select|pick|favou?r)\s+(?:{_ref(words, 2)}|{bare(2)}))",
         re.IGNORECASE,
     )
-    verdict = re.compile(rf"(?<=\b(?:is|be)\s)\s*(?-i:(?:{words}))(?=\s*(?:[.,;:!?)]|$))", re.IGNORECASE)
+    verdict = re.compile(rf"(?<=\b(?:is|be)\s)\s*(?-i:(?P<v>{words}))(?=\s*(?:[.,;:!?)]|$))", re.IGNORECASE)
     return _RefPatterns(reference=re.compile(_ref(words, 0), re.IGNORECASE), preference=preference, verdict=verdict)
 
 
@@ -100,6 +100,7 @@ def _stance(rationale: str | None, label_words: Sequence[str]) -> tuple[str | No
     if len(preferred) == 1:
         return preferred.pop(), False
     named = set(_labels_in(pats.reference.finditer(conclusion), labels))
+    named |= set(_labels_in(pats.verdict.finditer(conclusion), labels))
     if len(named) == 1 and not preferred:
         return named.pop(), False
     if preferred or named:
@@ -112,22 +113,23 @@ def rationale_label(rationale: str | None, label_words: Sequence[str] = ("A", "B
     """The label word a rationale concludes for, or ``None`` when it does not say clearly.
 
     The conclusion (the text after the last "Conclusion:", else the last paragraph) is read first: a single response
-    named there, or a single one named in a preference phrase ("Response B is better", "I prefer A"), decides. Failing
-    that, preference phrases anywhere in the rationale decide when they all name the same response.
+    named there (or given as the bare verdict "The better response is B."), or a single one named in a preference
+    phrase ("Response B is better", "I prefer A"), decides. Failing that, preference phrases anywhere in the
+    rationale decide when they all name the same response.
     """
     return _stance(rationale, label_words)[0]
 
 
 def swap_label_mentions(text: str, label_words: Sequence[str] = ("A", "B")) -> str:
     """Rewrite a rationale for the swapped order: each reference to one response ("Response A", "[[A]]",
-    "A is better", "prefer B", "the first response") names the other one. Other occurrences of the letters (the
-    article "a") are untouched."""
+    "A is better", "prefer B", "the first response", the verdict "The better one is B.") names the other one.
+    Other occurrences of the letters (the article "a", "is A good one") are untouched."""
     if not text:
         return text
     labels = (str(label_words[0]), str(label_words[1]))
     pats = _ref_patterns(labels)
     spans: dict[int, tuple[int, str]] = {}
-    for pattern in (pats.reference, pats.preference):
+    for pattern in (pats.reference, pats.preference, pats.verdict):
         for m in pattern.finditer(text):
             for name, value in m.groupdict().items():
                 if value:
