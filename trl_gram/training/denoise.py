@@ -174,9 +174,9 @@ def first_sentences(text: str, n: int) -> str:
 
 
 def before_first_reference(text: str, label_words: Sequence[str] = ("A", "B")) -> str:
-    """``text`` up to its first reference to a response ("Response B", "[[A]]", "the first response", "B is better"),
-    stripped; the whole text when it names none, ``""`` when it opens with one. A rationale cut there leaves the choice
-    of a response to the label slot that follows it."""
+    """``text`` up to its first reference to a response ("Response B", "[[A]]", "the first response", "B is better",
+    the verdict "is A."), stripped; the whole text when it names none, ``""`` when it opens with one. A rationale cut
+    there leaves the choice of a response to the label slot that follows it."""
     pats = _ref_patterns((str(label_words[0]), str(label_words[1])))
     starts = [m.start() for p in (pats.reference, pats.preference, pats.verdict) if (m := p.search(text))]
     return (text[: min(starts)] if starts else text).strip()
