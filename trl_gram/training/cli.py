@@ -32,6 +32,13 @@ class TrainScriptArguments:
     eval_dataset_name: str | None = field(default=None, metadata={"help": "Held-out pairs (same forms)."})
     eval_dataset_select: str | None = field(default=None, metadata={"help": "Rows 'start:stop' of the eval file."})
     eval_split: str = field(default="train", metadata={"help": "Split of a Hub/saved eval dataset."})
+    init_adapter: str | None = field(
+        default=None,
+        metadata={
+            "help": "A LoRA adapter folder (adapter_config.json) to go on training, over the base model, instead of "
+            "a new adapter (leave `use_peft` off: the adapter brings its own LoRA settings)."
+        },
+    )
 
 
 @dataclass
@@ -73,6 +80,26 @@ def _model_path(model_args) -> str:
     return default_model_path()
 
 
+def _trainable_adapter(base_path: str, adapter: str, training_args, peft_config):
+    """The base model with the LoRA adapter folder ``adapter`` loaded trainable (``init_adapter``)."""
+    from pathlib import Path
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise ValueError(f"`init_adapter={adapter!r}` is not a LoRA adapter folder (no adapter_config.json in it).")
+    if peft_config is not None:
+        raise ValueError(
+            "`init_adapter` goes on training an existing adapter; `use_peft` would add a new one on top: "
+            "leave `use_peft` (and the lora_* settings) unset."
+        )
+    kwargs = training_args.model_init_kwargs or {}
+    training_args.model_init_kwargs = None  # the model is built here, not by the trainer
+    base = AutoModelForCausalLM.from_pretrained(base_path, **kwargs)
+    return PeftModel.from_pretrained(base, adapter, is_trainable=True)
+
+
 def _parse(dataclass_types, argv, prog):
     from trl import TrlParser
 
@@ -100,12 +127,16 @@ def run_train(args) -> int:
             script_args.eval_dataset_name, script_args.eval_split, select=script_args.eval_dataset_select
         )
     training_args.model_init_kwargs = _model_init_kwargs(model_args, training_args)
+    model, peft_config = _model_path(model_args), get_peft_config(model_args)
+    if script_args.init_adapter:
+        model = _trainable_adapter(model, script_args.init_adapter, training_args, peft_config)
+        peft_config = None
     trainer = GramRewardTrainer(
-        _model_path(model_args),
+        model,
         args=training_args,
         train_dataset=train,
         eval_dataset=eval_dataset,
-        peft_config=get_peft_config(model_args),
+        peft_config=peft_config,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
