@@ -43,9 +43,8 @@ COMMON = [
 ]
 
 
-def test_train_then_eval(files, tmp_path, capsys):
-    out = tmp_path / "judge"
-    rc = cli.main(
+def _train(files, out, *extra):
+    return cli.main(
         [
             "train",
             "--model_name_or_path",
@@ -61,8 +60,14 @@ def test_train_then_eval(files, tmp_path, capsys):
             "--max_length",
             "1024",
             *COMMON,
+            *extra,
         ]
     )
+
+
+def test_train_then_eval(files, tmp_path, capsys):
+    out = tmp_path / "judge"
+    rc = _train(files, out)
     assert rc == 0 and (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     report = tmp_path / "metrics.json"
     rc = cli.main(
@@ -85,38 +90,15 @@ def test_train_then_eval(files, tmp_path, capsys):
     assert "accuracy" in capsys.readouterr().out
 
 
-def _train_lora(files, out, *extra):
-    return cli.main(
-        [
-            "train",
-            "--model_name_or_path",
-            str(files / "tiny"),
-            "--dataset_name",
-            str(files / "train.jsonl"),
-            "--mode",
-            "direct",
-            "--output_dir",
-            str(out),
-            "--max_steps",
-            "2",
-            "--max_length",
-            "1024",
-            "--learning_rate",
-            "1e-2",
-            *COMMON,
-            *extra,
-        ]
-    )
-
-
 def test_train_goes_on_from_an_adapter(files, tmp_path):
     import torch
     from safetensors.torch import load_file
 
+    lr = ("--learning_rate", "1e-2")  # a visible step for the LoRA weights
     first = tmp_path / "first"
-    assert _train_lora(files, first, "--use_peft", "--lora_target_modules", "q_proj", "v_proj") == 0
+    assert _train(files, first, *lr, "--use_peft", "--lora_target_modules", "q_proj", "v_proj") == 0
     second = tmp_path / "second"
-    assert _train_lora(files, second, "--init_adapter", str(first)) == 0
+    assert _train(files, second, *lr, "--init_adapter", str(first)) == 0
     before, after = load_file(first / "adapter_model.safetensors"), load_file(second / "adapter_model.safetensors")
     # the same LoRA (its own target modules, not a new adapter), trained further
     assert before.keys() == after.keys() and all("q_proj" in k or "v_proj" in k for k in after)
@@ -126,9 +108,9 @@ def test_train_goes_on_from_an_adapter(files, tmp_path):
     )
     assert any(not torch.equal(before[k], after[k]) for k in before)
     with pytest.raises(ValueError, match="init_adapter.*use_peft"):
-        _train_lora(files, tmp_path / "third", "--init_adapter", str(first), "--use_peft")
+        _train(files, tmp_path / "third", "--init_adapter", str(first), "--use_peft")
     with pytest.raises(ValueError, match="not a LoRA adapter folder"):
-        _train_lora(files, tmp_path / "fourth", "--init_adapter", str(files / "tiny"))
+        _train(files, tmp_path / "fourth", "--init_adapter", str(files / "tiny"))
 
 
 def test_yaml_config_and_self_train(files, tmp_path):
