@@ -84,8 +84,7 @@ def _trainable_adapter(base_path: str, adapter: str, training_args, peft_config)
     """The base model with the LoRA adapter folder ``adapter`` loaded trainable (``init_adapter``)."""
     from pathlib import Path
 
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from .stage_training import ModelSource
 
     if not (Path(adapter) / "adapter_config.json").is_file():
         raise ValueError(f"`init_adapter={adapter!r}` is not a LoRA adapter folder (no adapter_config.json in it).")
@@ -94,10 +93,9 @@ def _trainable_adapter(base_path: str, adapter: str, training_args, peft_config)
             "`init_adapter` goes on training an existing adapter; `use_peft` would add a new one on top: "
             "leave `use_peft` (and the lora_* settings) unset."
         )
-    kwargs = training_args.model_init_kwargs or {}
+    model = ModelSource(base_path, training_args).load(Path(adapter), trainable=True)
     training_args.model_init_kwargs = None  # the model is built here, not by the trainer
-    base = AutoModelForCausalLM.from_pretrained(base_path, **kwargs)
-    return PeftModel.from_pretrained(base, adapter, is_trainable=True)
+    return model
 
 
 def _parse(dataclass_types, argv, prog):
