@@ -93,9 +93,7 @@ def _trainable_adapter(base_path: str, adapter: str, training_args, peft_config)
             "`init_adapter` goes on training an existing adapter; `use_peft` would add a new one on top: "
             "leave `use_peft` (and the lora_* settings) unset."
         )
-    model = ModelSource(base_path, training_args).load(Path(adapter), trainable=True)
-    training_args.model_init_kwargs = None  # the model is built here, not by the trainer
-    return model
+    return ModelSource(base_path, training_args).load(Path(adapter), trainable=True)
 
 
 def _parse(dataclass_types, argv, prog):
@@ -128,7 +126,8 @@ def run_train(args) -> int:
     model, peft_config = _model_path(model_args), get_peft_config(model_args)
     if script_args.init_adapter:
         model = _trainable_adapter(model, script_args.init_adapter, training_args, peft_config)
-        peft_config = None
+        # the model and its LoRA are built here, not by the trainer
+        training_args.model_init_kwargs, peft_config = None, None
     trainer = GramRewardTrainer(
         model,
         args=training_args,
